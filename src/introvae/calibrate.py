@@ -1,0 +1,67 @@
+"""Choosing the margin m (Appendix D): train the networks as a plain VAE and read off its KL."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import Config
+from .data import to_float
+from .losses import kl_divergence, reconstruction_error
+
+
+@dataclass
+class Calibration:
+    config: Config
+    steps: int
+    kl_train: float  # KL of training images, as the encoder sees them in training (last 10 % of steps)
+    kl_train_eval: float  # the same in eval mode (BatchNorm running statistics), over the whole training split
+    reconstruction: float  # L_AE per image at the end
+    suggested_margin: float
+    run_dir: Path | None
+
+    def report(self) -> str:
+        return (f"plain VAE (alpha = 0, beta = {self.config.beta:g}, z = {self.config.latent_dim}) after "
+                f"{self.steps} steps:\n"
+                f"  KL of training images: {self.kl_train:.1f} nats (training mode), "
+                f"{self.kl_train_eval:.1f} (eval mode)\n"
+                f"  reconstruction error L_AE: {self.reconstruction:.1f} per image\n"
+                f"suggested margin: --margin {self.suggested_margin:g}  "
+                f"(a little above the VAE's KL, as the paper advises; a larger --beta needs a larger margin)")
+
+
+def suggest_margin(kl: float) -> float:
+    """About 10 % above ``kl``, rounded up to a whole number (to a multiple of 5 above 50)."""
+    target = kl * 1.1
+    step = 5 if target > 50 else 1
+    return float(max(1, math.ceil(target / step) * step))
+
+
+def calibrate(config: Config, *, out: str | Path | None = None, show_progress: bool = True) -> Calibration:
+    """Train ``config``'s networks as a plain VAE and measure the KL it reaches on the training data."""
+    from .trainer import Trainer, read_stats
+
+    cfg = config.replace(objective="vae", image_every=10**9)
+    with tempfile.TemporaryDirectory(prefix="introvae-calibrate-") as tmp:
+        run_dir = Path(out) if out else Path(tmp)
+        trainer = Trainer(cfg, run_dir, show_progress=show_progress, log=lambda s: None)
+        trainer.train()
+        rows = read_stats(run_dir)
+        tail = rows[-max(1, len(rows) // 10):]
+        kl_train = sum(r["kl_real"] for r in tail) / len(tail)
+        model = trainer.model.eval()
+        kls, recs = [], []
+        with torch.no_grad():
+            for i in range(0, len(trainer.data.train), 256):
+                x = to_float(trainer.data.train[i:i + 256])
+                mu, logvar = model.encoder(x)
+                kls.append(kl_divergence(mu, logvar))
+                recs.append(reconstruction_error(model.decoder(mu), x))
+        return Calibration(config=config, steps=trainer.step, kl_train=kl_train,
+                           kl_train_eval=float(torch.cat(kls).mean()),
+                           reconstruction=float(torch.cat(recs).mean()),
+                           suggested_margin=suggest_margin(kl_train), run_dir=Path(out) if out else None)

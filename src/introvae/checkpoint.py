@@ -1,0 +1,75 @@
+"""Checkpoint files: written atomically, loaded without executing code, validated before use."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# Bumped whenever the layout of the checkpoint dict changes; a mismatch is a clear error.
+CHECKPOINT_FORMAT = 1
+_NAME = re.compile(r"^step-(\d+)\.pt$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used; the message names the file and the reason."""
+
+
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"step-{step:09d}.pt"
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoints of a run, oldest first."""
+    d = Path(run_dir) / "checkpoints"
+    if not d.is_dir():
+        return []
+    found = [(int(m.group(1)), f) for f in d.iterdir() if (m := _NAME.match(f.name))]
+    return [f for _, f in sorted(found)]
+
+
+def save(state: dict[str, Any], path: Path, *, keep: int | None = None) -> Path:
+    """Write ``state`` to ``path`` atomically (temp file in the same folder, fsync, rename),
+    then delete all but the newest ``keep`` checkpoints beside it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if keep is not None:
+        for old in list_checkpoints(path.parent.parent)[:-keep]:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Load a checkpoint safely (``weights_only=True``: no code from the file runs) and check its format."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated, corrupt or unsafe files all land here
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    if not isinstance(state, dict) or "format" not in state:
+        raise CheckpointError(f"{path} is not an introvae checkpoint")
+    if state["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} has checkpoint format {state['format']} (written by introvae "
+                              f"{state.get('version', '?')}); this version reads format {CHECKPOINT_FORMAT}")
+    return state
+
+
+def latest(run_dir: Path) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None

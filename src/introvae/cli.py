@@ -1,0 +1,312 @@
+"""The ``introvae`` command line: a thin layer that builds a Config and hands it on.
+
+A user error (missing path, bad value, unusable checkpoint) prints one line naming the
+problem and exits with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from . import __version__
+from .config import PRESETS, Config, ConfigError, get_preset, read_config_file
+
+EXIT_USAGE = 2
+
+HELP_HPARAMS = {
+    "image_size": "image side in pixels, a power of two from 16 to 1024 (images are centre-cropped and resized)",
+    "latent_dim": "M, the size of the latent code z (paper: 256 at 128 px, 512 at 256/1024 px)",
+    "margin": "m, the hinge margin of Eq. 11: the encoder pushes the KL of generated images up to m; pick it a "
+              "little above the KL a plain VAE reaches on your data (see `introvae calibrate`)",
+    "alpha": "weight of the introspective (adversarial) terms in Eq. 11-12; 0 gives a plain VAE (paper: 0.25)",
+    "beta": "weight of the reconstruction error L_AE in Eq. 11-12; larger improves reconstructions, "
+            "may reduce diversity and needs a larger margin",
+    "batch_size": "images per step (paper: 8; 64/32/12/8 at 128/256/512/1024 px in its speed table)",
+    "steps": "total training steps; one step is one iteration of Algorithm 1 (an encoder and a generator update)",
+    "epochs": "total passes over the training split (instead of --steps)",
+    "vae_steps": "VAE warm-up: train with alpha = 0 for the first N steps, as the paper advises",
+    "vae_epochs": "VAE warm-up in epochs (instead of --vae-steps)",
+    "lr": "Adam learning rate for both networks (paper: 2e-4, fixed)",
+    "seed": "random seed: initialisation, batch order, z draws (same seed -> same run on CPU)",
+    "channels": "channels per resolution from image_size down to 4x4, e.g. 32,64,128,128",
+    "in_channels": "1 for grayscale, 3 for RGB",
+    "objective": "introvae (Algorithm 1) or vae (the same networks as a plain VAE)",
+    "log_every": "steps between lines of stats.jsonl",
+    "image_every": "steps between image grids and KL plots",
+    "checkpoint_every": "steps between checkpoints",
+}
+
+
+class CliError(Exception):
+    """A user error to report in one line with exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, no usage dump
+        raise CliError(f"{self.prog}: {message} (see --help)")
+
+
+def _data_preset(data: str) -> str:
+    if data in PRESETS:
+        return data
+    if data in ("fashion_mnist", "fmnist"):
+        return "fashion-mnist"
+    return "rgb64"
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    """preset (named, or chosen from --data) <- config file <- command-line flags."""
+    preset_name = args.preset or _data_preset(args.data or "faces")
+    cfg = get_preset(preset_name)
+    if args.config:
+        cfg = cfg.replace(**read_config_file(args.config))
+    overrides = {k: getattr(args, k) for k in (
+        "data", "image_size", "in_channels", "latent_dim", "channels", "margin", "alpha", "beta", "lr",
+        "batch_size", "steps", "epochs", "vae_steps", "vae_epochs", "seed", "objective", "log_every",
+        "image_every", "checkpoint_every") if getattr(args, k, None) is not None}
+    # --steps and --epochs each replace whichever of the two the preset or file set.
+    if "steps" in overrides:
+        overrides.setdefault("epochs", None)
+    elif "epochs" in overrides:
+        overrides["steps"] = None
+    return cfg.replace(**overrides)
+
+
+def _add_hparams(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="faces (built in), fashion-mnist, or a path: folder of images (recursive), "
+                                  "zip of images, or a directory of IDX files")
+    p.add_argument("--preset", help=f"named configuration: {', '.join(sorted(PRESETS))} "
+                                    "(default: chosen from --data)")
+    p.add_argument("--config", help="JSON or YAML file of config fields (applied over the preset)")
+    for name, typ in (("image_size", int), ("in_channels", int), ("latent_dim", int), ("channels", str),
+                      ("margin", float), ("alpha", float), ("beta", float), ("lr", float), ("batch_size", int),
+                      ("steps", int), ("epochs", float), ("vae_steps", int), ("vae_epochs", float),
+                      ("seed", int), ("objective", str), ("log_every", int), ("image_every", int),
+                      ("checkpoint_every", int)):
+        flag = "--" + name.replace("_", "-")
+        p.add_argument(flag, dest=name, type=_typed(flag, typ), help=HELP_HPARAMS.get(name))
+
+
+def _typed(flag: str, typ):
+    def convert(text: str):
+        try:
+            v = typ(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {typ.__name__}, got {text!r}") from None
+        if isinstance(v, float) and not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
+        return v
+
+    convert.__name__ = typ.__name__
+    return convert
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="introvae", description="IntroVAE: introspective variational autoencoders "
+                                             "(Huang et al., NeurIPS 2018).")
+    p.add_argument("--version", action="version", version=f"introvae {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a model (with optional VAE warm-up) into a run directory",
+                       description="Train IntroVAE (Algorithm 1). Writes config.json, stats.jsonl, image grids, "
+                                   "kl.png and checkpoints/ into the run directory.")
+    _add_hparams(t)
+    t.add_argument("--out", help="run directory (default: runs/NNNNN-<preset>)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    s = sub.add_parser("sample", help="generate images from z ~ N(0, I)")
+    s.add_argument("model", help="run directory, checkpoint file or exported model directory")
+    s.add_argument("-n", type=int, default=64, help="number of images (default 64)")
+    s.add_argument("--seed", type=int, default=0, help="same seed -> same images")
+    s.add_argument("-o", "--out", required=True, help="FILE.png for a grid, or a directory for one PNG per image")
+
+    r = sub.add_parser("reconstruct", help="encode and decode images (posterior mean)")
+    r.add_argument("model")
+    r.add_argument("images", nargs="+", help="image files")
+    r.add_argument("-o", "--out", required=True, help="output directory")
+
+    i = sub.add_parser("interpolate", help="decode the line between two images' latent codes (Fig. 6)")
+    i.add_argument("model")
+    i.add_argument("a")
+    i.add_argument("b")
+    i.add_argument("--steps", type=int, default=8, help="images in the strip, ends included (default 8)")
+    i.add_argument("-o", "--out", required=True, help="output PNG")
+
+    c = sub.add_parser("calibrate", help="train a plain VAE briefly and suggest a margin m (Appendix D)",
+                       description="Trains the preset's networks as a plain VAE (alpha = 0) and prints the KL it "
+                                   "reaches on the training data with a suggested margin a little above it.")
+    _add_hparams(c)
+    c.add_argument("--out", help="run directory of the calibration run (default: a temporary one)")
+    c.add_argument("--quiet", action="store_true")
+
+    d = sub.add_parser("demo", help="train a few minutes on the built-in faces and write pictures")
+    d.add_argument("--out", default="demo", help="output directory (default ./demo)")
+    d.add_argument("--steps", type=int, default=None, help="training steps (default: the demo's fixed budget)")
+    d.add_argument("--quiet", action="store_true")
+
+    e = sub.add_parser("export", help="write config.json + model.safetensors from a run")
+    e.add_argument("model")
+    e.add_argument("-o", "--out", required=True, help="output directory")
+
+    sub.add_parser("presets", help="list the named presets with their hyper-parameters and sizes")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = make_parser().parse_args(argv)
+        return COMMANDS[args.command](args) or 0
+    except CliError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ConfigError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+        print(f"introvae: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as e:
+        # DataError, CheckpointError, RunError and weight mismatches are ValueErrors with a message for the user.
+        from .checkpoint import CheckpointError
+        from .data import DataError
+        from .trainer import RunError
+
+        if isinstance(e, (DataError, CheckpointError, RunError)) or "do not fit this architecture" in str(e):
+            print(f"introvae: error: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        raise
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+# --- commands -----------------------------------------------------------------
+def cmd_train(args) -> int:
+    from .trainer import Trainer, new_run_dir, resume
+
+    if args.resume:
+        if any(getattr(args, k, None) is not None for k in ("data", "preset", "config", "steps", "epochs")):
+            raise CliError("train: --resume continues a run with its own config.json; give no other settings")
+        trainer = resume(args.resume, show_progress=not args.quiet)
+    else:
+        if args.data is None and args.preset is None and args.config is None:
+            raise CliError("train: give --data (faces, fashion-mnist or a path), a --preset or a --config")
+        cfg = build_config(args)
+        if cfg.steps is None and cfg.epochs is None:
+            raise CliError("train: give --steps or --epochs")
+        run_dir = Path(args.out) if args.out else new_run_dir("runs", args.preset or _data_preset(cfg.data))
+        from .checkpoint import latest
+
+        if latest(run_dir) is not None:
+            raise CliError(f"train: {run_dir} already holds a run; continue it with --resume {run_dir} "
+                           "or choose another --out")
+        trainer = Trainer(cfg, run_dir, show_progress=not args.quiet)
+        from .model import describe
+
+        print(f"training {describe(cfg)} on {trainer.data.name} ({len(trainer.data.train)} train / "
+              f"{len(trainer.data.test)} held-out images) for {trainer.total_steps} steps "
+              f"({trainer.warmup_steps} VAE warm-up) into {run_dir}")
+    trainer.train()
+    print(f"done: step {trainer.step}; pictures and kl.png in {trainer.run_dir}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from .data import save_image
+    from .grids import save_grid
+    from .trainer import load_model
+
+    if args.n < 1:
+        raise CliError("sample: -n must be >= 1")
+    model = load_model(args.model)
+    images = model.sample(args.n, seed=args.seed)
+    out = Path(args.out)
+    if out.suffix.lower() == ".png":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_grid(images, out, nrow=max(1, round(math.sqrt(args.n))))
+        print(f"wrote a grid of {args.n} samples to {out}")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        for k, img in enumerate(images):
+            save_image(img, out / f"sample-{k:05d}.png")
+        print(f"wrote {args.n} samples to {out}/")
+    return 0
+
+
+def cmd_reconstruct(args) -> int:
+    import torch
+
+    from .data import read_image, save_image
+    from .trainer import load_model
+
+    model = load_model(args.model)
+    c = model.config
+    x = torch.stack([read_image(p, image_size=c.image_size, in_channels=c.in_channels) for p in args.images])
+    rec = model.reconstruct(x)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for p, r in zip(args.images, rec):
+        save_image(r, out / f"{Path(p).stem}-reconstruction.png")
+    print(f"wrote {len(rec)} reconstructions to {out}/")
+    return 0
+
+
+def cmd_interpolate(args) -> int:
+    from .data import read_image
+    from .grids import save_grid
+    from .trainer import load_model
+
+    if args.steps < 2:
+        raise CliError("interpolate: --steps must be >= 2")
+    model = load_model(args.model)
+    c = model.config
+    a, b = (read_image(p, image_size=c.image_size, in_channels=c.in_channels) for p in (args.a, args.b))
+    strip = model.interpolate(a, b, args.steps)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_grid(strip, out, nrow=args.steps)
+    print(f"wrote an interpolation strip of {args.steps} images to {out}")
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from .calibrate import calibrate
+
+    if args.steps is None and args.epochs is None:
+        args.steps = 1000
+    cfg = build_config(args)
+    result = calibrate(cfg, out=args.out, show_progress=not args.quiet)
+    print(result.report())
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.out), steps=args.steps, show_progress=not args.quiet)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .trainer import load_model
+
+    model = load_model(args.model)
+    out = model.save_pretrained(args.out)
+    print(f"exported to {out}/ (config.json + model.safetensors)")
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from .model import describe
+
+    for name, cfg in PRESETS.items():
+        print(f"{name:14s} data={cfg.data:14s} m={cfg.margin:g} alpha={cfg.alpha:g} beta={cfg.beta:g} "
+              f"batch={cfg.batch_size}  {describe(cfg)}")
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train, "sample": cmd_sample, "reconstruct": cmd_reconstruct, "interpolate": cmd_interpolate,
+    "calibrate": cmd_calibrate, "demo": cmd_demo, "export": cmd_export, "presets": cmd_presets,
+}

@@ -1,0 +1,134 @@
+"""The losses of IntroVAE (Eq. 9-12) and one training iteration (Algorithm 1).
+
+Every sum (KL, hinge, reconstruction) is taken in fp32, also under autocast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from .model import IntroVAE, reparameterize
+
+
+def kl_divergence(mu: Tensor, logvar: Tensor) -> Tensor:
+    """Eq. 9, per image: 1/2 * sum_j (mu_j^2 + sigma_j^2 - log sigma_j^2 - 1). Shape (B,)."""
+    mu, logvar = mu.float(), logvar.float()
+    return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1).sum(dim=1)
+
+
+def reconstruction_error(x_r: Tensor, x: Tensor) -> Tensor:
+    """Eq. 10, per image: 1/2 * sum over all pixel values of (x_r - x)^2. Shape (B,)."""
+    return 0.5 * (x_r.float() - x.float()).pow(2).flatten(1).sum(dim=1)
+
+
+def reconstruction_loss(x_r: Tensor, x: Tensor) -> Tensor:
+    """L_AE of a minibatch: Eq. 10 averaged over the images."""
+    return reconstruction_error(x_r, x).mean()
+
+
+def hinge(margin: float, kl: Tensor) -> Tensor:
+    """Eq. 11's per-sample hinge [m - KL]+ (shape of ``kl``)."""
+    return torch.clamp(margin - kl.float(), min=0.0)
+
+
+def loss_encoder(kl_real: Tensor, kl_rec_ng: Tensor, kl_fake_ng: Tensor, l_ae: Tensor,
+                 *, margin: float, alpha: float, beta: float) -> Tensor:
+    """Eq. 11: L_E = L_REG(z) + alpha * sum_s [m - L_REG(E(ng(x_s)))]+ + beta * L_AE (batch means)."""
+    adv = hinge(margin, kl_rec_ng).mean() + hinge(margin, kl_fake_ng).mean()
+    return kl_real.mean() + alpha * adv + beta * l_ae
+
+
+def loss_generator(kl_rec: Tensor, kl_fake: Tensor, l_ae: Tensor, *, alpha: float, beta: float) -> Tensor:
+    """Eq. 12: L_G = alpha * sum_s L_REG(E(x_s)) + beta * L_AE (batch means)."""
+    return alpha * (kl_rec.mean() + kl_fake.mean()) + beta * l_ae
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Let gradients flow *through* ``module`` but into none of its parameters, and keep its
+    BatchNorm running statistics unchanged: the generator step must not change the encoder."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for p in params:
+        p.requires_grad_(False)
+    for m in norms:
+        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+        for m, mom in zip(norms, momenta):
+            m.momentum = mom
+
+
+def train_step(model: IntroVAE, opt_e: torch.optim.Optimizer, opt_g: torch.optim.Optimizer, x: Tensor,
+               *, margin: float, alpha: float, beta: float) -> dict[str, Tensor]:
+    """One iteration of Algorithm 1: an encoder step, then a generator step.
+
+    Returns detached fp32 scalars: loss_encoder, loss_generator, reconstruction, kl_real, and (when
+    ``alpha > 0``) kl_rec, kl_fake: the encoder's KL of real, reconstructed and sampled images (Fig. 5).
+    With ``alpha == 0`` this is a plain VAE step (ELBO with weight ``beta`` on the reconstruction).
+    """
+    E, G = model.encoder, model.decoder
+    enc_params = [p for p in E.parameters()]
+    dec_params = [p for p in G.parameters()]
+
+    # Forward: Z <- reparam(E(X)); X_r <- G(Z); X_p <- G(Z_p).
+    mu, logvar = E(x)
+    z = reparameterize(mu, logvar)
+    kl_real = kl_divergence(mu, logvar)
+    x_r = G(z)
+    introspective = alpha > 0
+    if introspective:
+        # Separate passes, as in Algorithm 1: each batch gets its own BatchNorm statistics.
+        x_p = G(torch.randn_like(z))
+    l_ae = reconstruction_loss(x_r, x)
+
+    # Encoder step: ng() on X_r and X_p keeps L_E's adversarial part from reaching G.
+    if introspective:
+        kl_rec_ng = kl_divergence(*E(x_r.detach()))
+        kl_fake_ng = kl_divergence(*E(x_p.detach()))
+    else:
+        kl_rec_ng = kl_fake_ng = torch.zeros_like(kl_real)
+    l_e = loss_encoder(kl_real, kl_rec_ng, kl_fake_ng, l_ae, margin=margin, alpha=alpha, beta=beta)
+    opt_e.zero_grad(set_to_none=True)
+    # Gradients of L_E go to the encoder only; the graph through G is kept for G's step.
+    torch.autograd.backward(l_e, inputs=enc_params, retain_graph=True)
+    opt_e.step()
+
+    # Generator step: the second encoder pass runs *after* E's update (the authors' code
+    # reuses the pre-update graph, which current PyTorch rejects as an in-place change).
+    if introspective:
+        with frozen(E):
+            kl_rec = kl_divergence(*E(x_r))
+            kl_fake = kl_divergence(*E(x_p))
+    else:
+        kl_rec = kl_fake = torch.zeros_like(kl_real)
+    l_g = loss_generator(kl_rec, kl_fake, l_ae, alpha=alpha, beta=beta)
+    opt_g.zero_grad(set_to_none=True)
+    torch.autograd.backward(l_g, inputs=dec_params)
+    opt_g.step()
+
+    out = {
+        "loss_encoder": l_e.detach(),
+        "loss_generator": l_g.detach(),
+        "reconstruction": l_ae.detach(),
+        "kl_real": kl_real.detach().mean(),
+    }
+    if introspective:  # during the VAE warm-up nothing is fed back, so there is nothing to report
+        out["kl_rec"] = kl_rec_ng.detach().mean()
+        out["kl_fake"] = kl_fake_ng.detach().mean()
+    return out
+
+
+def make_optimizers(model: IntroVAE, *, lr: float, betas: tuple[float, float]):
+    """Two Adam optimisers, one per network (Section 4.1)."""
+    opt_e = torch.optim.Adam(model.encoder.parameters(), lr=lr, betas=betas)
+    opt_g = torch.optim.Adam(model.decoder.parameters(), lr=lr, betas=betas)
+    return opt_e, opt_g

@@ -1,0 +1,39 @@
+"""Training curves: the KL of real, reconstructed and sampled images against the margin (Fig. 5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def plot_kl(rows: list[dict], path: str | Path, *, margin: float, warmup_steps: int = 0,
+            title: str = "") -> Path:
+    """Plot ``kl_real``, ``kl_rec``, ``kl_fake`` (and the reconstruction error) from stats rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in rows]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for key, label, color in (("kl_real", "real", "tab:blue"), ("kl_rec", "reconstructed", "tab:orange"),
+                              ("kl_fake", "sampled", "tab:green")):
+        pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+        if pts:
+            ax.plot(*zip(*pts), label=f"KL {label}", color=color)
+    ax.axhline(margin, color="k", linestyle="--", linewidth=1, label=f"margin m = {margin:g}")
+    if warmup_steps:
+        ax.axvspan(0, warmup_steps, color="0.9", label="VAE warm-up (alpha = 0)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("KL to the prior (nats)")
+    ax.set_title(title or "IntroVAE: encoder KL of real / reconstructed / sampled images")
+    ax.legend(loc="best", fontsize=8)
+    ax2.plot(steps, [r["reconstruction"] for r in rows], color="tab:red")
+    ax2.set_yscale("log")
+    ax2.set_xlabel("step")
+    ax2.set_ylabel("L_AE (1/2 sum of squared errors)")
+    ax2.set_title("reconstruction error")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

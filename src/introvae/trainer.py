@@ -1,0 +1,277 @@
+"""The training loop: run directory, stats, snapshots, checkpoints and exact resume."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from . import __version__, checkpoint
+from .config import Config
+from .data import ImageSet, batches, load, to_float
+from .grids import interleave_rows, save_grid
+from .losses import make_optimizers, train_step
+from .model import IntroVAE, describe, load_state_strict
+from .plots import plot_kl
+
+
+class RunError(ValueError):
+    """The run directory cannot be used as asked (exists already, nothing to resume, ...)."""
+
+
+def new_run_dir(root: str | Path, label: str) -> Path:
+    """``root/NNNNN-label``, numbered after the runs already there."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    nums = [int(m.group(1)) for p in root.iterdir() if (m := re.match(r"^(\d{5})-", p.name))]
+    return root / f"{max(nums, default=-1) + 1:05d}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', label)}"
+
+
+class Trainer:
+    """Trains an :class:`IntroVAE` from a :class:`Config` into a run directory.
+
+    The run directory holds ``config.json``, ``stats.jsonl``, ``bad_images.txt`` (when any were
+    skipped), image grids (``samples-*.png``, ``reconstructions-*.png``), ``kl.png`` and ``checkpoints/``.
+    """
+
+    def __init__(self, config: Config, run_dir: str | Path, *, data: ImageSet | None = None,
+                 show_progress: bool = True, log: Callable[[str], None] = print):
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.show_progress = show_progress
+        self.log = log
+        self.data = data if data is not None else load(
+            config.data, image_size=config.image_size, in_channels=config.in_channels,
+            holdout_fraction=config.holdout_fraction, show_progress=show_progress)
+        torch.manual_seed(config.seed)  # network initialisation and the z / eps draws
+        self.model = IntroVAE(config)
+        self.opt_e, self.opt_g = make_optimizers(self.model, lr=config.lr,
+                                                 betas=(config.adam_beta1, config.adam_beta2))
+        self.step = 0
+        n = len(self.data.train)
+        self.total_steps = config.total_steps(n)
+        self.warmup_steps = config.warmup_steps(n) if config.objective == "introvae" else 0
+        self.steps_per_epoch = max(1, n // config.batch_size)
+        if n < config.batch_size:
+            raise RunError(f"batch_size: {config.batch_size} is larger than the {n} training images")
+        # Fixed inputs for the snapshots, so that grids are comparable across time.
+        ref = self.data.test if len(self.data.test) >= config.grid_size else self.data.train
+        self.fixed_real = to_float(ref[: config.grid_size * 4])
+        self.fixed_z = torch.randn(config.grid_size ** 2, config.latent_dim,
+                                   generator=torch.Generator().manual_seed(config.seed + 1))
+        self._stop_requested = False
+
+    # --- state -----------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "format": checkpoint.CHECKPOINT_FORMAT,
+            "version": __version__,
+            "config": self.config.to_dict(),
+            "model": self.model.state_dict(),
+            "opt_e": self.opt_e.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "step": self.step,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict, *, source: str) -> None:
+        saved = Config.from_dict(state["config"])
+        if saved.stage_channels != self.config.stage_channels or saved.image_size != self.config.image_size \
+                or saved.latent_dim != self.config.latent_dim or saved.in_channels != self.config.in_channels:
+            raise checkpoint.CheckpointError(f"{source} was written for another architecture ({describe(saved)})")
+        load_state_strict(self.model, state["model"], source=source)
+        self.opt_e.load_state_dict(state["opt_e"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.step = int(state["step"])
+        torch.set_rng_state(state["torch_rng"])
+
+    def save_checkpoint(self) -> Path:
+        return checkpoint.save(self.state_dict(), checkpoint_path(self.run_dir, self.step),
+                               keep=self.config.keep_checkpoints)
+
+    # --- the loop ----------------------------------------------------------------
+    def alpha_at(self, step: int) -> float:
+        """alpha, or 0 during the VAE warm-up and for the plain-VAE objective."""
+        if self.config.objective == "vae" or step < self.warmup_steps:
+            return 0.0
+        return self.config.alpha
+
+    def train(self, *, stop_after: int | None = None) -> Path:
+        """Train to ``total_steps`` (or until ``stop_after`` steps, for tests); returns the run directory."""
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        self._prepare_run_dir()
+        end = self.total_steps if stop_after is None else min(self.total_steps, stop_after)
+        self.model.train()
+        acc: dict[str, list[torch.Tensor]] = {}
+        t0, images_in_interval = time.perf_counter(), 0
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="training", unit="step",
+                   disable=not self.show_progress, dynamic_ncols=True)
+        old_handlers = self._install_signal_handlers()
+        try:
+            while self.step < end and not self._stop_requested:
+                epoch, start = divmod(self.step, self.steps_per_epoch)
+                for _, x in batches(self.data.train, cfg.batch_size, seed=cfg.seed, epoch=epoch, start=start):
+                    out = train_step(self.model, self.opt_e, self.opt_g, x, margin=cfg.margin,
+                                     alpha=self.alpha_at(self.step), beta=cfg.beta)
+                    self.step += 1
+                    images_in_interval += len(x)
+                    for k, v in out.items():
+                        acc.setdefault(k, []).append(v)
+                    bar.update(1)
+                    if self.step % cfg.log_every == 0 or self.step == end:
+                        dt = time.perf_counter() - t0
+                        row = self._log_row(acc, epoch, images_in_interval / max(dt, 1e-9))
+                        bar.set_postfix({k: f"{row[k]:.3g}" for k in ("loss_encoder", "loss_generator",
+                                                                      "kl_real", "kl_fake") if row[k] is not None})
+                        acc, t0, images_in_interval = {}, time.perf_counter(), 0
+                    if self.step % cfg.image_every == 0 or self.step == self.total_steps:
+                        self.snapshot()
+                    if self.step % cfg.checkpoint_every == 0 or self.step == end:
+                        self.save_checkpoint()
+                    if self.step >= end or self._stop_requested:
+                        break
+            if self._stop_requested and not checkpoint_path(self.run_dir, self.step).exists():
+                self.save_checkpoint()
+                self.log(f"stopped at step {self.step}; checkpoint written. Resume with: "
+                         f"introvae train --resume {self.run_dir}")
+        finally:
+            bar.close()
+            self._restore_signal_handlers(old_handlers)
+        return self.run_dir
+
+    def _log_row(self, acc: dict, epoch: int, images_per_s: float) -> dict:
+        row = {"step": self.step, "epoch": epoch, "alpha": self.alpha_at(self.step - 1),
+               "images_per_s": round(images_per_s, 2)}
+        for k in ("loss_encoder", "loss_generator", "reconstruction", "kl_real", "kl_rec", "kl_fake"):
+            vals = acc.get(k)
+            row[k] = float(torch.stack(vals).mean()) if vals else None
+        with open(self.run_dir / "stats.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        return row
+
+    @torch.no_grad()
+    def snapshot(self) -> None:
+        """Write the sample and reconstruction grids of this step and refresh the KL plot."""
+        cfg, was_training = self.config, self.model.training
+        self.model.eval()
+        try:
+            samples = self.model.sample(len(self.fixed_z), z=self.fixed_z)
+            rec = self.model.reconstruct(self.fixed_real)
+        finally:
+            self.model.train(was_training)
+        save_grid(samples, self.run_dir / f"samples-{self.step:09d}.png", cfg.grid_size)
+        save_grid(interleave_rows(self.fixed_real, rec, cfg.grid_size),
+                  self.run_dir / f"reconstructions-{self.step:09d}.png", cfg.grid_size)
+        self.plot()
+
+    def plot(self) -> Path | None:
+        rows = read_stats(self.run_dir)
+        if not rows:
+            return None
+        return plot_kl(rows, self.run_dir / "kl.png", margin=self.config.margin, warmup_steps=self.warmup_steps,
+                       title=f"{self.data.name}: encoder KL (Fig. 5)")
+
+    # --- run directory, signals ------------------------------------------------
+    def _prepare_run_dir(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        probe = self.run_dir / ".write-test"
+        try:
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as e:
+            raise RunError(f"run directory {self.run_dir} is not writable: {e.strerror}") from None
+        self.config.save(self.run_dir / "config.json")
+        if self.data.skipped:
+            with open(self.run_dir / "bad_images.txt", "w") as f:
+                f.writelines(f"{name}\t{reason}\n" for name, reason in self.data.skipped)
+        # Stats of steps after the checkpoint we resumed from are replayed, so drop them.
+        stats = self.run_dir / "stats.jsonl"
+        if stats.exists():
+            kept = [ln for ln in stats.read_text().splitlines() if ln and json.loads(ln)["step"] <= self.step]
+            stats.write_text("".join(ln + "\n" for ln in kept))
+
+    def _install_signal_handlers(self):
+        def request_stop(signum, _frame):
+            if self._stop_requested:  # a second Ctrl-C: stop now
+                raise KeyboardInterrupt
+            self._stop_requested = True
+            self.log(f"\n{signal.Signals(signum).name} received: finishing this step and writing a checkpoint "
+                     "(press Ctrl-C again to abort without one)")
+
+        old = {}
+        try:
+            for s in (signal.SIGINT, signal.SIGTERM):
+                old[s] = signal.signal(s, request_stop)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+        return old
+
+    @staticmethod
+    def _restore_signal_handlers(old) -> None:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    return checkpoint.checkpoint_path(run_dir, step)
+
+
+def read_stats(run_dir: str | Path) -> list[dict]:
+    p = Path(run_dir) / "stats.jsonl"
+    if not p.exists():
+        return []
+    return [json.loads(ln) for ln in p.read_text().splitlines() if ln.strip()]
+
+
+def resume(run_dir: str | Path, *, show_progress: bool = True, log: Callable[[str], None] = print,
+           data: ImageSet | None = None) -> Trainer:
+    """A trainer restored from the newest readable checkpoint of ``run_dir``; unreadable ones are reported
+    and the previous one is used instead."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise RunError(f"--resume: {run_dir} is not a run directory (no config.json)")
+    found = checkpoint.list_checkpoints(run_dir)
+    if not found:
+        raise RunError(f"--resume: {run_dir} has no checkpoint yet")
+    errors = []
+    for path in reversed(found):
+        try:
+            state = checkpoint.load(path)
+            break
+        except checkpoint.CheckpointError as e:
+            errors.append(str(e))
+            log(f"warning: {e}; trying the previous checkpoint")
+    else:
+        raise RunError(f"--resume: no readable checkpoint in {run_dir}: " + "; ".join(errors))
+    config = Config.from_dict(state["config"])
+    trainer = Trainer(config, run_dir, data=data, show_progress=show_progress, log=log)
+    trainer.load_state_dict(state, source=str(path))
+    log(f"resuming {run_dir} from step {trainer.step} of {trainer.total_steps} ({path.name})")
+    return trainer
+
+
+def load_model(source: str | Path) -> IntroVAE:
+    """An :class:`IntroVAE` in eval mode from a run directory (its newest checkpoint), a checkpoint
+    file, or an exported model directory (``config.json`` + ``model.safetensors``)."""
+    p = Path(source)
+    if not p.exists():
+        raise FileNotFoundError(f"model not found: {p}")
+    if p.is_dir() and (p / "model.safetensors").is_file():
+        return IntroVAE.from_pretrained(p)
+    if p.is_dir():
+        ckpt = checkpoint.latest(p)
+        if ckpt is None:
+            raise FileNotFoundError(f"{p} holds neither an exported model (model.safetensors) nor checkpoints/")
+        p = ckpt
+    state = checkpoint.load(p)
+    model = IntroVAE(Config.from_dict(state["config"]))
+    load_state_strict(model, state["model"], source=str(p))
+    return model.eval()
+

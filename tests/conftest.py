@@ -1,0 +1,54 @@
+"""Tiny configs and tiny generated data, so that the suite runs in seconds on a 2-core CPU."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from introvae import Config
+
+torch.set_num_threads(1)
+
+
+def tiny_config(**kw) -> Config:
+    base = dict(data="faces", image_size=16, in_channels=1, latent_dim=8, channels=(4, 8, 8), margin=5.0,
+                alpha=0.25, beta=1.0, batch_size=4, steps=6, log_every=2, image_every=3, checkpoint_every=3,
+                grid_size=4, holdout_fraction=0.2)
+    base.update(kw)
+    return Config(**base)
+
+
+def write_pngs(folder: Path, n: int, *, size=(20, 24), mode="RGB", seed=0) -> list[Path]:
+    """``n`` smooth random images (gradients + blobs) of ``size`` = (w, h) as PNGs."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    for k in range(n):
+        c = rng.uniform(0.2, 0.8, size=3)
+        img = np.stack([np.clip(c[i] + 0.3 * np.sin(6 * xx * (i + 1) + k) * yy, 0, 1) for i in range(3)], -1)
+        p = folder / f"img{k:03d}.png"
+        Image.fromarray((img * 255).astype(np.uint8)).convert(mode).save(p)
+        paths.append(p)
+    return paths
+
+
+def write_idx(path: Path, images: np.ndarray, *, gz: bool = False) -> Path:
+    n, h, w = images.shape
+    raw = struct.pack(">IIII", 0x00000803, n, h, w) + images.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+    return path
+
+
+@pytest.fixture
+def png_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "images"
+    write_pngs(folder, 20)
+    return folder

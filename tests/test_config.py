@@ -1,0 +1,94 @@
+import json
+
+import pytest
+
+from introvae import PRESETS, Config, ConfigError, get_preset
+from introvae.config import PAPER_CHANNELS
+
+from conftest import tiny_config
+
+
+def test_paper_presets_hold_the_papers_values():
+    assert (PRESETS["celeba128"].latent_dim, PRESETS["celeba128"].margin, PRESETS["celeba128"].alpha,
+            PRESETS["celeba128"].beta) == (256, 110.0, 0.25, 0.5)
+    for name in ("lsun256", "celebahq256"):
+        c = PRESETS[name]
+        assert (c.image_size, c.latent_dim, c.margin, c.alpha, c.beta) == (256, 512, 120.0, 0.25, 0.05)
+    c = PRESETS["celebahq1024"]
+    assert (c.image_size, c.latent_dim, c.margin, c.alpha, c.beta) == (1024, 512, 90.0, 0.25, 0.0025)
+    assert c.stage_channels == PAPER_CHANNELS
+    assert PRESETS["celeba128"].stage_channels == (128, 256, 512, 512, 512, 512)
+
+
+def test_every_preset_is_valid_and_adam_is_the_papers():
+    for name, c in PRESETS.items():
+        assert Config.from_dict(c.to_dict()) == c, name
+        assert (c.lr, c.adam_beta1, c.adam_beta2) == (2e-4, 0.9, 0.999)
+
+
+def test_json_and_yaml_round_trip(tmp_path):
+    c = tiny_config(channels=(4, 8, 16, 16))
+    c.save(tmp_path / "c.json")
+    assert Config.load(tmp_path / "c.json") == c
+    (tmp_path / "c.yaml").write_text("image_size: 32\nchannels: [4, 8, 16, 16]\nmargin: 7\nsteps: 3\n")
+    y = Config.load(tmp_path / "c.yaml")
+    assert (y.image_size, y.channels, y.margin, y.steps) == (32, (4, 8, 16, 16), 7.0, 3)
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("image_size", 48, "power of two"),
+    ("image_size", 2048, "power of two"),
+    ("in_channels", 2, "1 (grayscale) or 3"),
+    ("margin", -1.0, ">= 0"),
+    ("alpha", float("nan"), "finite"),
+    ("beta", 0.0, "> 0"),
+    ("batch_size", 1, ">= 2"),
+    ("lr", 0.0, "> 0"),
+    ("adam_beta2", 1.0, "[0, 1)"),
+    ("channels", (8, 8), "needs 3 entries"),
+    ("objective", "gan", "one of"),
+    ("steps", 0, ">= 1"),
+    ("holdout_fraction", 1.0, "[0, 1)"),
+])
+def test_invalid_values_fail_naming_the_field(field, value, words):
+    with pytest.raises(ConfigError) as e:
+        tiny_config(**{field: value})
+    assert str(e.value).startswith(field + ":")
+    assert words in str(e.value)
+
+
+def test_unknown_and_mistyped_fields_are_named():
+    with pytest.raises(ConfigError, match="unknown config field.*marg"):
+        Config.from_dict({"marg": 3})
+    with pytest.raises(ConfigError, match="^latent_dim: expected int"):
+        Config.from_dict({"latent_dim": "many"})
+    with pytest.raises(ConfigError, match="^latent_dim: expected int"):
+        Config.from_dict({"latent_dim": 3.5})
+    with pytest.raises(ConfigError, match="^steps: give either steps or epochs"):
+        tiny_config(epochs=2.0)
+    with pytest.raises(ConfigError, match="^preset: unknown preset 'nope'"):
+        get_preset("nope")
+
+
+def test_bad_config_file_is_named(tmp_path):
+    p = tmp_path / "bad.json"
+    p.write_text("{not json")
+    with pytest.raises(ConfigError, match="cannot parse config file"):
+        Config.load(p)
+    p.write_text(json.dumps([1, 2]))
+    with pytest.raises(ConfigError, match="mapping"):
+        Config.load(p)
+
+
+def test_longer_channel_lists_drop_the_high_resolution_end():
+    c = Config(image_size=32, channels=PAPER_CHANNELS)
+    assert c.stage_channels == (512, 512, 512, 512)
+    c = Config(image_size=64, channels=(16, 32, 64, 128, 256, 256))
+    assert c.stage_channels == (32, 64, 128, 256, 256)
+
+
+def test_steps_epochs_and_warmup():
+    c = tiny_config(steps=None, epochs=2.5, batch_size=4, vae_epochs=1.0, vae_steps=2)
+    assert c.total_steps(10) == 5  # 2 full batches per epoch (the last, partial one is dropped) x 2.5
+    assert c.warmup_steps(10) == 2
+    assert c.warmup_steps(100) == 25

@@ -1,0 +1,164 @@
+import copy
+import math
+
+import torch
+from torch.nn import functional as F
+
+from introvae import IntroVAE
+from introvae.losses import (hinge, kl_divergence, loss_encoder, loss_generator, reconstruction_loss,
+                             train_step)
+
+from conftest import tiny_config
+
+
+def test_kl_against_hand_computed_values():
+    # sigma^2 = 1 and 4: 1/2 * [(1 + 1 - 0 - 1) + (4 + 4 - log 4 - 1)] = 4 - log 2
+    mu = torch.tensor([[1.0, 2.0], [0.0, 0.0]])
+    logvar = torch.tensor([[0.0, math.log(4.0)], [0.0, 0.0]])
+    kl = kl_divergence(mu, logvar)
+    assert torch.allclose(kl, torch.tensor([4 - math.log(2), 0.0]))
+    # the prior itself has KL 0; the formula is computed in fp32 even from bf16 inputs
+    assert kl_divergence(mu.bfloat16(), logvar.bfloat16()).dtype == torch.float32
+
+
+def test_reconstruction_is_half_the_summed_squared_error_averaged_over_images():
+    x = torch.zeros(2, 1, 2, 2)
+    x_r = torch.stack([torch.tensor([[[1.0, 2.0], [3.0, 4.0]]]), torch.ones(1, 2, 2)])
+    assert reconstruction_loss(x_r, x).item() == (0.5 * 30 + 0.5 * 4) / 2
+
+
+def test_hinge_is_per_sample():
+    kl = torch.tensor([2.0, 7.0, 12.0])
+    assert torch.equal(hinge(10.0, kl), torch.tensor([8.0, 3.0, 0.0]))
+    # a per-sample hinge differs from a hinge of the batch mean: mean([8, 3, 0]) = 11/3, not [10 - 7]+ = 3
+    assert math.isclose(hinge(10.0, kl).mean().item(), 11 / 3, rel_tol=1e-6)
+
+
+def test_eq_11_and_12_combine_the_terms_with_alpha_and_beta():
+    kl_real, kl_r, kl_p = torch.tensor([1.0, 3.0]), torch.tensor([4.0, 12.0]), torch.tensor([9.0, 9.0])
+    l_ae = torch.tensor(5.0)
+    # L_E = mean KL_real + alpha * (mean [m - KL_r]+ + mean [m - KL_p]+) + beta * L_AE, m = 10
+    le = loss_encoder(kl_real, kl_r, kl_p, l_ae, margin=10.0, alpha=0.5, beta=2.0)
+    assert math.isclose(le.item(), 2.0 + 0.5 * ((6 + 0) / 2 + 1.0) + 2.0 * 5.0)
+    lg = loss_generator(kl_r, kl_p, l_ae, alpha=0.5, beta=2.0)
+    assert math.isclose(lg.item(), 0.5 * (8.0 + 9.0) + 2.0 * 5.0)
+
+
+def _params(m):
+    return {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+
+def test_encoder_step_reaches_only_the_encoder_and_generator_step_leaves_it_unchanged():
+    torch.manual_seed(0)
+    model = IntroVAE(tiny_config())
+    x = torch.rand(4, 1, 16, 16)
+    seen = {}
+
+    class Spy(torch.optim.SGD):
+        def __init__(self, params, tag):
+            super().__init__(params, lr=0.1)
+            self.tag = tag
+
+        def step(self, closure=None):
+            seen[self.tag] = {
+                "enc_grads": [p.grad is not None for p in model.encoder.parameters()],
+                "dec_grads": [p.grad is not None for p in model.decoder.parameters()],
+                "enc_state": _params(model.encoder),
+            }
+            return super().step(closure)
+
+    opt_e, opt_g = Spy(model.encoder.parameters(), "E"), Spy(model.decoder.parameters(), "G")
+    train_step(model, opt_e, opt_g, x, margin=5.0, alpha=0.25, beta=1.0)
+    # Encoder phase: every encoder parameter has a gradient, no decoder parameter has one.
+    assert all(seen["E"]["enc_grads"]) and not any(seen["E"]["dec_grads"])
+    # Generator phase: every decoder parameter has a gradient (the encoder's: next test) ...
+    assert all(seen["G"]["dec_grads"])
+    # ... and the encoder (weights and BatchNorm statistics) is exactly as the encoder step left it.
+    after = _params(model.encoder)
+    for k, v in seen["G"]["enc_state"].items():
+        if not k.endswith("num_batches_tracked"):
+            assert torch.equal(v, after[k]), k
+
+
+def test_generator_phase_puts_no_gradient_into_the_encoder():
+    torch.manual_seed(0)
+    model = IntroVAE(tiny_config())
+    opt_e = torch.optim.SGD(model.encoder.parameters(), lr=0.0)
+    opt_g = torch.optim.SGD(model.decoder.parameters(), lr=0.1)
+    enc_grads_after_e = {}
+    orig_step = opt_e.step
+
+    def record(*a, **k):
+        enc_grads_after_e.update({n: p.grad.clone() for n, p in model.encoder.named_parameters()})
+        return orig_step(*a, **k)
+
+    opt_e.step = record
+    train_step(model, opt_e, opt_g, torch.rand(4, 1, 16, 16), margin=5.0, alpha=0.25, beta=1.0)
+    for n, p in model.encoder.named_parameters():
+        assert torch.equal(p.grad, enc_grads_after_e[n]), n  # the G phase added nothing
+
+
+def _kl(E, x):
+    mu, logvar = E(x)
+    return 0.5 * (mu ** 2 + logvar.exp() - logvar - 1).sum(1)
+
+
+def test_one_step_matches_a_plain_tensor_reference_of_algorithm_1():
+    """Algorithm 1 written out with autograd.grad and hand SGD updates, against train_step."""
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    model = IntroVAE(cfg)
+    ref = copy.deepcopy(model)
+    x = torch.rand(4, 1, 16, 16)
+    m, alpha, beta, lr = 3.0, 0.25, 0.7, 0.05
+
+    torch.manual_seed(123)
+    opt_e = torch.optim.SGD(model.encoder.parameters(), lr=lr)
+    opt_g = torch.optim.SGD(model.decoder.parameters(), lr=lr)
+    out = train_step(model, opt_e, opt_g, x, margin=m, alpha=alpha, beta=beta)
+
+    torch.manual_seed(123)
+    E, G = ref.encoder, ref.decoder
+    mu, logvar = E(x)
+    z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+    z_p = torch.randn_like(z)
+    x_r, x_p = G(z), G(z_p)
+    l_ae = 0.5 * ((x_r - x) ** 2).sum(dim=(1, 2, 3)).mean()
+    kl_real = (0.5 * (mu ** 2 + logvar.exp() - logvar - 1).sum(1)).mean()
+    kl_r1, kl_p1 = _kl(E, x_r.detach()), _kl(E, x_p.detach())
+    l_e = kl_real + alpha * (F.relu(m - kl_r1).mean() + F.relu(m - kl_p1).mean()) + beta * l_ae
+    g_e = torch.autograd.grad(l_e, list(E.parameters()), retain_graph=True)
+    with torch.no_grad():
+        for p, g in zip(E.parameters(), g_e):
+            p -= lr * g
+    for mod in E.modules():  # the generator step must not move the encoder's BatchNorm statistics
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.momentum = 0.0
+    l_g = alpha * (_kl(E, x_r).mean() + _kl(E, x_p).mean()) + beta * l_ae
+    g_g = torch.autograd.grad(l_g, list(G.parameters()))
+    with torch.no_grad():
+        for p, g in zip(G.parameters(), g_g):
+            p -= lr * g
+
+    assert math.isclose(out["loss_encoder"].item(), l_e.item(), rel_tol=1e-5)
+    assert math.isclose(out["loss_generator"].item(), l_g.item(), rel_tol=1e-5)
+    assert math.isclose(out["kl_rec"].item(), kl_r1.mean().item(), rel_tol=1e-5)
+    ours, theirs = model.state_dict(), ref.state_dict()
+    changed = 0
+    for k in ours:
+        assert torch.allclose(ours[k].float(), theirs[k].float(), rtol=1e-4, atol=1e-6), k
+        changed += not torch.equal(ours[k], IntroVAE(cfg).state_dict()[k])
+    assert changed > 0
+
+
+def test_alpha_zero_is_a_plain_vae_step():
+    torch.manual_seed(0)
+    model = IntroVAE(tiny_config())
+    opt_e = torch.optim.SGD(model.encoder.parameters(), lr=0.01)
+    opt_g = torch.optim.SGD(model.decoder.parameters(), lr=0.01)
+    out = train_step(model, opt_e, opt_g, torch.rand(4, 1, 16, 16), margin=5.0, alpha=0.0, beta=2.0)
+    # L_E = KL + beta * L_AE (the ELBO), L_G = beta * L_AE; nothing is fed back through the encoder.
+    assert math.isclose(out["loss_encoder"].item(), out["kl_real"].item() + 2.0 * out["reconstruction"].item(),
+                        rel_tol=1e-6)
+    assert math.isclose(out["loss_generator"].item(), 2.0 * out["reconstruction"].item(), rel_tol=1e-6)
+    assert "kl_fake" not in out
