@@ -173,8 +173,8 @@ def _prepare(img: Image.Image, image_size: int, in_channels: int) -> np.ndarray:
     s = min(w, h)
     left, top = (w - s) // 2, (h - s) // 2
     img = img.crop((left, top, left + s, top + s)).resize((image_size, image_size), Image.Resampling.LANCZOS)
-    a = np.asarray(img, dtype=np.uint8)
-    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+    a = np.array(img, dtype=np.uint8)  # a writable copy
+    return np.ascontiguousarray(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
 
 
 def _decode_all(items, image_size, in_channels, show_progress, label):

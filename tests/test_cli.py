@@ -1,0 +1,125 @@
+"""The command line end to end on a tiny config, and its one-line errors."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from introvae.cli import main
+
+from conftest import write_pngs
+
+TINY = {"image_size": 16, "in_channels": 3, "latent_dim": 8, "channels": [4, 8, 8], "batch_size": 4,
+        "log_every": 2, "image_every": 4, "checkpoint_every": 2, "grid_size": 4, "margin": 5}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    write_pngs(tmp / "imgs", 12)
+    (tmp / "tiny.json").write_text(json.dumps(TINY))
+    rc = main(["train", "--data", str(tmp / "imgs"), "--config", str(tmp / "tiny.json"), "--steps", "4",
+               "--vae-steps", "2", "--seed", "3", "--out", str(tmp / "run"), "--quiet"])
+    assert rc == 0
+    return tmp
+
+
+def _one_line_error(capsys, argv, *words):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    for w in words:
+        assert w in err, err
+    return err
+
+
+def test_train_writes_the_run_with_cli_overrides_applied(trained):
+    cfg = json.loads((trained / "run" / "config.json").read_text())
+    assert (cfg["steps"], cfg["vae_steps"], cfg["seed"], cfg["image_size"], cfg["channels"]) == (4, 2, 3, 16, [4, 8, 8])
+    assert cfg["margin"] == 5 and cfg["data"] == str(trained / "imgs")
+    assert (trained / "run" / "samples-000000004.png").is_file() and (trained / "run" / "kl.png").is_file()
+
+
+def test_sample_grid_and_files_are_reproducible(trained, tmp_path):
+    assert main(["sample", str(trained / "run"), "-n", "4", "--seed", "5", "-o", str(tmp_path / "a.png")]) == 0
+    assert main(["sample", str(trained / "run"), "-n", "4", "--seed", "5", "-o", str(tmp_path / "b.png")]) == 0
+    a, b = (np.asarray(Image.open(tmp_path / f)) for f in ("a.png", "b.png"))
+    assert np.array_equal(a, b)
+    assert main(["sample", str(trained / "run"), "-n", "3", "--seed", "6", "-o", str(tmp_path / "dir")]) == 0
+    files = sorted((tmp_path / "dir").glob("*.png"))
+    assert len(files) == 3 and Image.open(files[0]).size == (16, 16)
+
+
+def test_reconstruct_interpolate_and_export(trained, tmp_path):
+    imgs = sorted((trained / "imgs").glob("*.png"))[:2]
+    assert main(["reconstruct", str(trained / "run"), *map(str, imgs), "-o", str(tmp_path / "rec")]) == 0
+    assert sorted(p.name for p in (tmp_path / "rec").iterdir()) == [
+        "img000-reconstruction.png", "img001-reconstruction.png"]
+    assert main(["interpolate", str(trained / "run"), str(imgs[0]), str(imgs[1]), "--steps", "5",
+                 "-o", str(tmp_path / "strip.png")]) == 0
+    w, h = Image.open(tmp_path / "strip.png").size
+    assert w > 4 * h  # one row of five cells
+    assert main(["export", str(trained / "run"), "-o", str(tmp_path / "model")]) == 0
+    assert main(["sample", str(tmp_path / "model"), "-n", "4", "--seed", "5", "-o", str(tmp_path / "e.png")]) == 0
+    assert main(["sample", str(trained / "run"), "-n", "4", "--seed", "5", "-o", str(tmp_path / "r.png")]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "e.png")), np.asarray(Image.open(tmp_path / "r.png")))
+
+
+def test_resume_continues_to_more_steps_only_through_its_own_config(trained, capsys):
+    _one_line_error(capsys, ["train", "--resume", str(trained / "run"), "--steps", "9"], "--resume")
+    # a finished run resumed is a no-op that still succeeds
+    assert main(["train", "--resume", str(trained / "run"), "--quiet"]) == 0
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["train", "--data", "/no/such/folder", "--steps", "2"], ["no such file or directory", "/no/such/folder"]),
+    (["train", "--data", "faces", "--steps", "2", "--image-size", "48"], ["image_size", "power of two"]),
+    (["train", "--data", "faces", "--steps", "2", "--margin", "-3"], ["margin", ">= 0"]),
+    (["train", "--data", "faces", "--steps", "two"], ["--steps", "expected int"]),
+    (["train", "--data", "faces", "--steps", "2", "--preset", "bogus"], ["unknown preset 'bogus'"]),
+    (["train", "--data", "faces"], ["--steps or --epochs"]),
+    (["train", "--resume", "/no/such/run"], ["not a run directory"]),
+    (["sample", "/no/such/model", "-n", "2", "-o", "x.png"], ["model not found"]),
+    (["frobnicate"], ["invalid choice"]),
+    (["train", "--data", "faces", "--steps", "2", "--config", "/no/such.yaml"], ["config file not found"]),
+])
+def test_user_errors_are_one_line_with_status_2(capsys, argv, words):
+    _one_line_error(capsys, argv, *words)
+
+
+def test_training_into_an_existing_run_is_refused(trained, capsys):
+    _one_line_error(capsys, ["train", "--data", "faces", "--steps", "2", "--out", str(trained / "run")],
+                    "already holds a run", "--resume")
+
+
+def test_reconstruct_of_a_non_image_is_a_clear_error(trained, tmp_path, capsys):
+    (tmp_path / "x.png").write_text("not an image")
+    _one_line_error(capsys, ["reconstruct", str(trained / "run"), str(tmp_path / "x.png"), "-o", str(tmp_path)],
+                    "cannot read image")
+
+
+def test_help_explains_the_hyper_parameters(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for words in ("hinge margin of Eq. 11", "plain VAE", "reconstruction error L_AE", "Algorithm 1"):
+        assert words in out
+
+
+def test_calibrate_prints_a_suggested_margin(tmp_path, capsys):
+    write_pngs(tmp_path / "imgs", 10)
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY))
+    assert main(["calibrate", "--data", str(tmp_path / "imgs"), "--config", str(tmp_path / "tiny.json"),
+                 "--steps", "6", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "suggested margin: --margin" in out and "KL of training images" in out
+
+
+def test_suggested_margin_is_a_little_above_the_vae_kl():
+    from introvae.calibrate import suggest_margin
+
+    assert suggest_margin(23.0) == 26.0  # 25.3 rounded up
+    assert suggest_margin(100.0) == 110.0  # multiples of 5 above 50
+    assert suggest_margin(0.1) == 1.0

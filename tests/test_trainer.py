@@ -1,0 +1,113 @@
+import json
+
+import pytest
+import torch
+
+from introvae import checkpoint
+from introvae.data import load
+from introvae.trainer import RunError, Trainer, load_model, read_stats, resume
+
+from conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def faces16():
+    return load("faces", image_size=16, in_channels=1, holdout_fraction=0.2)
+
+
+def _train(tmp, data, **kw):
+    return Trainer(tiny_config(**kw), tmp, data=data, show_progress=False, log=lambda s: None)
+
+
+def test_run_directory_holds_config_stats_grids_plot_and_checkpoints(tmp_path, faces16):
+    t = _train(tmp_path / "run", faces16, steps=6, vae_steps=2)
+    t.train()
+    run = tmp_path / "run"
+    assert json.loads((run / "config.json").read_text())["steps"] == 6
+    rows = read_stats(run)
+    assert [r["step"] for r in rows] == [2, 4, 6]
+    assert set(rows[0]) >= {"step", "epoch", "images_per_s", "loss_encoder", "loss_generator", "reconstruction",
+                            "kl_real", "kl_rec", "kl_fake"}
+    assert rows[0]["alpha"] == 0.0 and rows[0]["kl_fake"] is None  # warm-up: plain VAE
+    assert rows[-1]["alpha"] == 0.25 and rows[-1]["kl_fake"] > 0
+    assert {p.name for p in run.glob("*.png")} == {"samples-000000003.png", "reconstructions-000000003.png",
+                                                  "samples-000000006.png", "reconstructions-000000006.png",
+                                                  "kl.png"}
+    assert [p.name for p in checkpoint.list_checkpoints(run)] == ["step-000000003.pt", "step-000000006.pt"]
+    state = checkpoint.load(checkpoint.latest(run))
+    assert set(state) >= {"model", "opt_e", "opt_g", "step", "torch_rng", "config", "version", "format"}
+
+
+def test_interrupted_and_resumed_run_ends_with_exactly_the_same_weights(tmp_path, faces16):
+    straight = _train(tmp_path / "a", faces16, steps=10, vae_steps=3, checkpoint_every=100)
+    straight.train()
+
+    first = _train(tmp_path / "b", faces16, steps=10, vae_steps=3, checkpoint_every=100)
+    first.train(stop_after=4)  # stopped mid-epoch (3 steps per epoch) and inside nothing special
+    assert first.step == 4
+    second = resume(tmp_path / "b", data=faces16, show_progress=False, log=lambda s: None)
+    assert second.step == 4
+    second.train()
+    assert second.step == 10
+    a, b = straight.model.state_dict(), second.model.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    for oa, ob in ((straight.opt_e, second.opt_e), (straight.opt_g, second.opt_g)):
+        for sa, sb in zip(oa.state_dict()["state"].values(), ob.state_dict()["state"].values()):
+            assert torch.equal(sa["exp_avg"], sb["exp_avg"])
+    # the stats of the resumed run continue the first part without gaps or repeats
+    assert [r["step"] for r in read_stats(tmp_path / "b")] == [2, 4, 6, 8, 10]
+
+
+def test_keeps_the_last_k_checkpoints_and_resume_skips_a_corrupt_newest(tmp_path, faces16):
+    t = _train(tmp_path / "r", faces16, steps=8, checkpoint_every=2, keep_checkpoints=2)
+    t.train(stop_after=6)
+    found = checkpoint.list_checkpoints(tmp_path / "r")
+    assert [p.name for p in found] == ["step-000000004.pt", "step-000000006.pt"]
+    found[-1].write_bytes(found[-1].read_bytes()[:100])  # truncated, as by a crash mid-copy
+    messages = []
+    r = resume(tmp_path / "r", data=faces16, show_progress=False, log=messages.append)
+    assert r.step == 4 and any("cannot read checkpoint" in m for m in messages)
+
+
+def test_resume_errors_are_clear(tmp_path, faces16):
+    with pytest.raises(RunError, match="not a run directory"):
+        resume(tmp_path / "nothing")
+    t = _train(tmp_path / "r", faces16, steps=2)
+    t._prepare_run_dir()
+    with pytest.raises(RunError, match="no checkpoint yet"):
+        resume(tmp_path / "r")
+
+
+def test_checkpoint_of_another_format_is_refused(tmp_path, faces16):
+    t = _train(tmp_path / "r", faces16, steps=2)
+    t.train()
+    path = checkpoint.latest(tmp_path / "r")
+    state = checkpoint.load(path)
+    state["format"] = 99
+    torch.save(state, path)
+    with pytest.raises(checkpoint.CheckpointError, match="format 99"):
+        checkpoint.load(path)
+
+
+def test_load_model_from_run_dir_checkpoint_and_export(tmp_path, faces16):
+    t = _train(tmp_path / "r", faces16, steps=2)
+    t.train()
+    m1 = load_model(tmp_path / "r")
+    m2 = load_model(checkpoint.latest(tmp_path / "r"))
+    m1.save_pretrained(tmp_path / "export")
+    m3 = load_model(tmp_path / "export")
+    z = torch.randn(2, m1.config.latent_dim)
+    assert torch.equal(m1.sample(2, z=z), m2.sample(2, z=z)) and torch.equal(m1.sample(2, z=z), m3.sample(2, z=z))
+    assert not m1.training
+
+
+def test_unwritable_run_directory_fails_before_training(tmp_path, faces16):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises((RunError, OSError)):
+        _train(tmp_path / "file" / "run", faces16, steps=2).train()
+
+
+def test_batch_larger_than_the_data_is_a_clear_error(faces16):
+    with pytest.raises(RunError, match="batch_size: 200 is larger"):
+        Trainer(tiny_config(batch_size=200), "unused", data=faces16, show_progress=False)
