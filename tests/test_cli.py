@@ -120,6 +120,7 @@ def test_calibrate_prints_a_suggested_margin(tmp_path, capsys):
 def test_suggested_margin_is_a_little_above_the_vae_kl():
     from introvae.calibrate import suggest_margin
 
-    assert suggest_margin(23.0) == 26.0  # 25.3 rounded up
-    assert suggest_margin(100.0) == 110.0  # multiples of 5 above 50
+    assert suggest_margin(22.7) == 35.0  # 34.05 rounded up
+    assert suggest_margin(100.0) == 150.0  # multiples of 5 above 50
+    assert suggest_margin(41.0) == 65.0  # 61.5 rounded up to a multiple of 5
     assert suggest_margin(0.1) == 1.0

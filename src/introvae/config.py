@@ -260,11 +260,11 @@ PRESETS: dict[str, Config] = {
 }
 
 
-# Small CPU presets. Margins from `introvae calibrate` (plain-VAE KL plus about 10 %); see README.
+# Small CPU presets. Margins from `introvae calibrate` (1.5x the plain-VAE KL; see calibrate.py and README).
 PRESETS.update({
     # The 100 built-in LFW faces (25x25 grayscale, shown at 32 px).
     "faces": Config(data="faces", image_size=32, in_channels=1, latent_dim=64, channels=(32, 64, 128, 128),
-                    margin=60.0, alpha=0.25, beta=5.0, batch_size=16, log_every=25, image_every=250,
+                    margin=35.0, alpha=0.25, beta=10.0, batch_size=16, log_every=25, image_every=250,
                     checkpoint_every=500),
     # Fashion-MNIST at 32 px.
     "fashion-mnist": Config(data="fashion-mnist", image_size=32, in_channels=1, latent_dim=128,
