@@ -92,3 +92,5 @@ def test_steps_epochs_and_warmup():
     assert c.total_steps(10) == 5  # 2 full batches per epoch (the last, partial one is dropped) x 2.5
     assert c.warmup_steps(10) == 2
     assert c.warmup_steps(100) == 25
+    with pytest.raises(ConfigError, match="^steps: give the training length"):
+        tiny_config(steps=None).total_steps(10)

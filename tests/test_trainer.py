@@ -33,7 +33,8 @@ def test_run_directory_holds_config_stats_grids_plot_and_checkpoints(tmp_path, f
     assert {p.name for p in run.glob("*.png")} == {"samples-000000003.png", "reconstructions-000000003.png",
                                                   "samples-000000006.png", "reconstructions-000000006.png",
                                                   "kl.png"}
-    assert [p.name for p in checkpoint.list_checkpoints(run)] == ["step-000000003.pt", "step-000000006.pt"]
+    assert [p.name for p in checkpoint.list_checkpoints(run)] == [
+        "step-000000000.pt", "step-000000003.pt", "step-000000006.pt"]
     state = checkpoint.load(checkpoint.latest(run))
     assert set(state) >= {"model", "opt_e", "opt_g", "step", "torch_rng", "config", "version", "format"}
 

@@ -19,7 +19,7 @@ class Calibration:
     config: Config
     steps: int
     kl_train: float  # KL of training images, as the encoder sees them in training (last 10 % of steps)
-    kl_train_eval: float  # the same in eval mode (BatchNorm running statistics), over the whole training split
+    kl_train_eval: float  # the same in eval mode (BatchNorm running statistics), on up to EVAL_IMAGES of them
     reconstruction: float  # L_AE per image at the end
     suggested_margin: float
     run_dir: Path | None
@@ -40,6 +40,7 @@ class Calibration:
 # paper's key to stability is keeping it below m. A margin 10 % above the VAE's KL left every KL
 # above m there, so we suggest half as much again.
 HEADROOM = 1.5
+EVAL_IMAGES = 4096  # the eval-mode KL is measured on at most this many training images
 
 
 def suggest_margin(kl: float) -> float:
@@ -64,8 +65,9 @@ def calibrate(config: Config, *, out: str | Path | None = None, show_progress: b
         model = trainer.model.eval()
         kls, recs = [], []
         with torch.no_grad():
-            for i in range(0, len(trainer.data.train), 256):
-                x = to_float(trainer.data.train[i:i + 256])
+            subset = trainer.data.train[:EVAL_IMAGES]
+            for i in range(0, len(subset), 256):
+                x = to_float(subset[i:i + 256])
                 mu, logvar = model.encoder(x)
                 kls.append(kl_divergence(mu, logvar))
                 recs.append(reconstruction_error(model.decoder(mu), x))

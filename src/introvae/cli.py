@@ -7,6 +7,7 @@ problem and exits with status 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -117,6 +118,7 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run directory (default: runs/NNNNN-<preset>)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--dry-run", action="store_true", help="print the effective config and the model size, then exit")
 
     s = sub.add_parser("sample", help="generate images from z ~ N(0, I)")
     s.add_argument("model", help="run directory, checkpoint file or exported model directory")
@@ -195,6 +197,12 @@ def cmd_train(args) -> int:
         cfg = build_config(args)
         if cfg.steps is None and cfg.epochs is None:
             raise CliError("train: give --steps or --epochs")
+        if args.dry_run:
+            from .model import describe
+
+            print(json.dumps(cfg.to_dict(), indent=2))
+            print(describe(cfg))
+            return 0
         run_dir = Path(args.out) if args.out else new_run_dir("runs", args.preset or _data_preset(cfg.data))
         from .checkpoint import latest
 

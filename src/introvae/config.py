@@ -63,6 +63,8 @@ class Config:
     image_every: int = 500  # steps between image grids and KL plots
     checkpoint_every: int = 1000  # steps between checkpoints
     keep_checkpoints: int = 3  # how many checkpoints to keep
+    max_bad_steps: int = 5  # consecutive non-finite steps before rolling back to the last checkpoint
+    rollback_lr_factor: float = 0.5  # the learning rate is multiplied by this at each rollback
     grid_size: int = 8  # images per row in grids
 
     # ------------------------------------------------------------------------
@@ -83,7 +85,8 @@ class Config:
         """Number of optimisation steps for a training split of ``num_train`` images."""
         if self.steps is not None:
             return self.steps
-        assert self.epochs is not None
+        if self.epochs is None:
+            raise ConfigError("steps: give the training length as steps or epochs")
         return max(1, math.ceil(self.epochs * steps_per_epoch(num_train, self.batch_size)))
 
     def warmup_steps(self, num_train: int) -> int:
@@ -237,7 +240,8 @@ def _validate(c: Config) -> None:
            "give either steps or epochs, not both")
     _check(c.vae_steps >= 0, "vae_steps", f"must be >= 0, got {c.vae_steps!r}")
     _check(math.isfinite(c.vae_epochs) and c.vae_epochs >= 0, "vae_epochs", f"must be >= 0, got {c.vae_epochs!r}")
-    for name in ("log_every", "image_every", "checkpoint_every", "keep_checkpoints", "grid_size"):
+    _check(0.0 < c.rollback_lr_factor <= 1.0, "rollback_lr_factor", f"must be in (0, 1], got {c.rollback_lr_factor!r}")
+    for name in ("log_every", "image_every", "checkpoint_every", "keep_checkpoints", "grid_size", "max_bad_steps"):
         v = getattr(c, name)
         _check(v >= 1, name, f"must be >= 1, got {v!r}")
 
@@ -268,7 +272,7 @@ PRESETS.update({
                     checkpoint_every=500),
     # Fashion-MNIST at 32 px.
     "fashion-mnist": Config(data="fashion-mnist", image_size=32, in_channels=1, latent_dim=128,
-                            channels=(32, 64, 128, 256), margin=60.0, alpha=0.25, beta=5.0,
+                            channels=(32, 64, 128, 256), margin=42.0, alpha=0.25, beta=10.0,
                             batch_size=32, log_every=50, image_every=500, checkpoint_every=1000),
     # A starting point for a folder of your own RGB photographs; calibrate its margin on your data.
     "rgb64": Config(data="faces", image_size=64, in_channels=3, latent_dim=128, channels=(32, 64, 128, 256, 256),

@@ -144,7 +144,7 @@ def read_idx(path: Path) -> np.ndarray:
         raise DataError(f"{path}: not an IDX file of uint8 images (magic {magic:#010x}, expected 0x00000803)")
     if len(raw) != 16 + n * h * w:
         raise DataError(f"{path}: truncated or padded ({len(raw) - 16} bytes of pixels, header says {n * h * w})")
-    return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, h, w)
+    return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, h, w).copy()  # writable
 
 
 def _idx_file(root: Path, stem: str) -> Path | None:

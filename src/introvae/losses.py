@@ -68,8 +68,11 @@ def frozen(module: nn.Module) -> Iterator[None]:
 
 
 def train_step(model: IntroVAE, opt_e: torch.optim.Optimizer, opt_g: torch.optim.Optimizer, x: Tensor,
-               *, margin: float, alpha: float, beta: float) -> dict[str, Tensor]:
+               *, margin: float, alpha: float, beta: float, guard: bool = True) -> dict[str, Tensor]:
     """One iteration of Algorithm 1: an encoder step, then a generator step.
+
+    With ``guard``, a non-finite loss or gradient skips the update of that phase (and, in the
+    encoder phase, of the whole step); ``out["skipped"]`` is then 1 and the losses are left out.
 
     Returns detached fp32 scalars: loss_encoder, loss_generator, reconstruction, kl_real, and (when
     ``alpha > 0``) kl_rec, kl_fake: the encoder's KL of real, reconstructed and sampled images (Fig. 5).
@@ -78,6 +81,10 @@ def train_step(model: IntroVAE, opt_e: torch.optim.Optimizer, opt_g: torch.optim
     E, G = model.encoder, model.decoder
     enc_params = [p for p in E.parameters()]
     dec_params = [p for p in G.parameters()]
+    # A bad batch corrupts BatchNorm running statistics in the forward pass already, so the guard
+    # keeps a copy of them to put back when it skips the step.
+    stats = [b for name, b in model.named_buffers() if name.endswith(("running_mean", "running_var"))]
+    saved = [b.clone() for b in stats] if guard else []
 
     # Forward: Z <- reparam(E(X)); X_r <- G(Z); X_p <- G(Z_p).
     mu, logvar = E(x)
@@ -100,6 +107,11 @@ def train_step(model: IntroVAE, opt_e: torch.optim.Optimizer, opt_g: torch.optim
     opt_e.zero_grad(set_to_none=True)
     # Gradients of L_E go to the encoder only; the graph through G is kept for G's step.
     torch.autograd.backward(l_e, inputs=enc_params, retain_graph=True)
+    if guard and not all_finite(l_e, enc_params):
+        # A non-finite loss or gradient: update neither network with this batch.
+        opt_e.zero_grad(set_to_none=True)
+        torch._foreach_copy_(stats, saved)
+        return {"skipped": torch.tensor(1.0)}
     opt_e.step()
 
     # Generator step: the second encoder pass runs *after* E's update (the authors' code
@@ -113,9 +125,18 @@ def train_step(model: IntroVAE, opt_e: torch.optim.Optimizer, opt_g: torch.optim
     l_g = loss_generator(kl_rec, kl_fake, l_ae, alpha=alpha, beta=beta)
     opt_g.zero_grad(set_to_none=True)
     torch.autograd.backward(l_g, inputs=dec_params)
-    opt_g.step()
+    skipped = guard and not all_finite(l_g, dec_params)
+    if skipped:
+        opt_g.zero_grad(set_to_none=True)
+        dec_stats = {id(b) for b in G.buffers()}
+        for b, v in zip(stats, saved):
+            if id(b) in dec_stats:  # the encoder's were updated legitimately in its own step
+                b.copy_(v)
+    else:
+        opt_g.step()
 
     out = {
+        "skipped": torch.tensor(float(skipped)),
         "loss_encoder": l_e.detach(),
         "loss_generator": l_g.detach(),
         "reconstruction": l_ae.detach(),
@@ -125,6 +146,13 @@ def train_step(model: IntroVAE, opt_e: torch.optim.Optimizer, opt_g: torch.optim
         out["kl_rec"] = kl_rec_ng.detach().mean()
         out["kl_fake"] = kl_fake_ng.detach().mean()
     return out
+
+
+def all_finite(loss: Tensor, params: list[nn.Parameter]) -> bool:
+    """Whether ``loss`` and every gradient of ``params`` are finite (one host sync)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norms = torch._foreach_norm(grads) if grads else []
+    return bool(torch.isfinite(torch.stack([loss.detach().float().reshape(())] + [n.float() for n in norms])).all())
 
 
 def make_optimizers(model: IntroVAE, *, lr: float, betas: tuple[float, float]):

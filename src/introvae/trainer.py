@@ -53,6 +53,8 @@ class Trainer:
         self.opt_e, self.opt_g = make_optimizers(self.model, lr=config.lr,
                                                  betas=(config.adam_beta1, config.adam_beta2))
         self.step = 0
+        self.bad_in_a_row = 0  # consecutive steps skipped by the divergence guard
+        self.rollbacks = 0
         n = len(self.data.train)
         self.total_steps = config.total_steps(n)
         self.warmup_steps = config.warmup_steps(n) if config.objective == "introvae" else 0
@@ -90,10 +92,6 @@ class Trainer:
         self.step = int(state["step"])
         torch.set_rng_state(state["torch_rng"])
 
-    def save_checkpoint(self) -> Path:
-        return checkpoint.save(self.state_dict(), checkpoint_path(self.run_dir, self.step),
-                               keep=self.config.keep_checkpoints)
-
     # --- the loop ----------------------------------------------------------------
     def alpha_at(self, step: int) -> float:
         """alpha, or 0 during the VAE warm-up and for the plain-VAE objective."""
@@ -107,10 +105,11 @@ class Trainer:
 
         cfg = self.config
         self._prepare_run_dir()
+        if checkpoint.latest(self.run_dir) is None:
+            self.save_checkpoint()  # step 0: even a run killed at once, or diverging at once, has one
         end = self.total_steps if stop_after is None else min(self.total_steps, stop_after)
         self.model.train()
-        acc: dict[str, list[torch.Tensor]] = {}
-        t0, images_in_interval = time.perf_counter(), 0
+        self._reset_interval()
         bar = tqdm(total=self.total_steps, initial=self.step, desc="training", unit="step",
                    disable=not self.show_progress, dynamic_ncols=True)
         old_handlers = self._install_signal_handlers()
@@ -121,24 +120,33 @@ class Trainer:
                     out = train_step(self.model, self.opt_e, self.opt_g, x, margin=cfg.margin,
                                      alpha=self.alpha_at(self.step), beta=cfg.beta)
                     self.step += 1
-                    images_in_interval += len(x)
-                    for k, v in out.items():
-                        acc.setdefault(k, []).append(v)
                     bar.update(1)
+                    self._images += len(x)
+                    if out.pop("skipped").item():
+                        self._skipped += 1
+                        self.bad_in_a_row += 1
+                        if self.bad_in_a_row >= cfg.max_bad_steps:
+                            self.rollback()
+                            bar.n = self.step
+                            bar.refresh()
+                            break  # restart the epoch loop at the checkpoint's step
+                    else:
+                        self.bad_in_a_row = 0
+                        for k, v in out.items():
+                            self._acc.setdefault(k, []).append(v)
                     if self.step % cfg.log_every == 0 or self.step == end:
-                        dt = time.perf_counter() - t0
-                        row = self._log_row(acc, epoch, images_in_interval / max(dt, 1e-9))
+                        row = self._log_row(epoch)
                         bar.set_postfix({k: f"{row[k]:.3g}" for k in ("loss_encoder", "loss_generator",
                                                                       "kl_real", "kl_fake") if row[k] is not None})
-                        acc, t0, images_in_interval = {}, time.perf_counter(), 0
                     if self.step % cfg.image_every == 0 or self.step == self.total_steps:
                         self.snapshot()
-                    if self.step % cfg.checkpoint_every == 0 or self.step == end:
-                        self.save_checkpoint()
+                    if (self.step % cfg.checkpoint_every == 0 or self.step % self.steps_per_epoch == 0
+                            or self.step == end):
+                        self.save_checkpoint(final=self.step == end)
                     if self.step >= end or self._stop_requested:
                         break
             if self._stop_requested and not checkpoint_path(self.run_dir, self.step).exists():
-                self.save_checkpoint()
+                self.save_checkpoint(final=True)
                 self.log(f"stopped at step {self.step}; checkpoint written. Resume with: "
                          f"introvae train --resume {self.run_dir}")
         finally:
@@ -146,14 +154,62 @@ class Trainer:
             self._restore_signal_handlers(old_handlers)
         return self.run_dir
 
-    def _log_row(self, acc: dict, epoch: int, images_per_s: float) -> dict:
+    # --- divergence guard and checkpoints ------------------------------------------
+    def weights_finite(self) -> bool:
+        return all(bool(torch.isfinite(t).all()) for t in self.model.state_dict().values() if t.is_floating_point())
+
+    def rollback(self) -> None:
+        """Back to the newest readable checkpoint, with the learning rate lowered."""
+        lr = self.opt_e.param_groups[0]["lr"] * self.config.rollback_lr_factor
+        bad = self.bad_in_a_row
+        path, state = newest_readable_checkpoint(self.run_dir, self.log)
+        self.load_state_dict(state, source=str(path))
+        for opt in (self.opt_e, self.opt_g):
+            for group in opt.param_groups:
+                group["lr"] = lr
+        self.rollbacks += 1
+        self.bad_in_a_row = 0
+        self._truncate_stats()
+        self._reset_interval()
+        self.log(f"\nwarning: {bad} steps in a row had non-finite losses or gradients, or the weights did; "
+                 f"rolled back to {path.name} (step {self.step}) and lowered the learning rate to {lr:.3g}")
+
+    def save_checkpoint(self, *, final: bool = False) -> Path | None:
+        """Write a checkpoint of this step; never one with non-finite weights. A failed write (disk full)
+        leaves the previous checkpoint intact and is reported; it is an error only for the last one."""
+        if not self.weights_finite():
+            self.bad_in_a_row = max(self.bad_in_a_row, 1)
+            self.rollback()
+            return None
+        try:
+            return checkpoint.save(self.state_dict(), checkpoint_path(self.run_dir, self.step),
+                                   keep=self.config.keep_checkpoints)
+        except OSError as e:
+            last = checkpoint.latest(self.run_dir)
+            msg = (f"could not write the checkpoint of step {self.step} ({e.strerror or e}); "
+                   f"the previous one, {last.name if last else 'none'}, is intact")
+            if final:
+                raise RunError(msg) from None
+            self.log(f"\nwarning: {msg}; training goes on")
+            return None
+
+    def _reset_interval(self) -> None:
+        self._acc: dict[str, list[torch.Tensor]] = {}
+        self._t0 = time.perf_counter()
+        self._images = 0
+        self._skipped = 0
+
+    def _log_row(self, epoch: int) -> dict:
+        dt = time.perf_counter() - self._t0
         row = {"step": self.step, "epoch": epoch, "alpha": self.alpha_at(self.step - 1),
-               "images_per_s": round(images_per_s, 2)}
+               "images_per_s": round(self._images / max(dt, 1e-9), 2)}
         for k in ("loss_encoder", "loss_generator", "reconstruction", "kl_real", "kl_rec", "kl_fake"):
-            vals = acc.get(k)
+            vals = self._acc.get(k)
             row[k] = float(torch.stack(vals).mean()) if vals else None
+        row.update(skipped_steps=self._skipped, rollbacks=self.rollbacks, lr=self.opt_e.param_groups[0]["lr"])
         with open(self.run_dir / "stats.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
+        self._reset_interval()
         return row
 
     @torch.no_grad()
@@ -191,10 +247,16 @@ class Trainer:
         if self.data.skipped:
             with open(self.run_dir / "bad_images.txt", "w") as f:
                 f.writelines(f"{name}\t{reason}\n" for name, reason in self.data.skipped)
-        # Stats of steps after the checkpoint we resumed from are replayed, so drop them.
+        for stale in (self.run_dir / "checkpoints").glob(".tmp-*"):  # left by a kill during a write
+            stale.unlink(missing_ok=True)
+        self._truncate_stats()
+
+    def _truncate_stats(self) -> None:
+        """Drop stats of steps after the current one: after a resume or rollback they are replayed."""
         stats = self.run_dir / "stats.jsonl"
         if stats.exists():
-            kept = [ln for ln in stats.read_text().splitlines() if ln and json.loads(ln)["step"] <= self.step]
+            kept = [ln for ln in stats.read_text().splitlines()
+                    if ln.strip() and _row_step(ln) is not None and _row_step(ln) <= self.step]
             stats.write_text("".join(ln + "\n" for ln in kept))
 
     def _install_signal_handlers(self):
@@ -227,7 +289,7 @@ def read_stats(run_dir: str | Path) -> list[dict]:
     p = Path(run_dir) / "stats.jsonl"
     if not p.exists():
         return []
-    return [json.loads(ln) for ln in p.read_text().splitlines() if ln.strip()]
+    return [json.loads(ln) for ln in p.read_text().splitlines() if ln.strip() and _row_step(ln) is not None]
 
 
 def resume(run_dir: str | Path, *, show_progress: bool = True, log: Callable[[str], None] = print,
@@ -237,24 +299,34 @@ def resume(run_dir: str | Path, *, show_progress: bool = True, log: Callable[[st
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         raise RunError(f"--resume: {run_dir} is not a run directory (no config.json)")
-    found = checkpoint.list_checkpoints(run_dir)
-    if not found:
-        raise RunError(f"--resume: {run_dir} has no checkpoint yet")
-    errors = []
-    for path in reversed(found):
-        try:
-            state = checkpoint.load(path)
-            break
-        except checkpoint.CheckpointError as e:
-            errors.append(str(e))
-            log(f"warning: {e}; trying the previous checkpoint")
-    else:
-        raise RunError(f"--resume: no readable checkpoint in {run_dir}: " + "; ".join(errors))
+    path, state = newest_readable_checkpoint(run_dir, log)
     config = Config.from_dict(state["config"])
     trainer = Trainer(config, run_dir, data=data, show_progress=show_progress, log=log)
     trainer.load_state_dict(state, source=str(path))
     log(f"resuming {run_dir} from step {trainer.step} of {trainer.total_steps} ({path.name})")
     return trainer
+
+
+def newest_readable_checkpoint(run_dir: Path, log: Callable[[str], None]) -> tuple[Path, dict]:
+    """The newest checkpoint that loads; each unreadable newer one is reported and passed over."""
+    found = checkpoint.list_checkpoints(run_dir)
+    if not found:
+        raise RunError(f"{run_dir} has no checkpoint yet")
+    errors = []
+    for path in reversed(found):
+        try:
+            return path, checkpoint.load(path)
+        except checkpoint.CheckpointError as e:
+            errors.append(str(e))
+            log(f"warning: {e}; trying the previous checkpoint")
+    raise RunError(f"no readable checkpoint in {run_dir}: " + "; ".join(errors))
+
+
+def _row_step(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None  # a line cut short by a kill
 
 
 def load_model(source: str | Path) -> IntroVAE:
