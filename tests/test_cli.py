@@ -124,3 +124,19 @@ def test_suggested_margin_is_a_little_above_the_vae_kl():
     assert suggest_margin(100.0) == 150.0  # multiples of 5 above 50
     assert suggest_margin(41.0) == 65.0  # 61.5 rounded up to a multiple of 5
     assert suggest_margin(0.1) == 1.0
+
+
+def test_evaluate_a_run_and_a_folder_with_the_real_inception(trained, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("INTROVAE_CACHE", str(tmp_path / "cache"))
+    assert main(["evaluate", str(trained / "run"), "--num-samples", "6", "--pairs", "10", "--ref-images", "8",
+                 "--neighbours", "3", "--quiet", "-o", str(tmp_path / "ev")]) == 0
+    out = capsys.readouterr().out
+    assert "FID" in out and "MS-SSIM" in out and "PSNR" in out
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["fid"]["samples"] == 6 and m["fid"]["value"] > 0 and m["data"] == str(trained / "imgs")
+    assert main(["sample", str(trained / "run"), "-n", "6", "-o", str(tmp_path / "gen")]) == 0
+    assert main(["evaluate", str(tmp_path / "gen"), "--data", str(trained / "imgs"), "--image-size", "16",
+                 "--pairs", "10", "--quiet"]) == 0
+    assert json.loads((tmp_path / "gen" / "metrics.json").read_text())["fid"]["samples"] == 6
+    _one_line_error(capsys, ["evaluate", str(tmp_path / "gen"), "--pairs", "10"], "--data", "--image-size")
+    _one_line_error(capsys, ["evaluate", str(trained / "run"), "--num-samples", "1"], "--num-samples")

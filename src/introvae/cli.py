@@ -38,6 +38,8 @@ HELP_HPARAMS = {
     "log_every": "steps between lines of stats.jsonl",
     "image_every": "steps between image grids and KL plots",
     "checkpoint_every": "steps between checkpoints",
+    "eval_every": "steps between FID measurements during training, into stats.jsonl and kl.png (0: none)",
+    "eval_samples": "generated and real images per FID measurement during training",
 }
 
 
@@ -67,7 +69,7 @@ def build_config(args: argparse.Namespace) -> Config:
     overrides = {k: getattr(args, k) for k in (
         "data", "image_size", "in_channels", "latent_dim", "channels", "margin", "alpha", "beta", "lr",
         "batch_size", "steps", "epochs", "vae_steps", "vae_epochs", "seed", "objective", "log_every",
-        "image_every", "checkpoint_every") if getattr(args, k, None) is not None}
+        "image_every", "checkpoint_every", "eval_every", "eval_samples") if getattr(args, k, None) is not None}
     # --steps and --epochs each replace whichever of the two the preset or file set.
     if "steps" in overrides:
         overrides.setdefault("epochs", None)
@@ -86,7 +88,7 @@ def _add_hparams(p: argparse.ArgumentParser) -> None:
                       ("margin", float), ("alpha", float), ("beta", float), ("lr", float), ("batch_size", int),
                       ("steps", int), ("epochs", float), ("vae_steps", int), ("vae_epochs", float),
                       ("seed", int), ("objective", str), ("log_every", int), ("image_every", int),
-                      ("checkpoint_every", int)):
+                      ("checkpoint_every", int), ("eval_every", int), ("eval_samples", int)):
         flag = "--" + name.replace("_", "-")
         p.add_argument(flag, dest=name, type=_typed(flag, typ), help=HELP_HPARAMS.get(name))
 
@@ -150,6 +152,27 @@ def make_parser() -> argparse.ArgumentParser:
     d.add_argument("--steps", type=int, default=None, help="training steps (default: the demo's fixed budget)")
     d.add_argument("--quiet", action="store_true")
 
+    v = sub.add_parser("evaluate", help="FID, MS-SSIM, reconstruction quality and nearest neighbours",
+                       description="Scores a model (run directory, checkpoint or exported model) or a folder of "
+                                   "images against real data, offline. Writes metrics.json (and "
+                                   "nearest_neighbours.png for a model) and prints a table.")
+    v.add_argument("source", help="run directory, checkpoint, exported model, or a folder of generated images")
+    v.add_argument("--data", help="real data to compare with (default: the model's training data; "
+                                  "required for a folder of images)")
+    v.add_argument("--num-samples", type=int, default=10_000, help="generated images for FID (default 10000; "
+                                                                    "the paper uses 50000)")
+    v.add_argument("--pairs", type=int, default=10_000, help="random pairs for MS-SSIM (default 10000, as the paper)")
+    v.add_argument("--ref-split", choices=("train", "test"), default="train",
+                   help="the real images FID compares with (default train)")
+    v.add_argument("--ref-images", type=int, default=10_000, help="at most this many real images (a fixed subset)")
+    v.add_argument("--neighbours", type=int, default=8, help="samples shown with their nearest training images")
+    v.add_argument("--image-size", type=int, help="for a folder of images: the size to score at")
+    v.add_argument("--in-channels", type=int, choices=(1, 3), default=3, help="for a folder of images")
+    v.add_argument("--batch-size", type=int, default=100)
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("-o", "--out", help="where metrics.json goes (default: the run or image folder)")
+    v.add_argument("--quiet", action="store_true")
+
     e = sub.add_parser("export", help="write config.json + model.safetensors from a run")
     e.add_argument("model")
     e.add_argument("-o", "--out", required=True, help="output directory")
@@ -175,6 +198,13 @@ def main(argv: list[str] | None = None) -> int:
         from .trainer import RunError
 
         if isinstance(e, (DataError, CheckpointError, RunError)) or "do not fit this architecture" in str(e):
+            print(f"introvae: error: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        raise
+    except RuntimeError as e:
+        from .metrics.fid import MetricError
+
+        if isinstance(e, MetricError):
             print(f"introvae: error: {e}", file=sys.stderr)
             return EXIT_USAGE
         raise
@@ -296,6 +326,34 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from .evaluate import EvalSettings, evaluate_folder, evaluate_model, format_table
+
+    for name in ("num_samples", "pairs", "ref_images"):
+        if getattr(args, name) < 2:
+            raise CliError(f"evaluate: --{name.replace('_', '-')} must be >= 2")
+    if args.neighbours < 0 or args.batch_size < 1:
+        raise CliError("evaluate: --neighbours must be >= 0 and --batch-size >= 1")
+    settings = EvalSettings(num_samples=args.num_samples, pairs=args.pairs, ref_split=args.ref_split,
+                            ref_images=args.ref_images, neighbours=args.neighbours, batch_size=args.batch_size,
+                            seed=args.seed)
+    src = Path(args.source)
+    if not src.exists():
+        raise CliError(f"evaluate: not found: {src}")
+    is_model = src.is_file() or (src / "model.safetensors").is_file() or (src / "checkpoints").is_dir()
+    if is_model:
+        result = evaluate_model(src, settings, data=args.data, out=args.out, show_progress=not args.quiet)
+    else:
+        if not args.data or not args.image_size:
+            raise CliError("evaluate: for a folder of images give --data (the real images) and --image-size")
+        Config(image_size=args.image_size)  # validates the size, naming the field
+        result = evaluate_folder(src, data=args.data, image_size=args.image_size, in_channels=args.in_channels,
+                                 settings=settings, out=args.out, show_progress=not args.quiet)
+    print(format_table(result))
+    print(f"wrote {result['metrics_file']}")
+    return 0
+
+
 def cmd_export(args) -> int:
     from .trainer import load_model
 
@@ -317,4 +375,5 @@ def cmd_presets(args) -> int:
 COMMANDS = {
     "train": cmd_train, "sample": cmd_sample, "reconstruct": cmd_reconstruct, "interpolate": cmd_interpolate,
     "calibrate": cmd_calibrate, "demo": cmd_demo, "export": cmd_export, "presets": cmd_presets,
+    "evaluate": cmd_evaluate,
 }

@@ -66,6 +66,8 @@ class Config:
     max_bad_steps: int = 5  # consecutive non-finite steps before rolling back to the last checkpoint
     rollback_lr_factor: float = 0.5  # the learning rate is multiplied by this at each rollback
     grid_size: int = 8  # images per row in grids
+    eval_every: int = 0  # steps between FID measurements during training (0: none)
+    eval_samples: int = 2000  # generated and real images for those (FID over training is comparable only with itself)
 
     # ------------------------------------------------------------------------
     def __post_init__(self) -> None:
@@ -240,6 +242,8 @@ def _validate(c: Config) -> None:
            "give either steps or epochs, not both")
     _check(c.vae_steps >= 0, "vae_steps", f"must be >= 0, got {c.vae_steps!r}")
     _check(math.isfinite(c.vae_epochs) and c.vae_epochs >= 0, "vae_epochs", f"must be >= 0, got {c.vae_epochs!r}")
+    _check(c.eval_every >= 0, "eval_every", f"must be >= 0 (0 turns it off), got {c.eval_every!r}")
+    _check(c.eval_samples >= 2, "eval_samples", f"must be >= 2, got {c.eval_samples!r}")
     _check(0.0 < c.rollback_lr_factor <= 1.0, "rollback_lr_factor", f"must be in (0, 1], got {c.rollback_lr_factor!r}")
     for name in ("log_every", "image_every", "checkpoint_every", "keep_checkpoints", "grid_size", "max_bad_steps"):
         v = getattr(c, name)

@@ -13,8 +13,11 @@ def plot_kl(rows: list[dict], path: str | Path, *, margin: float, warmup_steps: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fids = [(r["step"], r["fid"]) for r in rows if r.get("fid") is not None]
+    rows = [r for r in rows if "kl_real" in r]
     steps = [r["step"] for r in rows]
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 3 if fids else 2, figsize=(16 if fids else 11, 4))
+    ax, ax2 = axes[0], axes[1]
     for key, label, color in (("kl_real", "real", "tab:blue"), ("kl_rec", "reconstructed", "tab:orange"),
                               ("kl_fake", "sampled", "tab:green")):
         pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
@@ -27,6 +30,11 @@ def plot_kl(rows: list[dict], path: str | Path, *, margin: float, warmup_steps: 
     ax.set_ylabel("KL to the prior (nats)")
     ax.set_title(title or "IntroVAE: encoder KL of real / reconstructed / sampled images")
     ax.legend(loc="best", fontsize=8)
+    if fids:
+        axes[2].plot(*zip(*fids), marker="o", color="tab:purple")
+        axes[2].set_xlabel("step")
+        axes[2].set_ylabel("FID")
+        axes[2].set_title("FID over training (lower is better)")
     ax2.plot(steps, [r["reconstruction"] for r in rows], color="tab:red")
     ax2.set_yscale("log")
     ax2.set_xlabel("step")
@@ -37,3 +45,4 @@ def plot_kl(rows: list[dict], path: str | Path, *, margin: float, warmup_steps: 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+

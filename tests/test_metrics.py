@@ -1,0 +1,145 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from introvae.metrics import fid as fidlib
+from introvae.metrics.msssim import ms_ssim, ms_ssim_settings, sample_diversity
+from introvae.metrics.neighbours import nearest_feature, nearest_pixel
+from introvae.metrics.reconstruction import reconstruction_metrics
+
+
+def tiny_features(images: torch.Tensor) -> torch.Tensor:
+    """A fixed random conv net: a stand-in for Inception that runs in milliseconds."""
+    g = torch.Generator().manual_seed(0)
+    w1 = torch.randn(16, 3, 3, 3, generator=g) * 0.3
+    w2 = torch.randn(32, 16, 3, 3, generator=g) * 0.3
+    x = images.float()
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    h = torch.relu(torch.nn.functional.conv2d(x, w1, padding=1))
+    h = torch.relu(torch.nn.functional.conv2d(h, w2, padding=1, stride=2))
+    return h.mean(dim=(2, 3))
+
+
+def test_frechet_distance_of_known_gaussians():
+    mu, s = np.zeros(3), np.eye(3)
+    assert fidlib.frechet_distance(mu, s, mu, s) == pytest.approx(0.0, abs=1e-8)
+    # 1-D per axis: (mu1 - mu2)^2 + s1 + s2 - 2 sqrt(s1 s2) = 1 + 1 + 4 - 4 = 2 on each of 3 axes
+    assert fidlib.frechet_distance(mu, s, np.ones(3), 4 * np.eye(3)) == pytest.approx(6.0)
+
+
+def test_fid_of_a_set_with_itself_is_zero_and_grows_with_noise():
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(300, 3, 16, 16, generator=g)
+    fx = tiny_features(x).double()
+    assert fidlib.fid_from_features(fx, fx) == pytest.approx(0.0, abs=1e-6)
+    fids = [fidlib.fid_from_features(fx, tiny_features((x + s * torch.randn(x.shape, generator=g)).clamp(0, 1)))
+            for s in (0.05, 0.2, 0.5)]
+    assert 0 < fids[0] < fids[1] < fids[2]
+
+
+def test_the_real_inception_network_loads_offline_and_is_deterministic():
+    features = fidlib.load_inception()
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    a, b = features(x), features(x)
+    assert a.shape == (2, fidlib.FEATURE_DIM) and torch.equal(a, b)
+    gray = features(x[:, :1])
+    assert torch.equal(gray, features(x[:, :1].expand(-1, 3, -1, -1)))  # gray is R = G = B
+    assert (a >= 0).all()  # pool features after ReLU
+
+
+@pytest.mark.parametrize("size, expected", [(16, (3, 3)), (28, (7, 3)), (32, (7, 3)), (64, (11, 3)),
+                                            (128, (11, 4)), (256, (11, 5)), (1024, (11, 5))])
+def test_ms_ssim_window_and_scales_fit_the_image(size, expected):
+    assert ms_ssim_settings(size) == expected
+    x = torch.rand(2, 1, size, size, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(ms_ssim(x, x), torch.ones(2), atol=1e-5)
+    if size <= 128:
+        y = torch.rand(2, 1, size, size, generator=torch.Generator().manual_seed(1))
+        assert (ms_ssim(x, y) < 0.5).all()
+
+
+def test_sample_diversity_is_one_for_copies_and_low_for_noise():
+    same = torch.rand(1, 1, 32, 32).expand(10, -1, -1, -1)
+    assert sample_diversity(same, pairs=50) == pytest.approx(1.0, abs=1e-5)
+    noise = torch.rand(10, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert sample_diversity(noise, pairs=50) < 0.2
+
+
+def test_reconstruction_metrics_of_a_perfect_and_a_noisy_model():
+    class Identity:
+        def __init__(self, noise=0.0):
+            self.noise = noise
+
+        def reconstruct(self, x, sample_z=False):
+            return x + self.noise * torch.randn_like(x)
+
+    x = torch.rand(8, 1, 16, 16)
+    perfect = reconstruction_metrics(Identity(), x)
+    assert perfect["mse"] == 0 and perfect["psnr"] == pytest.approx(100.0) and perfect["ssim"] == pytest.approx(1.0)
+    noisy = reconstruction_metrics(Identity(0.1), x)
+    assert 0.005 < noisy["mse"] < 0.012 and 19 < noisy["psnr"] < 24 and noisy["ssim"] < 0.95
+
+
+def test_nearest_neighbours_find_the_copies():
+    train = torch.rand(50, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    picks = torch.tensor([3, 17, 42])
+    noisy = train[picks] + 0.01 * torch.randn(3, 1, 8, 8)
+    assert torch.equal(nearest_pixel(noisy, train, batch=7), picks)
+    f = tiny_features(train)
+    assert torch.equal(nearest_feature(f[picks] * 3.0, f), picks)  # cosine: the scale does not matter
+
+
+def test_evaluate_writes_metrics_and_caches_real_features(tmp_path, monkeypatch):
+    from conftest import tiny_config
+    from introvae.data import load
+    from introvae.evaluate import EvalSettings, evaluate_model, format_table
+    from introvae.trainer import Trainer
+
+    monkeypatch.setenv("INTROVAE_CACHE", str(tmp_path / "cache"))
+    cfg = tiny_config(steps=2)
+    t = Trainer(cfg, tmp_path / "run", data=load("faces", image_size=16, in_channels=1, holdout_fraction=0.2),
+                show_progress=False, log=lambda s: None)
+    t.train()
+    calls = []
+
+    def counting(x):
+        calls.append(len(x))
+        return tiny_features(x)
+
+    settings = EvalSettings(num_samples=40, pairs=30, ref_images=50, neighbours=4, batch_size=16)
+    result = evaluate_model(tmp_path / "run", settings, show_progress=False, features=counting)
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["fid"]["samples"] == 40 and saved["fid"]["reference_images"] == 50
+    assert saved["fid"]["value"] > 0 and 0 < saved["ms_ssim"]["value"] <= 1
+    assert saved["ms_ssim"]["window"] == 3 and saved["reconstruction"]["images"] == 20
+    assert saved["data"] == "faces" and saved["resolution"] == 16 and saved["version"]
+    assert (tmp_path / "run" / "nearest_neighbours.png").is_file()
+    assert sum(calls) == 90  # 50 real + 40 generated
+    calls.clear()
+    again = evaluate_model(tmp_path / "run", settings, show_progress=False, features=counting)
+    assert sum(calls) == 40  # the real features came from the cache
+    assert again["fid"]["value"] == pytest.approx(result["fid"]["value"])  # same seed, same samples
+    assert "FID" in format_table(result) and "MS-SSIM" in format_table(result)
+    other = evaluate_model(tmp_path / "run", EvalSettings(num_samples=40, pairs=30, ref_images=49, neighbours=0,
+                                                          batch_size=16), show_progress=False, features=counting)
+    assert sum(calls) == 40 + 49 + 40  # another subset size is another cache key
+    assert other["nearest_neighbours"] is None
+
+
+def test_eval_every_records_fid_over_training_and_plots_it(tmp_path, monkeypatch):
+    from conftest import tiny_config
+    from introvae.data import load
+    from introvae.trainer import Trainer, read_stats
+
+    monkeypatch.setenv("INTROVAE_CACHE", str(tmp_path / "cache"))
+    t = Trainer(tiny_config(steps=4, eval_every=2, eval_samples=20), tmp_path / "run",
+                data=load("faces", image_size=16, in_channels=1, holdout_fraction=0.2), show_progress=False,
+                log=lambda s: None)
+    t.feature_fn = tiny_features
+    t.train()
+    fids = [r for r in read_stats(tmp_path / "run") if "fid" in r]
+    assert [r["step"] for r in fids] == [2, 4] and all(r["fid"] > 0 and r["fid_samples"] == 20 for r in fids)
+    assert (tmp_path / "run" / "kl.png").is_file()
