@@ -38,6 +38,9 @@ HELP_HPARAMS = {
     "log_every": "steps between lines of stats.jsonl",
     "image_every": "steps between image grids and KL plots",
     "checkpoint_every": "steps between checkpoints",
+    "precision": "fp32, bf16 (autocast; CPU and GPU) or fp16 (autocast and a gradient scaler); "
+                 "the KL, hinge and reconstruction sums stay fp32",
+    "device": "auto (the GPU if there is one), cpu, cuda or cuda:N",
     "eval_every": "steps between FID measurements during training, into stats.jsonl and kl.png (0: none)",
     "eval_samples": "generated and real images per FID measurement during training",
 }
@@ -69,7 +72,8 @@ def build_config(args: argparse.Namespace) -> Config:
     overrides = {k: getattr(args, k) for k in (
         "data", "image_size", "in_channels", "latent_dim", "channels", "margin", "alpha", "beta", "lr",
         "batch_size", "steps", "epochs", "vae_steps", "vae_epochs", "seed", "objective", "log_every",
-        "image_every", "checkpoint_every", "eval_every", "eval_samples") if getattr(args, k, None) is not None}
+        "image_every", "checkpoint_every", "eval_every", "eval_samples", "precision", "device",
+        "channels_last") if getattr(args, k, None) is not None}
     # --steps and --epochs each replace whichever of the two the preset or file set.
     if "steps" in overrides:
         overrides.setdefault("epochs", None)
@@ -88,9 +92,12 @@ def _add_hparams(p: argparse.ArgumentParser) -> None:
                       ("margin", float), ("alpha", float), ("beta", float), ("lr", float), ("batch_size", int),
                       ("steps", int), ("epochs", float), ("vae_steps", int), ("vae_epochs", float),
                       ("seed", int), ("objective", str), ("log_every", int), ("image_every", int),
-                      ("checkpoint_every", int), ("eval_every", int), ("eval_samples", int)):
+                      ("checkpoint_every", int), ("eval_every", int), ("eval_samples", int),
+                      ("precision", str), ("device", str)):
         flag = "--" + name.replace("_", "-")
         p.add_argument(flag, dest=name, type=_typed(flag, typ), help=HELP_HPARAMS.get(name))
+    p.add_argument("--channels-last", dest="channels_last", action="store_const", const=True, default=None,
+                   help="NHWC memory layout for the convolutions (faster with bf16 on CPUs with AMX, and on GPUs)")
 
 
 def _typed(flag: str, typ):

@@ -58,6 +58,11 @@ class Config:
     vae_epochs: float = 0.0  # ... or the first N epochs (the larger of the two wins)
     seed: int = 0
 
+    # --- speed (numerics of the losses are unaffected: their sums are fp32 throughout) ----------
+    device: str = "auto"  # "auto" (the GPU if there is one), "cpu", "cuda", "cuda:1", ...
+    precision: str = "fp32"  # "fp32", "bf16" (CPU and GPU) or "fp16" (with a gradient scaler)
+    channels_last: bool = False  # NHWC memory layout for the convolutions
+
     # --- logging and snapshots ------------------------------------------------
     log_every: int = 50  # steps between stats.jsonl lines
     image_every: int = 500  # steps between image grids and KL plots
@@ -178,6 +183,14 @@ def _coerce(f: dataclasses.Field, v: Any) -> Any:
         except (TypeError, ValueError):
             raise ConfigError(f"channels: expected a list of integers, got {v!r}") from None
     base = t.split("|")[0].strip()
+    if base == "bool":
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, str) and v.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+            return v.strip().lower() in ("true", "1", "yes")
+        if isinstance(v, int) and v in (0, 1):
+            return bool(v)
+        raise ConfigError(f"{f.name}: expected true or false, got {v!r}")
     try:
         if base == "int":
             return _to_int(v)
@@ -226,6 +239,9 @@ def _validate(c: Config) -> None:
            f"image_size {s} needs {n} entries (one per resolution from {s} down to 4), got {len(c.channels)}")
     _check(all(isinstance(ch, int) and ch >= 1 for ch in c.channels), "channels",
            f"every entry must be a positive integer, got {list(c.channels)}")
+    _check(c.precision in ("fp32", "bf16", "fp16"), "precision", f"must be fp32, bf16 or fp16, got {c.precision!r}")
+    _check(isinstance(c.device, str) and (c.device in ("auto", "cpu") or c.device.startswith(("cuda", "mps"))),
+           "device", f"must be auto, cpu, cuda or cuda:N, got {c.device!r}")
     _check(c.objective in OBJECTIVES, "objective", f"must be one of {', '.join(OBJECTIVES)}, got {c.objective!r}")
     for name in ("margin", "alpha", "beta"):
         v = getattr(c, name)

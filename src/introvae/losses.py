@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from .model import IntroVAE, reparameterize
+from .precision import Precision
 
 
 def kl_divergence(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -68,7 +69,8 @@ def frozen(module: nn.Module) -> Iterator[None]:
 
 
 def train_step(model: IntroVAE, opt_e: torch.optim.Optimizer, opt_g: torch.optim.Optimizer, x: Tensor,
-               *, margin: float, alpha: float, beta: float, guard: bool = True) -> dict[str, Tensor]:
+               *, margin: float, alpha: float, beta: float, guard: bool = True,
+               precision: Precision | None = None) -> dict[str, Tensor]:
     """One iteration of Algorithm 1: an encoder step, then a generator step.
 
     With ``guard``, a non-finite loss or gradient skips the update of that phase (and, in the
@@ -76,6 +78,9 @@ def train_step(model: IntroVAE, opt_e: torch.optim.Optimizer, opt_g: torch.optim
 
     Returns detached fp32 scalars: loss_encoder, loss_generator, reconstruction, kl_real, and (when
     ``alpha > 0``) kl_rec, kl_fake: the encoder's KL of real, reconstructed and sampled images (Fig. 5).
+    ``precision`` runs the networks under autocast; with fp16 its one GradScaler scales both losses,
+    steps both optimisers and is updated once per iteration, after both steps. A gradient overflow
+    under fp16 is the scaler's business (that phase is skipped, ``out["overflow"]`` is 1), not the guard's.
     With ``alpha == 0`` this is a plain VAE step (ELBO with weight ``beta`` on the reconstruction).
     """
     E, G = model.encoder, model.decoder
@@ -86,45 +91,58 @@ def train_step(model: IntroVAE, opt_e: torch.optim.Optimizer, opt_g: torch.optim
     stats = [b for name, b in model.named_buffers() if name.endswith(("running_mean", "running_var"))]
     saved = [b.clone() for b in stats] if guard else []
 
+    autocast = precision.autocast() if precision else contextlib.nullcontext()
+    scaler = precision.scaler if precision else None
+    overflow = torch.tensor(0.0)
+
     # Forward: Z <- reparam(E(X)); X_r <- G(Z); X_p <- G(Z_p).
-    mu, logvar = E(x)
-    z = reparameterize(mu, logvar)
+    with autocast:
+        mu, logvar = E(x)
+        z = reparameterize(mu.float(), logvar.float())
+        x_r = G(z)
+        introspective = alpha > 0
+        if introspective:
+            # Separate passes, as in Algorithm 1: each batch gets its own BatchNorm statistics.
+            x_p = G(torch.randn_like(z))
     kl_real = kl_divergence(mu, logvar)
-    x_r = G(z)
-    introspective = alpha > 0
-    if introspective:
-        # Separate passes, as in Algorithm 1: each batch gets its own BatchNorm statistics.
-        x_p = G(torch.randn_like(z))
     l_ae = reconstruction_loss(x_r, x)
 
     # Encoder step: ng() on X_r and X_p keeps L_E's adversarial part from reaching G.
     if introspective:
-        kl_rec_ng = kl_divergence(*E(x_r.detach()))
-        kl_fake_ng = kl_divergence(*E(x_p.detach()))
+        with autocast:
+            enc_rec, enc_fake = E(x_r.detach()), E(x_p.detach())
+        kl_rec_ng, kl_fake_ng = kl_divergence(*enc_rec), kl_divergence(*enc_fake)
     else:
         kl_rec_ng = kl_fake_ng = torch.zeros_like(kl_real)
     l_e = loss_encoder(kl_real, kl_rec_ng, kl_fake_ng, l_ae, margin=margin, alpha=alpha, beta=beta)
     opt_e.zero_grad(set_to_none=True)
     # Gradients of L_E go to the encoder only; the graph through G is kept for G's step.
-    torch.autograd.backward(l_e, inputs=enc_params, retain_graph=True)
+    torch.autograd.backward(scaler.scale(l_e) if scaler else l_e, inputs=enc_params, retain_graph=True)
+    if scaler:
+        scaler.unscale_(opt_e)
     if guard and not all_finite(l_e, enc_params):
         # A non-finite loss or gradient: update neither network with this batch.
         opt_e.zero_grad(set_to_none=True)
         torch._foreach_copy_(stats, saved)
+        if scaler and bool(torch.isfinite(l_e)):  # fp16 overflow: the scaler lowers its scale
+            scaler.update()
+            return {"skipped": torch.tensor(0.0), "overflow": torch.tensor(1.0)}
         return {"skipped": torch.tensor(1.0)}
-    opt_e.step()
+    scaler.step(opt_e) if scaler else opt_e.step()
 
     # Generator step: the second encoder pass runs *after* E's update (the authors' code
     # reuses the pre-update graph, which current PyTorch rejects as an in-place change).
     if introspective:
-        with frozen(E):
-            kl_rec = kl_divergence(*E(x_r))
-            kl_fake = kl_divergence(*E(x_p))
+        with frozen(E), autocast:
+            enc_rec, enc_fake = E(x_r), E(x_p)
+        kl_rec, kl_fake = kl_divergence(*enc_rec), kl_divergence(*enc_fake)
     else:
         kl_rec = kl_fake = torch.zeros_like(kl_real)
     l_g = loss_generator(kl_rec, kl_fake, l_ae, alpha=alpha, beta=beta)
     opt_g.zero_grad(set_to_none=True)
-    torch.autograd.backward(l_g, inputs=dec_params)
+    torch.autograd.backward(scaler.scale(l_g) if scaler else l_g, inputs=dec_params)
+    if scaler:
+        scaler.unscale_(opt_g)
     skipped = guard and not all_finite(l_g, dec_params)
     if skipped:
         opt_g.zero_grad(set_to_none=True)
@@ -132,11 +150,16 @@ def train_step(model: IntroVAE, opt_e: torch.optim.Optimizer, opt_g: torch.optim
         for b, v in zip(stats, saved):
             if id(b) in dec_stats:  # the encoder's were updated legitimately in its own step
                 b.copy_(v)
+        if scaler and bool(torch.isfinite(l_g)):
+            skipped, overflow = False, torch.tensor(1.0)
     else:
-        opt_g.step()
+        scaler.step(opt_g) if scaler else opt_g.step()
+    if scaler:
+        scaler.update()  # once per iteration, after both optimisers
 
     out = {
         "skipped": torch.tensor(float(skipped)),
+        "overflow": overflow,
         "loss_encoder": l_e.detach(),
         "loss_generator": l_g.detach(),
         "reconstruction": l_ae.detach(),

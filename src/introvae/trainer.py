@@ -18,6 +18,7 @@ from .grids import interleave_rows, save_grid
 from .losses import make_optimizers, train_step
 from .model import IntroVAE, describe, load_state_strict
 from .plots import plot_kl
+from .precision import make_precision, resolve_device
 
 
 class RunError(ValueError):
@@ -48,8 +49,12 @@ class Trainer:
         self.data = data if data is not None else load(
             config.data, image_size=config.image_size, in_channels=config.in_channels,
             holdout_fraction=config.holdout_fraction, show_progress=show_progress)
+        self.device = resolve_device(config.device)
+        self.precision = make_precision(config.precision, self.device)
         torch.manual_seed(config.seed)  # network initialisation and the z / eps draws
-        self.model = IntroVAE(config)
+        self.model = IntroVAE(config).to(self.device)
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.opt_e, self.opt_g = make_optimizers(self.model, lr=config.lr,
                                                  betas=(config.adam_beta1, config.adam_beta2))
         self.step = 0
@@ -82,6 +87,8 @@ class Trainer:
             "step": self.step,
             "rollbacks": self.rollbacks,
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "scaler": self.precision.scaler.state_dict() if self.precision.scaler else None,
         }
 
     def load_state_dict(self, state: dict, *, source: str) -> None:
@@ -95,6 +102,10 @@ class Trainer:
         self.step = int(state["step"])
         self.rollbacks = int(state.get("rollbacks", 0))
         torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        if self.precision.scaler and state.get("scaler"):
+            self.precision.scaler.load_state_dict(state["scaler"])
 
     # --- the loop ----------------------------------------------------------------
     def alpha_at(self, step: int) -> float:
@@ -121,11 +132,15 @@ class Trainer:
             while self.step < end and not self._stop_requested:
                 epoch, start = divmod(self.step, self.steps_per_epoch)
                 for _, x in batches(self.data.train, cfg.batch_size, seed=cfg.seed, epoch=epoch, start=start):
+                    x = x.to(self.device, non_blocking=True)
+                    if cfg.channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
                     out = train_step(self.model, self.opt_e, self.opt_g, x, margin=cfg.margin,
-                                     alpha=self.alpha_at(self.step), beta=cfg.beta)
+                                     alpha=self.alpha_at(self.step), beta=cfg.beta, precision=self.precision)
                     self.step += 1
                     bar.update(1)
                     self._images += len(x)
+                    self._overflows.append(out.pop("overflow"))
                     if out.pop("skipped").item():
                         self._skipped += 1
                         self.bad_in_a_row += 1
@@ -204,6 +219,7 @@ class Trainer:
         self._t0 = time.perf_counter()
         self._images = 0
         self._skipped = 0
+        self._overflows: list[torch.Tensor] = []
 
     def _log_row(self, epoch: int) -> dict:
         dt = time.perf_counter() - self._t0
@@ -213,6 +229,9 @@ class Trainer:
             vals = self._acc.get(k)
             row[k] = float(torch.stack(vals).mean()) if vals else None
         row.update(skipped_steps=self._skipped, rollbacks=self.rollbacks, lr=self.opt_e.param_groups[0]["lr"])
+        if self.precision.scaler:
+            row.update(fp16_overflows=int(sum(float(o) for o in self._overflows)),
+                       fp16_scale=float(self.precision.scaler.get_scale()))
         with open(self.run_dir / "stats.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
         self._reset_interval()

@@ -1,0 +1,141 @@
+"""Training throughput against the hardware's own limit, in one run.
+
+    python benchmarks/throughput.py --preset fashion-mnist --channels 64,128,256,256 --latent-dim 128 \
+        --batch-size 32 --precision fp32 bf16 --channels-last
+
+For each precision: training images/s after warm-up, the model FLOPs per training image (counted
+with torch.utils.flop_counter.FlopCounterMode over one real step of Algorithm 1: every encoder and
+generator pass, forward and backward), the achieved FLOP/s, the device's measured peak (a large
+matmul in the same dtype, best of several), their ratio, and the peak memory. One JSON line per
+configuration, then a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from introvae import get_preset
+from introvae.losses import make_optimizers, train_step
+from introvae.model import IntroVAE, count_parameters
+from introvae.precision import make_precision, resolve_device
+
+
+def cpu_flags() -> str:
+    try:
+        flags = next(ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return platform.processor()
+    return " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags) or "-"
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(device, dtype, n: int, repeats: int = 5) -> float:
+    """FLOP/s of an n x n x n matmul in ``dtype`` (best of ``repeats``)."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    a @ b
+    sync(device)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best
+
+
+def measure(cfg, precision_name: str, steps: int, warmup: int, device) -> dict:
+    torch.manual_seed(0)
+    model = IntroVAE(cfg).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt_e, opt_g = make_optimizers(model, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2))
+    precision = make_precision(precision_name, device)
+    x = torch.rand(cfg.batch_size, cfg.in_channels, cfg.image_size, cfg.image_size, device=device)
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def step():
+        return train_step(model, opt_e, opt_g, x, margin=cfg.margin, alpha=cfg.alpha, beta=cfg.beta,
+                          precision=precision, guard=False)
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops_per_image = counter.get_total_flops() / cfg.batch_size
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    images_per_s = steps * cfg.batch_size / (time.perf_counter() - t)
+    dtype = precision.dtype or torch.float32
+    peak = matmul_peak(device, dtype, 4096 if device.type == "cuda" else 2048)
+    achieved = flops_per_image * images_per_s
+    memory = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+              else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return {"image_size": cfg.image_size, "channels": list(cfg.stage_channels), "latent_dim": cfg.latent_dim,
+            "batch_size": cfg.batch_size, "precision": precision_name, "channels_last": cfg.channels_last,
+            "parameters": count_parameters(model), "images_per_s": round(images_per_s, 2),
+            "gflop_per_image": round(flops_per_image / 1e9, 4), "achieved_tflops": round(achieved / 1e12, 4),
+            "peak_tflops": round(peak / 1e12, 4), "fraction_of_peak": round(achieved / peak, 4),
+            "peak_memory_mib": round(memory / 2 ** 20, 1),
+            "memory_kind": "cuda max allocated" if device.type == "cuda" else "process max RSS"}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="fashion-mnist")
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--channels", help="e.g. 64,128,256,256")
+    p.add_argument("--latent-dim", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--json-out", help="append the JSON lines to this file")
+    args = p.parse_args()
+
+    overrides = {k: v for k, v in (("image_size", args.image_size), ("channels", args.channels),
+                                   ("latent_dim", args.latent_dim), ("batch_size", args.batch_size)) if v}
+    cfg = get_preset(args.preset).replace(channels_last=args.channels_last, **overrides)
+    device = resolve_device(args.device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU flags: {cpu_flags()}"
+    print(f"# torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, {where}")
+    rows = []
+    for name in args.precision:
+        row = measure(cfg, name, args.steps, args.warmup, device)
+        row["device"] = where
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if args.json_out:
+            with open(args.json_out, "a") as f:
+                f.write(json.dumps(row) + "\n")
+    print("\n| size | channels | z | batch | precision | channels_last | images/s | GFLOP/image | achieved TFLOP/s "
+          "| matmul peak TFLOP/s | % of peak | peak memory MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['image_size']} | {'/'.join(map(str, r['channels']))} | {r['latent_dim']} | {r['batch_size']} "
+              f"| {r['precision']} | {r['channels_last']} | {r['images_per_s']} | {r['gflop_per_image']} "
+              f"| {r['achieved_tflops']} | {r['peak_tflops']} | {100 * r['fraction_of_peak']:.1f} "
+              f"| {r['peak_memory_mib']} |")
+
+
+if __name__ == "__main__":
+    main()
