@@ -279,15 +279,22 @@ def cmd_sample(args) -> int:
     return 0
 
 
-def cmd_reconstruct(args) -> int:
+def _model_and_images(model_arg: str, paths: list[str]):
+    """The model, and the image files read and prepared at its size and channel count, (N, C, H, W)."""
     import torch
 
-    from .data import read_image, save_image
+    from .data import read_image
     from .trainer import load_model
 
-    model = load_model(args.model)
+    model = load_model(model_arg)
     c = model.config
-    x = torch.stack([read_image(p, image_size=c.image_size, in_channels=c.in_channels) for p in args.images])
+    return model, torch.stack([read_image(p, image_size=c.image_size, in_channels=c.in_channels) for p in paths])
+
+
+def cmd_reconstruct(args) -> int:
+    from .data import save_image
+
+    model, x = _model_and_images(args.model, args.images)
     rec = model.reconstruct(x)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -298,16 +305,12 @@ def cmd_reconstruct(args) -> int:
 
 
 def cmd_interpolate(args) -> int:
-    from .data import read_image
     from .grids import save_grid
-    from .trainer import load_model
 
     if args.steps < 2:
         raise CliError("interpolate: --steps must be >= 2")
-    model = load_model(args.model)
-    c = model.config
-    a, b = (read_image(p, image_size=c.image_size, in_channels=c.in_channels) for p in (args.a, args.b))
-    strip = model.interpolate(a, b, args.steps)
+    model, ab = _model_and_images(args.model, [args.a, args.b])
+    strip = model.interpolate(ab[0], ab[1], args.steps)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_grid(strip, out, nrow=args.steps)

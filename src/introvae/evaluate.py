@@ -99,7 +99,10 @@ def evaluate_model(source: str | Path, settings: EvalSettings = EvalSettings(), 
     rec_mean = reconstruction_metrics(model, held_out)
     rec_sampled = reconstruction_metrics(model, held_out, sample_z=True, seed=settings.seed)
 
-    out_dir = Path(out) if out else (Path(source) if Path(source).is_dir() else Path(source).parent.parent)
+    src = Path(source)
+    # Default: the run directory (also for a file inside its checkpoints/), else beside the file.
+    out_dir = Path(out) if out else (src if src.is_dir() else
+                                     src.parent.parent if src.parent.name == "checkpoints" else src.parent)
     out_dir.mkdir(parents=True, exist_ok=True)
     k = min(settings.neighbours, len(samples))
     nn_grid = None
