@@ -294,7 +294,8 @@ PRESETS.update({
     "fashion-mnist": Config(data="fashion-mnist", image_size=32, in_channels=1, latent_dim=128,
                             channels=(32, 64, 128, 256), margin=42.0, alpha=0.25, beta=10.0,
                             batch_size=32, log_every=50, image_every=500, checkpoint_every=1000),
-    # A starting point for a folder of your own RGB photographs; calibrate its margin on your data.
+    # A starting point for a folder of your own RGB photographs. Not calibrated (no RGB data set
+    # ships offline): run `introvae calibrate` on your data before trusting m and beta.
     "rgb64": Config(data="faces", image_size=64, in_channels=3, latent_dim=128, channels=(32, 64, 128, 256, 256),
                     margin=60.0, alpha=0.25, beta=5.0, batch_size=16, log_every=25,
                     image_every=250, checkpoint_every=500),
