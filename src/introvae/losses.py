@@ -127,7 +127,7 @@ def train_step(model: IntroVAE, opt_e: torch.optim.Optimizer, opt_g: torch.optim
         if scaler and bool(torch.isfinite(l_e)):  # fp16 overflow: the scaler lowers its scale
             scaler.update()
             return {"skipped": torch.tensor(0.0), "overflow": torch.tensor(1.0)}
-        return {"skipped": torch.tensor(1.0)}
+        return {"skipped": torch.tensor(1.0), "overflow": overflow}
     scaler.step(opt_e) if scaler else opt_e.step()
 
     # Generator step: the second encoder pass runs *after* E's update (the authors' code
