@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from introvae import get_preset
-from introvae.data import load, to_float
-from introvae.evaluate import EvalSettings, evaluate_model, reference_images
+from introvae.data import load
+from introvae.evaluate import EvalSettings, evaluate_model, image_features, reference_images
 from introvae.metrics import fid as fidlib
 from introvae import checkpoint
 from introvae.trainer import Trainer, resume
@@ -31,14 +31,11 @@ def real_references(data_id: str, cfg, n: int, features) -> dict[str, float]:
     train = reference_images(images, "train", 2 * n)
     half_a, half_b = train[:n], train[n:2 * n]
 
-    def feats(x, desc):
-        return fidlib.inception_features((to_float(x[k:k + 100]) for k in range(0, len(x), 100)), features,
-                                         total=len(x), desc=desc).float()
-
-    fa, fb = feats(half_a, "train half A"), feats(half_b, "train half B")
+    fa = image_features(half_a, features, desc="train half A")
+    fb = image_features(half_b, features, desc="train half B")
     out = {"train half A vs train half B": fidlib.fid_from_features(fa, fb)}
     if len(images.test) >= n:
-        ft = feats(reference_images(images, "test", n), "test")
+        ft = image_features(reference_images(images, "test", n), features, desc="test")
         out["test vs train half A"] = fidlib.fid_from_features(ft, fa)
     return out
 

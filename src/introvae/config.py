@@ -10,9 +10,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+
+from .precision import PRECISIONS
 
 # The paper's channel schedule at 1024 px, from full resolution down to 4x4
 # (Appendix B). Smaller images drop the highest-resolution stages.
@@ -239,7 +241,7 @@ def _validate(c: Config) -> None:
            f"image_size {s} needs {n} entries (one per resolution from {s} down to 4), got {len(c.channels)}")
     _check(all(isinstance(ch, int) and ch >= 1 for ch in c.channels), "channels",
            f"every entry must be a positive integer, got {list(c.channels)}")
-    _check(c.precision in ("fp32", "bf16", "fp16"), "precision", f"must be fp32, bf16 or fp16, got {c.precision!r}")
+    _check(c.precision in PRECISIONS, "precision", f"must be fp32, bf16 or fp16, got {c.precision!r}")
     _check(isinstance(c.device, str) and (c.device in ("auto", "cpu") or c.device.startswith(("cuda", "mps"))),
            "device", f"must be auto, cpu, cuda or cuda:N, got {c.device!r}")
     _check(c.objective in OBJECTIVES, "objective", f"must be one of {', '.join(OBJECTIVES)}, got {c.objective!r}")

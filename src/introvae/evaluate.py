@@ -41,6 +41,14 @@ def reference_images(data: ImageSet, split: str, limit: int) -> torch.Tensor:
     return images[idx.sort().values]
 
 
+def image_features(images: torch.Tensor, features, *, batch_size: int = 100, desc: str = "features",
+                   show_progress: bool = True) -> torch.Tensor:
+    """Feature vectors (float32) of uint8 images (N, C, H, W), computed ``batch_size`` at a time."""
+    batches = (to_float(images[k:k + batch_size]) for k in range(0, len(images), batch_size))
+    return fidlib.inception_features(batches, features, total=len(images), desc=desc,
+                                     show_progress=show_progress).float()
+
+
 def reference_features(data: ImageSet, data_id: str, split: str, limit: int, image_size: int, in_channels: int,
                        features, *, batch_size: int = 100, show_progress: bool = True) -> tuple:
     """Inception features of the reference images, cached on disk under a key of everything they depend on."""
@@ -49,9 +57,8 @@ def reference_features(data: ImageSet, data_id: str, split: str, limit: int, ima
     path = fidlib.cache_dir() / f"features-{key}.pt"
     if path.is_file():
         return ref, torch.load(path, weights_only=True)
-    f = fidlib.inception_features((to_float(ref[k:k + batch_size]) for k in range(0, len(ref), batch_size)),
-                                  features, total=len(ref), desc=f"real {split} features",
-                                  show_progress=show_progress).float()
+    f = image_features(ref, features, batch_size=batch_size, desc=f"real {split} features",
+                       show_progress=show_progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(f, tmp)
@@ -88,9 +95,8 @@ def evaluate_model(source: str | Path, settings: EvalSettings = EvalSettings(), 
                                     cfg.in_channels, features, batch_size=settings.batch_size,
                                     show_progress=show_progress)
     samples = generate(model, settings.num_samples, seed=settings.seed, batch_size=settings.batch_size)
-    sample_f = fidlib.inception_features(
-        (to_float(samples[k:k + settings.batch_size]) for k in range(0, len(samples), settings.batch_size)),
-        features, total=len(samples), desc="sample features", show_progress=show_progress).float()
+    sample_f = image_features(samples, features, batch_size=settings.batch_size, desc="sample features",
+                              show_progress=show_progress)
     fid = fidlib.fid_from_features(sample_f, ref_f)
     kernel, scales = ms_ssim_settings(cfg.image_size)
     diversity = sample_diversity(to_float(samples), pairs=settings.pairs, seed=settings.seed)
@@ -139,12 +145,11 @@ def evaluate_folder(folder: str | Path, *, data: str, image_size: int, in_channe
     features = features or fidlib.load_inception()
     ref, ref_f = reference_features(images, data, settings.ref_split, settings.ref_images, image_size, in_channels,
                                     features, batch_size=settings.batch_size, show_progress=show_progress)
-    f = fidlib.inception_features((to_float(imgs[k:k + settings.batch_size])
-                                   for k in range(0, len(imgs), settings.batch_size)),
-                                  features, total=len(imgs), desc="image features", show_progress=show_progress)
+    f = image_features(imgs, features, batch_size=settings.batch_size, desc="image features",
+                       show_progress=show_progress)
     kernel, scales = ms_ssim_settings(image_size)
     result = {
-        "fid": {"value": fidlib.fid_from_features(f.float(), ref_f), "samples": len(imgs),
+        "fid": {"value": fidlib.fid_from_features(f, ref_f), "samples": len(imgs),
                 "reference": f"{data}:{settings.ref_split}", "reference_images": len(ref)},
         "ms_ssim": {"value": sample_diversity(to_float(imgs), pairs=settings.pairs, seed=settings.seed),
                     "pairs": settings.pairs, "window": kernel, "scales": scales},

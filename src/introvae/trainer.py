@@ -232,14 +232,13 @@ class Trainer:
         if self.precision.scaler:
             row.update(fp16_overflows=int(sum(float(o) for o in self._overflows)),
                        fp16_scale=float(self.precision.scaler.get_scale()))
-        with open(self.run_dir / "stats.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        self._append_stats(row)
         self._reset_interval()
         return row
 
     def evaluate_fid(self) -> float:
         """FID of ``eval_samples`` generated images against as many training images; one stats.jsonl row."""
-        from .evaluate import generate, reference_features
+        from .evaluate import generate, image_features, reference_features
         from .metrics import fid as fidlib
 
         cfg, n = self.config, self.config.eval_samples
@@ -252,12 +251,13 @@ class Trainer:
             samples = generate(self.model, n, seed=cfg.seed, batch_size=100)
         finally:
             self.model.train(was_training)
-        f = fidlib.inception_features((to_float(samples[k:k + 100]) for k in range(0, n, 100)), self._features,
-                                      show_progress=False).float()
-        fid = fidlib.fid_from_features(f, ref_f)
-        with open(self.run_dir / "stats.jsonl", "a") as fh:
-            fh.write(json.dumps({"step": self.step, "fid": fid, "fid_samples": n}) + "\n")
+        fid = fidlib.fid_from_features(image_features(samples, self._features, show_progress=False), ref_f)
+        self._append_stats({"step": self.step, "fid": fid, "fid_samples": n})
         return fid
+
+    def _append_stats(self, row: dict) -> None:
+        with open(self.run_dir / "stats.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
 
     @torch.no_grad()
     def snapshot(self) -> None:
@@ -303,7 +303,7 @@ class Trainer:
         stats = self.run_dir / "stats.jsonl"
         if stats.exists():
             kept = [ln for ln in stats.read_text().splitlines()
-                    if ln.strip() and _row_step(ln) is not None and _row_step(ln) <= self.step]
+                    if (step := _row_step(ln)) is not None and step <= self.step]
             stats.write_text("".join(ln + "\n" for ln in kept))
 
     def _install_signal_handlers(self):
@@ -336,7 +336,7 @@ def read_stats(run_dir: str | Path) -> list[dict]:
     p = Path(run_dir) / "stats.jsonl"
     if not p.exists():
         return []
-    return [json.loads(ln) for ln in p.read_text().splitlines() if ln.strip() and _row_step(ln) is not None]
+    return [json.loads(ln) for ln in p.read_text().splitlines() if _row_step(ln) is not None]
 
 
 def resume(run_dir: str | Path, *, show_progress: bool = True, log: Callable[[str], None] = print,
