@@ -68,8 +68,14 @@ def test_reconstruct_interpolate_and_export(trained, tmp_path):
 
 def test_resume_continues_to_more_steps_only_through_its_own_config(trained, capsys):
     _one_line_error(capsys, ["train", "--resume", str(trained / "run"), "--steps", "9"], "--resume")
-    # a finished run resumed is a no-op that still succeeds
+    # a finished run resumed is a no-op that still succeeds: no new steps, no new checkpoint
+    from introvae import checkpoint
+
+    stats_before = (trained / "run" / "stats.jsonl").read_text()
+    newest = checkpoint.latest(trained / "run")
     assert main(["train", "--resume", str(trained / "run"), "--quiet"]) == 0
+    assert checkpoint.latest(trained / "run") == newest and newest.name == "step-000000004.pt"
+    assert (trained / "run" / "stats.jsonl").read_text() == stats_before
 
 
 @pytest.mark.parametrize("argv, words", [
