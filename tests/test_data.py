@@ -97,7 +97,20 @@ def test_batches_depend_only_on_seed_and_epoch_and_can_start_mid_epoch():
     data = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 1, 2, 2).contiguous()
     full = list(batches(data, 3, seed=1, epoch=2))
     assert len(full) == 3  # the partial last batch is dropped
-    tail = list(batches(data, 3, seed=1, epoch=2, start=1))
-    assert [i for i, _ in tail] == [1, 2] and torch.equal(tail[0][1], full[1][1])
+    assert [i for i, _ in full] == [3, 6, 9]  # images of the epoch used after each batch
+    tail = list(batches(data, 3, seed=1, epoch=2, start=3))
+    assert [i for i, _ in tail] == [6, 9] and torch.equal(tail[0][1], full[1][1])
     assert not torch.equal(full[0][1], next(iter(batches(data, 3, seed=1, epoch=3)))[1])
     assert 0.0 <= full[0][1].min() and full[0][1].max() <= 9 / 255 + 1e-6
+
+
+def test_batches_of_several_processes_are_slices_of_the_global_batch():
+    data = torch.arange(20, dtype=torch.uint8).view(20, 1, 1, 1).contiguous()
+    whole = list(batches(data, 6, seed=3, epoch=0))
+    parts = [list(batches(data, 3, seed=3, epoch=0, rank=r, world_size=2)) for r in (0, 1)]
+    assert [i for i, _ in parts[0]] == [i for i, _ in whole] == [6, 12, 18]
+    for k, (_, x) in enumerate(whole):
+        assert torch.equal(torch.cat([parts[0][k][1], parts[1][k][1]]), x)
+    # Resuming with another split mid-epoch continues the same permutation.
+    one = list(batches(data, 4, seed=3, epoch=0, start=6))
+    assert torch.equal(torch.cat([x for _, x in one]), torch.cat([x for _, x in whole[1:]])[:12])

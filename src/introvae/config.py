@@ -64,6 +64,11 @@ class Config:
     device: str = "auto"  # "auto" (the GPU if there is one), "cpu", "cuda", "cuda:1", ...
     precision: str = "fp32"  # "fp32", "bf16" (CPU and GPU) or "fp16" (with a gradient scaler)
     channels_last: bool = False  # NHWC memory layout for the convolutions
+    sync_bn: bool = False  # several processes (torchrun): BatchNorm statistics over the global batch
+    compile: bool = False  # torch.compile the encoder and the generator
+    checkpoint_activations: bool = False  # recompute residual stages in backward (memory for 1024 px)
+    ema: float = 0.0  # decay of an exponential moving average of the generator for sampling (0: none)
+    loader_workers: int = 0  # processes that decode/collate batches (0: in the training process)
 
     # --- logging and snapshots ------------------------------------------------
     log_every: int = 50  # steps between stats.jsonl lines
@@ -90,17 +95,18 @@ class Config:
         n = int(math.log2(self.image_size)) - 1
         return tuple(self.channels[-n:])
 
-    def total_steps(self, num_train: int) -> int:
-        """Number of optimisation steps for a training split of ``num_train`` images."""
+    def total_steps(self, num_train: int, processes: int = 1) -> int:
+        """Number of optimisation steps for a training split of ``num_train`` images (``batch_size`` is
+        per process: with several, a step takes ``processes * batch_size`` images)."""
         if self.steps is not None:
             return self.steps
         if self.epochs is None:
             raise ConfigError("steps: give the training length as steps or epochs")
-        return max(1, math.ceil(self.epochs * steps_per_epoch(num_train, self.batch_size)))
+        return max(1, math.ceil(self.epochs * steps_per_epoch(num_train, self.batch_size * processes)))
 
-    def warmup_steps(self, num_train: int) -> int:
+    def warmup_steps(self, num_train: int, processes: int = 1) -> int:
         """Steps trained as a plain VAE (alpha = 0) before the introspective game starts."""
-        by_epochs = math.ceil(self.vae_epochs * steps_per_epoch(num_train, self.batch_size))
+        by_epochs = math.ceil(self.vae_epochs * steps_per_epoch(num_train, self.batch_size * processes))
         return max(self.vae_steps, by_epochs)
 
     # --- (de)serialisation ------------------------------------------------
@@ -263,6 +269,9 @@ def _validate(c: Config) -> None:
     _check(c.eval_every >= 0, "eval_every", f"must be >= 0 (0 turns it off), got {c.eval_every!r}")
     _check(c.eval_samples >= 2, "eval_samples", f"must be >= 2, got {c.eval_samples!r}")
     _check(0.0 < c.rollback_lr_factor <= 1.0, "rollback_lr_factor", f"must be in (0, 1], got {c.rollback_lr_factor!r}")
+    _check(0.0 <= c.ema < 1.0, "ema",
+           f"must be in [0, 1) (0 turns it off; 0.999 is typical), got {c.ema!r}")
+    _check(c.loader_workers >= 0, "loader_workers", f"must be >= 0, got {c.loader_workers!r}")
     for name in ("log_every", "image_every", "checkpoint_every", "keep_checkpoints", "grid_size", "max_bad_steps"):
         v = getattr(c, name)
         _check(v >= 1, name, f"must be >= 1, got {v!r}")

@@ -219,11 +219,18 @@ def _split_tensor(name: str, x: Tensor, holdout_fraction: float) -> ImageSet:
     return ImageSet(name, x[perm[n_test:]], x[perm[:n_test]])
 
 
-def batches(train: Tensor, batch_size: int, *, seed: int, epoch: int, start: int = 0):
-    """Yield (index_in_epoch, float batch) for one epoch; the order depends only on (seed, epoch),
-    so a resumed run sees exactly the batches an uninterrupted one would."""
+def batches(train: Tensor, batch_size: int, *, seed: int, epoch: int, start: int = 0,
+            rank: int = 0, world_size: int = 1):
+    """Yield (images of the epoch used so far, float batch) for one epoch.
+
+    The order depends only on (seed, epoch), so a resumed run sees exactly the batches an
+    uninterrupted one would; ``start`` counts the images of the epoch already used. With several
+    processes each step takes a global batch of ``world_size * batch_size`` images and process
+    ``rank`` gets its consecutive slice, so the global batches are the same whatever the split
+    (and a run can be resumed with another number of processes).
+    """
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     perm = torch.randperm(len(train), generator=g)
-    n = len(train) // batch_size
-    for i in range(start, n):
-        yield i, to_float(train[perm[i * batch_size:(i + 1) * batch_size]])
+    step = batch_size * world_size
+    for i in range(start, len(train) - step + 1, step):
+        yield i + step, to_float(train[perm[i + rank * batch_size:i + (rank + 1) * batch_size]])

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from .model import IntroVAE, reparameterize
+from .distributed import SINGLE, World, all_true
+from .model import IntroVAE
 from .precision import Precision
 
 
@@ -70,7 +71,8 @@ def frozen(module: nn.Module) -> Iterator[None]:
 
 def train_step(model: IntroVAE, opt_e: torch.optim.Optimizer, opt_g: torch.optim.Optimizer, x: Tensor,
                *, margin: float, alpha: float, beta: float, guard: bool = True,
-               precision: Precision | None = None) -> dict[str, Tensor]:
+               precision: Precision | None = None, replicas: tuple[nn.Module, nn.Module] | None = None,
+               world: World = SINGLE) -> dict[str, Tensor]:
     """One iteration of Algorithm 1: an encoder step, then a generator step.
 
     With ``guard``, a non-finite loss or gradient skips the update of that phase (and, in the
@@ -82,8 +84,16 @@ def train_step(model: IntroVAE, opt_e: torch.optim.Optimizer, opt_g: torch.optim
     steps both optimisers and is updated once per iteration, after both steps. A gradient overflow
     under fp16 is the scaler's business (that phase is skipped, ``out["overflow"]`` is 1), not the guard's.
     With ``alpha == 0`` this is a plain VAE step (ELBO with weight ``beta`` on the reconstruction).
+
+    Several processes (``world``): ``replicas`` are the DistributedDataParallel wrappers of E and G
+    (see ``distributed.replicate``), used for every pass whose gradients reach that network's weights,
+    so DDP averages them over the processes; ``x`` is this process's share of the global batch, and
+    eps and z_p are drawn for the whole global batch and sliced the same way, so N processes with
+    batch B compute what one process does with batch N*B (exactly so with ``--sync-bn``). The skip
+    decisions of the guard are agreed between the processes.
     """
     E, G = model.encoder, model.decoder
+    E_train, G_train = replicas if replicas is not None else (E, G)
     enc_params = [p for p in E.parameters()]
     dec_params = [p for p in G.parameters()]
     # A bad batch corrupts BatchNorm running statistics in the forward pass already, so the guard
@@ -97,20 +107,20 @@ def train_step(model: IntroVAE, opt_e: torch.optim.Optimizer, opt_g: torch.optim
 
     # Forward: Z <- reparam(E(X)); X_r <- G(Z); X_p <- G(Z_p).
     with autocast:
-        mu, logvar = E(x)
-        z = reparameterize(mu.float(), logvar.float())
-        x_r = G(z)
+        mu, logvar = E_train(x)
+        z = mu.float() + torch.exp(0.5 * logvar.float()) * _noise(mu.shape, world, mu.device)
+        x_r = G_train(z)
         introspective = alpha > 0
         if introspective:
             # Separate passes, as in Algorithm 1: each batch gets its own BatchNorm statistics.
-            x_p = G(torch.randn_like(z))
+            x_p = G_train(_noise(z.shape, world, z.device))
     kl_real = kl_divergence(mu, logvar)
     l_ae = reconstruction_loss(x_r, x)
 
     # Encoder step: ng() on X_r and X_p keeps L_E's adversarial part from reaching G.
     if introspective:
         with autocast:
-            enc_rec, enc_fake = E(x_r.detach()), E(x_p.detach())
+            enc_rec, enc_fake = E_train(x_r.detach()), E_train(x_p.detach())
         kl_rec_ng, kl_fake_ng = kl_divergence(*enc_rec), kl_divergence(*enc_fake)
     else:
         kl_rec_ng = kl_fake_ng = torch.zeros_like(kl_real)
@@ -120,7 +130,7 @@ def train_step(model: IntroVAE, opt_e: torch.optim.Optimizer, opt_g: torch.optim
     torch.autograd.backward(scaler.scale(l_e) if scaler else l_e, inputs=enc_params, retain_graph=True)
     if scaler:
         scaler.unscale_(opt_e)
-    if guard and not all_finite(l_e, enc_params):
+    if guard and not all_true(finite(l_e, enc_params), world, x.device):
         # A non-finite loss or gradient: update neither network with this batch.
         opt_e.zero_grad(set_to_none=True)
         torch._foreach_copy_(stats, saved)
@@ -143,7 +153,7 @@ def train_step(model: IntroVAE, opt_e: torch.optim.Optimizer, opt_g: torch.optim
     torch.autograd.backward(scaler.scale(l_g) if scaler else l_g, inputs=dec_params)
     if scaler:
         scaler.unscale_(opt_g)
-    skipped = guard and not all_finite(l_g, dec_params)
+    skipped = guard and not all_true(finite(l_g, dec_params), world, x.device)
     if skipped:
         opt_g.zero_grad(set_to_none=True)
         dec_stats = {id(b) for b in G.buffers()}
@@ -171,11 +181,25 @@ def train_step(model: IntroVAE, opt_e: torch.optim.Optimizer, opt_g: torch.optim
     return out
 
 
-def all_finite(loss: Tensor, params: list[nn.Parameter]) -> bool:
-    """Whether ``loss`` and every gradient of ``params`` are finite (one host sync)."""
+def finite(loss: Tensor, params: list[nn.Parameter]) -> Tensor:
+    """A 0-d bool tensor: whether ``loss`` and every gradient of ``params`` are finite (no host sync)."""
     grads = [p.grad for p in params if p.grad is not None]
     norms = torch._foreach_norm(grads) if grads else []
-    return bool(torch.isfinite(torch.stack([loss.detach().float().reshape(())] + [n.float() for n in norms])).all())
+    return torch.isfinite(torch.stack([loss.detach().float().reshape(())] + [n.float() for n in norms])).all()
+
+
+def all_finite(loss: Tensor, params: list[nn.Parameter]) -> bool:
+    """Whether ``loss`` and every gradient of ``params`` are finite (one host sync)."""
+    return bool(finite(loss, params))
+
+
+def _noise(shape: torch.Size, world: World, device: torch.device) -> Tensor:
+    """Standard normal noise of ``shape`` for this process: its slice of the global batch's draw, so that
+    the draws do not depend on how the batch is split over processes (every process draws them all)."""
+    if not world.enabled:
+        return torch.randn(shape, device=device)
+    b = shape[0]
+    return torch.randn((b * world.size, *shape[1:]), device=device)[world.rank * b:(world.rank + 1) * b]
 
 
 def make_optimizers(model: IntroVAE, *, lr: float, betas: tuple[float, float]):

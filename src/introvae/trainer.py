@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import signal
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 import torch
 
 from . import __version__, checkpoint
+from . import distributed as dist_
 from .config import Config
 from .data import ImageSet, batches, load, to_float
 from .grids import interleave_rows, save_grid
@@ -38,34 +40,49 @@ class Trainer:
 
     The run directory holds ``config.json``, ``stats.jsonl``, ``bad_images.txt`` (when any were
     skipped), image grids (``samples-*.png``, ``reconstructions-*.png``), ``kl.png`` and ``checkpoints/``.
+
+    Under ``torchrun`` (``world``: by default read from the environment) every process trains on its
+    slice of each global batch of ``processes * batch_size`` images through DistributedDataParallel,
+    and only rank 0 writes the run directory and prints.
     """
 
     def __init__(self, config: Config, run_dir: str | Path, *, data: ImageSet | None = None,
-                 show_progress: bool = True, log: Callable[[str], None] = print):
+                 show_progress: bool = True, log: Callable[[str], None] = print,
+                 world: dist_.World | None = None):
         self.config = config
         self.run_dir = Path(run_dir)
-        self.show_progress = show_progress
-        self.log = log
+        self.world = world if world is not None else dist_.world_from_env()
+        main = self.world.is_main
+        self.show_progress = show_progress and main
+        self.log = log if main else (lambda _msg: None)
+        self.device = dist_.setup(self.world, resolve_device(config.device))
         self.data = data if data is not None else load(
             config.data, image_size=config.image_size, in_channels=config.in_channels,
-            holdout_fraction=config.holdout_fraction, show_progress=show_progress)
-        self.device = resolve_device(config.device)
+            holdout_fraction=config.holdout_fraction, show_progress=self.show_progress)
         self.precision = make_precision(config.precision, self.device)
-        torch.manual_seed(config.seed)  # network initialisation and the z / eps draws
+        torch.manual_seed(config.seed)  # network initialisation and the z / eps draws: the same on every process
         self.model = IntroVAE(config).to(self.device)
+        if config.sync_bn and self.world.enabled:
+            dist_.convert_sync_batchnorm(self.model, self.device)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.replicas = dist_.replicate(self.model, self.world, self.device)
         self.opt_e, self.opt_g = make_optimizers(self.model, lr=config.lr,
                                                  betas=(config.adam_beta1, config.adam_beta2))
         self.step = 0
         self.bad_in_a_row = 0  # consecutive steps skipped by the divergence guard
         self.rollbacks = 0
         n = len(self.data.train)
-        self.total_steps = config.total_steps(n)
-        self.warmup_steps = config.warmup_steps(n) if config.objective == "introvae" else 0
-        self.steps_per_epoch = max(1, n // config.batch_size)
-        if n < config.batch_size:
-            raise RunError(f"batch_size: {config.batch_size} is larger than the {n} training images")
+        procs = self.world.size
+        self.global_batch = config.batch_size * procs
+        self.total_steps = config.total_steps(n, procs)
+        self.warmup_steps = config.warmup_steps(n, procs) if config.objective == "introvae" else 0
+        self.steps_per_epoch = max(1, n // self.global_batch)
+        self.epoch, self.epoch_images = 0, 0  # the data cursor: epoch, and images of it used
+        if n < self.global_batch:
+            what = f"{procs} processes x batch_size {config.batch_size}" if procs > 1 else \
+                f"batch_size: {config.batch_size}"
+            raise RunError(f"{what} is larger than the {n} training images")
         # Fixed inputs for the snapshots, so that grids are comparable across time.
         ref = self.data.test if len(self.data.test) >= config.grid_size else self.data.train
         self.fixed_real = to_float(ref[: config.grid_size * 4])
@@ -85,6 +102,11 @@ class Trainer:
             "opt_e": self.opt_e.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "step": self.step,
+            "data_epoch": self.epoch,
+            "data_epoch_images": self.epoch_images,
+            "processes": self.world.size,
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
             "rollbacks": self.rollbacks,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
@@ -101,6 +123,23 @@ class Trainer:
         self.opt_g.load_state_dict(state["opt_g"])
         self.step = int(state["step"])
         self.rollbacks = int(state.get("rollbacks", 0))
+        if "data_epoch" in state:
+            self.epoch, self.epoch_images = int(state["data_epoch"]), int(state["data_epoch_images"])
+        else:  # written before the cursor was saved: one process, whole batches per step
+            epoch, k = divmod(self.step, self.steps_per_epoch)
+            self.epoch, self.epoch_images = epoch, k * self.global_batch
+        saved_procs = int(state.get("processes", 1))
+        if saved_procs != self.world.size and "total_steps" in state:
+            # Another number of processes: keep the run's length (and warm-up) in images seen.
+            old_gb, new_gb = saved.batch_size * saved_procs, self.global_batch
+            rescale = lambda steps: self.step + math.ceil(max(0, steps - self.step) * old_gb / new_gb)  # noqa: E731
+            self.total_steps = rescale(int(state["total_steps"]))
+            self.warmup_steps = rescale(int(state["warmup_steps"])) if state["warmup_steps"] > self.step else \
+                int(state["warmup_steps"])
+            self.log(f"resuming with {self.world.size} process(es) instead of {saved_procs}: global batch "
+                     f"{old_gb} -> {new_gb}; {self.total_steps - self.step} steps remain, to see as many images")
+        elif "total_steps" in state:
+            self.total_steps, self.warmup_steps = int(state["total_steps"]), int(state["warmup_steps"])
         torch.set_rng_state(state["torch_rng"])
         if self.device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
@@ -118,9 +157,11 @@ class Trainer:
         """Train to ``total_steps`` (or until ``stop_after`` steps, for tests); returns the run directory."""
         from tqdm.auto import tqdm
 
-        cfg = self.config
-        self._prepare_run_dir()
-        if checkpoint.latest(self.run_dir) is None:
+        cfg, world = self.config, self.world
+        if world.is_main:
+            self._prepare_run_dir()
+        dist_.barrier(world)
+        if dist_.broadcast_object(checkpoint.latest(self.run_dir) is None, world):
             self.save_checkpoint()  # step 0: even a run killed at once, or diverging at once, has one
         end = self.total_steps if stop_after is None else min(self.total_steps, stop_after)
         self.model.train()
@@ -130,16 +171,24 @@ class Trainer:
         old_handlers = self._install_signal_handlers()
         try:
             while self.step < end and not self._stop_requested:
-                epoch, start = divmod(self.step, self.steps_per_epoch)
-                for _, x in batches(self.data.train, cfg.batch_size, seed=cfg.seed, epoch=epoch, start=start):
+                epoch = self.epoch
+                for used, x in batches(self.data.train, cfg.batch_size, seed=cfg.seed, epoch=epoch,
+                                       start=self.epoch_images, rank=world.rank, world_size=world.size):
                     x = x.to(self.device, non_blocking=True)
                     if cfg.channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)
                     out = train_step(self.model, self.opt_e, self.opt_g, x, margin=cfg.margin,
-                                     alpha=self.alpha_at(self.step), beta=cfg.beta, precision=self.precision)
+                                     alpha=self.alpha_at(self.step), beta=cfg.beta, precision=self.precision,
+                                     replicas=self.replicas, world=world)
                     self.step += 1
+                    self.epoch_images = used
+                    epoch_done = used + self.global_batch > len(self.data.train)
+                    if epoch_done:
+                        self.epoch, self.epoch_images = epoch + 1, 0
                     bar.update(1)
-                    self._images += len(x)
+                    self._images += len(x) * world.size
+                    if world.enabled:  # a signal may reach the processes at different steps: agree on it
+                        self._stop_requested = dist_.any_true(self._stop_requested, world, self.device)
                     self._overflows.append(out.pop("overflow"))
                     if out.pop("skipped").item():
                         self._skipped += 1
@@ -157,19 +206,20 @@ class Trainer:
                         row = self._log_row(epoch)
                         bar.set_postfix({k: f"{row[k]:.3g}" for k in ("loss_encoder", "loss_generator",
                                                                       "kl_real", "kl_fake") if row[k] is not None})
-                    if cfg.eval_every and self.step % cfg.eval_every == 0:
+                    if cfg.eval_every and self.step % cfg.eval_every == 0 and world.is_main:
                         self.evaluate_fid()
-                    if self.step % cfg.image_every == 0 or self.step == self.total_steps:
+                    if (self.step % cfg.image_every == 0 or self.step == self.total_steps) and world.is_main:
                         self.snapshot()
-                    if (self.step % cfg.checkpoint_every == 0 or self.step % self.steps_per_epoch == 0
-                            or self.step == end):
+                    if self.step % cfg.checkpoint_every == 0 or epoch_done or self.step == end:
                         self.save_checkpoint(final=self.step == end)
                     if self.step >= end or self._stop_requested:
                         break
-            if self._stop_requested and not checkpoint_path(self.run_dir, self.step).exists():
+            if self._stop_requested and not dist_.broadcast_object(
+                    checkpoint_path(self.run_dir, self.step).exists(), world):
                 self.save_checkpoint(final=True)
                 self.log(f"stopped at step {self.step}; checkpoint written. Resume with: "
                          f"introvae train --resume {self.run_dir}")
+            dist_.barrier(world)  # the other processes wait for rank 0's last write
         finally:
             bar.close()
             self._restore_signal_handlers(old_handlers)
@@ -177,7 +227,9 @@ class Trainer:
 
     # --- divergence guard and checkpoints ------------------------------------------
     def weights_finite(self) -> bool:
-        return all(bool(torch.isfinite(t).all()) for t in self.model.state_dict().values() if t.is_floating_point())
+        """Whether every weight and BatchNorm statistic is finite (on every process)."""
+        ok = all(bool(torch.isfinite(t).all()) for t in self.model.state_dict().values() if t.is_floating_point())
+        return dist_.all_true(ok, self.world, self.device)
 
     def rollback(self) -> None:
         """Back to the newest readable checkpoint, with the learning rate lowered."""
@@ -197,10 +249,13 @@ class Trainer:
 
     def save_checkpoint(self, *, final: bool = False) -> Path | None:
         """Write a checkpoint of this step; never one with non-finite weights. A failed write (disk full)
-        leaves the previous checkpoint intact and is reported; it is an error only for the last one."""
+        leaves the previous checkpoint intact and is reported; it is an error only for the last one.
+        Every process calls it (they agree on the rollback); only rank 0 writes."""
         if not self.weights_finite():
             self.bad_in_a_row = max(self.bad_in_a_row, 1)
             self.rollback()
+            return None
+        if not self.world.is_main:
             return None
         try:
             return checkpoint.save(self.state_dict(), checkpoint_path(self.run_dir, self.step),
@@ -225,9 +280,16 @@ class Trainer:
         dt = time.perf_counter() - self._t0
         row = {"step": self.step, "epoch": epoch, "alpha": self.alpha_at(self.step - 1),
                "images_per_s": round(self._images / max(dt, 1e-9), 2)}
-        for k in ("loss_encoder", "loss_generator", "reconstruction", "kl_real", "kl_rec", "kl_fake"):
-            vals = self._acc.get(k)
-            row[k] = float(torch.stack(vals).mean()) if vals else None
+        keys = ("loss_encoder", "loss_generator", "reconstruction", "kl_real", "kl_rec", "kl_fake")
+        means = {k: torch.stack(self._acc[k]).float().mean() for k in keys if self._acc.get(k)}
+        if self.world.enabled and means:  # the mean over all processes' images
+            import torch.distributed as dist
+
+            t = torch.stack([means[k] for k in means]).to(self.device)
+            dist.all_reduce(t)
+            means = dict(zip(means, (t / self.world.size).tolist()))
+        for k in keys:
+            row[k] = float(means[k]) if k in means else None
         row.update(skipped_steps=self._skipped, rollbacks=self.rollbacks, lr=self.opt_e.param_groups[0]["lr"])
         if self.precision.scaler:
             row.update(fp16_overflows=int(sum(float(o) for o in self._overflows)),
@@ -256,6 +318,8 @@ class Trainer:
         return fid
 
     def _append_stats(self, row: dict) -> None:
+        if not self.world.is_main:
+            return
         with open(self.run_dir / "stats.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
 
@@ -301,7 +365,7 @@ class Trainer:
     def _truncate_stats(self) -> None:
         """Drop stats of steps after the current one: after a resume or rollback they are replayed."""
         stats = self.run_dir / "stats.jsonl"
-        if stats.exists():
+        if stats.exists() and self.world.is_main:
             kept = [ln for ln in stats.read_text().splitlines()
                     if (step := _row_step(ln)) is not None and step <= self.step]
             stats.write_text("".join(ln + "\n" for ln in kept))
