@@ -47,6 +47,14 @@ def write_idx(path: Path, images: np.ndarray, *, gz: bool = False) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def faces16():
+    """The built-in faces at 16 px: 80 training and 20 held-out images (matches ``tiny_config``)."""
+    from introvae.data import load
+
+    return load("faces", image_size=16, in_channels=1, holdout_fraction=0.2)
+
+
 @pytest.fixture
 def png_folder(tmp_path: Path) -> Path:
     folder = tmp_path / "images"

@@ -32,11 +32,6 @@ TINY = {"image_size": 16, "in_channels": 1, "latent_dim": 8, "channels": [4, 8, 
         "grid_size": 4, "holdout_fraction": 0.0}
 
 
-@pytest.fixture(scope="module")
-def faces16():
-    return load("faces", image_size=16, in_channels=1, holdout_fraction=0.2)
-
-
 def _quiet(tmp, data, **kw):
     return Trainer(tiny_config(**kw), tmp, data=data, show_progress=False, log=lambda s: None)
 

@@ -4,15 +4,9 @@ import pytest
 import torch
 
 from introvae import checkpoint
-from introvae.data import load
 from introvae.trainer import RunError, Trainer, load_model, read_stats, resume
 
 from conftest import tiny_config
-
-
-@pytest.fixture(scope="module")
-def faces16():
-    return load("faces", image_size=16, in_channels=1, holdout_fraction=0.2)
 
 
 def _train(tmp, data, **kw):

@@ -43,6 +43,10 @@ HELP_HPARAMS = {
     "device": "auto (the GPU if there is one), cpu, cuda or cuda:N",
     "eval_every": "steps between FID measurements during training, into stats.jsonl and kl.png (0: none)",
     "eval_samples": "generated and real images per FID measurement during training",
+    "ema": "keep an exponential moving average of the generator with this decay (e.g. 0.999) and sample "
+           "from it; 0 (default) turns it off",
+    "loader_workers": "processes that prepare batches (decoding for streamed data: LMDB, large folders); "
+                      "0 prepares them in the training process",
 }
 
 
@@ -73,7 +77,8 @@ def build_config(args: argparse.Namespace) -> Config:
         "data", "image_size", "in_channels", "latent_dim", "channels", "margin", "alpha", "beta", "lr",
         "batch_size", "steps", "epochs", "vae_steps", "vae_epochs", "seed", "objective", "log_every",
         "image_every", "checkpoint_every", "eval_every", "eval_samples", "precision", "device",
-        "channels_last") if getattr(args, k, None) is not None}
+        "channels_last", "sync_bn", "compile", "checkpoint_activations", "ema", "loader_workers")
+        if getattr(args, k, None) is not None}
     # --steps and --epochs each replace whichever of the two the preset or file set.
     if "steps" in overrides:
         overrides.setdefault("epochs", None)
@@ -93,11 +98,18 @@ def _add_hparams(p: argparse.ArgumentParser) -> None:
                       ("steps", int), ("epochs", float), ("vae_steps", int), ("vae_epochs", float),
                       ("seed", int), ("objective", str), ("log_every", int), ("image_every", int),
                       ("checkpoint_every", int), ("eval_every", int), ("eval_samples", int),
-                      ("precision", str), ("device", str)):
+                      ("precision", str), ("device", str), ("ema", float), ("loader_workers", int)):
         flag = "--" + name.replace("_", "-")
         p.add_argument(flag, dest=name, type=_typed(flag, typ), help=HELP_HPARAMS.get(name))
     p.add_argument("--channels-last", dest="channels_last", action="store_const", const=True, default=None,
                    help="NHWC memory layout for the convolutions (faster with bf16 on CPUs with AMX, and on GPUs)")
+    p.add_argument("--sync-bn", dest="sync_bn", action="store_const", const=True, default=None,
+                   help="with several processes (torchrun): BatchNorm statistics over the global batch")
+    p.add_argument("--compile", dest="compile", action="store_const", const=True, default=None,
+                   help="torch.compile the networks (slow first steps, faster after, mostly on GPUs)")
+    p.add_argument("--checkpoint-activations", dest="checkpoint_activations", action="store_const", const=True,
+                   default=None, help="recompute the residual stages in the backward pass: less memory "
+                                      "(1024 px), about a third more compute")
 
 
 def _typed(flag: str, typ):
@@ -222,8 +234,11 @@ def main(argv: list[str] | None = None) -> int:
 
 # --- commands -----------------------------------------------------------------
 def cmd_train(args) -> int:
+    from . import distributed
     from .trainer import Trainer, new_run_dir, resume
 
+    world = distributed.world_from_env()  # several processes under torchrun
+    say = print if world.is_main else (lambda *a, **k: None)
     if args.resume:
         if any(getattr(args, k, None) is not None for k in ("data", "preset", "config", "steps", "epochs")):
             raise CliError("train: --resume continues a run with its own config.json; give no other settings")
@@ -237,10 +252,17 @@ def cmd_train(args) -> int:
         if args.dry_run:
             from .model import describe
 
-            print(json.dumps(cfg.to_dict(), indent=2))
-            print(describe(cfg))
+            say(json.dumps(cfg.to_dict(), indent=2))
+            say(describe(cfg))
             return 0
-        run_dir = Path(args.out) if args.out else new_run_dir("runs", args.preset or _data_preset(cfg.data))
+        if args.out:
+            run_dir = Path(args.out)
+        else:
+            from .precision import resolve_device
+
+            distributed.setup(world, resolve_device(cfg.device))  # to agree on the run directory's number
+            run_dir = distributed.broadcast_object(
+                new_run_dir("runs", args.preset or _data_preset(cfg.data)) if world.is_main else None, world)
         from .checkpoint import latest
 
         if latest(run_dir) is not None:
@@ -249,11 +271,15 @@ def cmd_train(args) -> int:
         trainer = Trainer(cfg, run_dir, show_progress=not args.quiet)
         from .model import describe
 
-        print(f"training {describe(cfg)} on {trainer.data.name} ({len(trainer.data.train)} train / "
-              f"{len(trainer.data.test)} held-out images) for {trainer.total_steps} steps "
-              f"({trainer.warmup_steps} VAE warm-up) into {run_dir}")
-    trainer.train()
-    print(f"done: step {trainer.step}; pictures and kl.png in {trainer.run_dir}")
+        procs = f" on {world.size} processes (global batch {trainer.global_batch})" if world.enabled else ""
+        say(f"training {describe(cfg)} on {trainer.data.name} ({len(trainer.data.train)} train / "
+            f"{len(trainer.data.test)} held-out images) for {trainer.total_steps} steps "
+            f"({trainer.warmup_steps} VAE warm-up){procs} into {run_dir}")
+    try:
+        trainer.train()
+    finally:
+        distributed.teardown()
+    say(f"done: step {trainer.step}; pictures and kl.png in {trainer.run_dir}")
     return 0
 
 

@@ -404,15 +404,17 @@ def read_stats(run_dir: str | Path) -> list[dict]:
 
 
 def resume(run_dir: str | Path, *, show_progress: bool = True, log: Callable[[str], None] = print,
-           data: ImageSet | None = None) -> Trainer:
+           data: ImageSet | None = None, world: dist_.World | None = None) -> Trainer:
     """A trainer restored from the newest readable checkpoint of ``run_dir``; unreadable ones are reported
-    and the previous one is used instead."""
+    and the previous one is used instead. The number of processes may differ from the run's."""
     run_dir = Path(run_dir)
+    world = world if world is not None else dist_.world_from_env()
     if not (run_dir / "config.json").is_file():
         raise RunError(f"--resume: {run_dir} is not a run directory (no config.json)")
-    path, state = newest_readable_checkpoint(run_dir, log)
+    path, state = newest_readable_checkpoint(run_dir, log if world.is_main else (lambda _msg: None))
     config = Config.from_dict(state["config"])
-    trainer = Trainer(config, run_dir, data=data, show_progress=show_progress, log=log)
+    trainer = Trainer(config, run_dir, data=data, show_progress=show_progress, log=log, world=world)
+    log = trainer.log
     trainer.load_state_dict(state, source=str(path))
     log(f"resuming {run_dir} from step {trainer.step} of {trainer.total_steps} ({path.name})")
     return trainer
