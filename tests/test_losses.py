@@ -162,3 +162,39 @@ def test_alpha_zero_is_a_plain_vae_step():
                         rel_tol=1e-6)
     assert math.isclose(out["loss_generator"].item(), 2.0 * out["reconstruction"].item(), rel_tol=1e-6)
     assert "kl_fake" not in out
+
+
+def test_checkpointed_activations_give_the_same_step_and_count_each_batch_once():
+    """--checkpoint-activations recomputes the residual blocks in backward: the same weights, gradients
+    and BatchNorm statistics after two Algorithm 1 steps (the recomputation must not update them again)."""
+    results = []
+    for on in (False, True):
+        torch.manual_seed(0)
+        model = IntroVAE(tiny_config(checkpoint_activations=on)).train()
+        assert all(b.checkpointed == on for b in model.modules() if hasattr(b, "checkpointed"))
+        opt_e = torch.optim.Adam(model.encoder.parameters(), lr=1e-3)
+        opt_g = torch.optim.Adam(model.decoder.parameters(), lr=1e-3)
+        x = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+        for _ in range(2):
+            out = train_step(model, opt_e, opt_g, x, margin=5.0, alpha=0.25, beta=1.0)
+        results.append((model.state_dict(), out))
+    (a, out_a), (b, out_b) = results
+    for name in a:
+        assert torch.allclose(a[name].float(), b[name].float(), rtol=1e-5, atol=1e-6), name
+    assert int(b["encoder.stem.1.num_batches_tracked"]) == int(a["encoder.stem.1.num_batches_tracked"])
+    assert int(b["encoder.stages.1.bn1.num_batches_tracked"]) == int(a["encoder.stages.1.bn1.num_batches_tracked"])
+    assert torch.allclose(out_a["loss_generator"], out_b["loss_generator"], rtol=1e-5)
+
+
+def test_checkpointed_activations_keep_fewer_tensors_for_backward():
+    from torch.autograd.graph import saved_tensors_hooks
+
+    sizes = {}
+    for on in (False, True):
+        torch.manual_seed(0)
+        model = IntroVAE(tiny_config(image_size=32, channels=(8, 8, 8, 8), checkpoint_activations=on)).train()
+        saved = []
+        with saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+            model.decoder(torch.randn(4, 8)).square().sum()
+        sizes[on] = sum(saved)
+    assert sizes[True] < 0.5 * sizes[False], sizes

@@ -6,6 +6,7 @@ resolution down to 4x4; smaller images drop the highest-resolution stages.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 
@@ -30,11 +31,40 @@ class ResBlock(nn.Module):
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_ch)
         self.skip = nn.Conv2d(in_ch, out_ch, 1, bias=False) if in_ch != out_ch else nn.Identity()
+        self.checkpointed = False  # recompute in the backward pass instead of keeping activations
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.checkpointed and self.training and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+
+            return checkpoint(self._forward, x, use_reentrant=False,
+                              context_fn=lambda: (contextlib.nullcontext(), _statistics_kept(self)))
+        return self._forward(x)
+
+    def _forward(self, x: Tensor) -> Tensor:
         h = F.leaky_relu(self.bn1(self.conv1(x)), 0.2)
         h = self.bn2(self.conv2(h))
         return F.leaky_relu(h + self.skip(x), 0.2)
+
+
+class _statistics_kept:
+    """Context of the recomputation of a checkpointed block: it must not count its batch twice in the
+    BatchNorm running statistics (the forward pass did). Re-entrant: a retained graph recomputes again."""
+
+    def __init__(self, block: nn.Module):
+        self.norms = [m for m in block.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    def __enter__(self):
+        self.saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
+                      for m in self.norms]
+        for m in self.norms:
+            m.momentum = 0.0
+
+    def __exit__(self, *exc):
+        for m, (mom, count) in zip(self.norms, self.saved):
+            m.momentum = mom
+            if count is not None:
+                m.num_batches_tracked.copy_(count)
 
 
 class Encoder(nn.Module):
@@ -115,6 +145,15 @@ class IntroVAE(nn.Module):
                   latent_dim=config.latent_dim, channels=config.stage_channels)
         self.encoder = Encoder(**kw)
         self.decoder = Decoder(**kw)
+        self.checkpoint_activations(config.checkpoint_activations)
+
+    def checkpoint_activations(self, on: bool = True) -> "IntroVAE":
+        """Recompute each residual block in the backward pass rather than store its activations:
+        the memory of the activations shrinks to the blocks' inputs, for about one more forward pass."""
+        for m in self.modules():
+            if isinstance(m, ResBlock):
+                m.checkpointed = on
+        return self
 
     # --- inference helpers (eval mode is the caller's choice; the CLI sets it) ---
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
