@@ -106,3 +106,46 @@ def test_unwritable_run_directory_fails_before_training(tmp_path, faces16):
 def test_batch_larger_than_the_data_is_a_clear_error(faces16):
     with pytest.raises(RunError, match="batch_size: 200 is larger"):
         Trainer(tiny_config(batch_size=200), "unused", data=faces16, show_progress=False)
+
+
+def test_ema_generator_averages_the_weights_survives_resume_and_is_what_sampling_uses(tmp_path, faces16,
+                                                                                     monkeypatch):
+    import introvae.trainer as trainer_mod
+    from introvae.trainer import load_model
+
+    decay = 0.9
+    t = _train(tmp_path / "e", faces16, steps=3, ema=decay, checkpoint_every=100)
+    start = {k: v.clone() for k, v in t.ema.state_dict().items()}
+    history = []  # the live generator after each step
+    real_update = trainer_mod.update_ema
+
+    def spy(ema, decoder, d):
+        history.append({k: v.clone() for k, v in decoder.state_dict().items()})
+        real_update(ema, decoder, d)
+
+    monkeypatch.setattr(trainer_mod, "update_ema", spy)
+    t.train()
+    monkeypatch.undo()
+    assert len(history) == 3
+    for name, p in t.ema.named_parameters():
+        expect = start[name]
+        for h in history:
+            expect = decay * expect + (1 - decay) * h[name]
+        assert torch.allclose(p, expect, atol=1e-6), name
+        assert not torch.equal(p, t.model.decoder.state_dict()[name])  # an average, not the last weights
+    assert torch.equal(t.ema.state_dict()["stages.0.bn1.running_mean"], history[-1]["stages.0.bn1.running_mean"])
+
+    # sampling (sample, evaluate, export) uses the average; --no-ema the trained generator
+    z = torch.randn(2, 8)
+    assert torch.allclose(load_model(tmp_path / "e").decoder(z), t.ema.eval()(z), atol=1e-6)
+    assert torch.allclose(load_model(tmp_path / "e", ema=False).decoder(z), t.model.decoder.eval()(z), atol=1e-6)
+
+    # exact resume of the average
+    straight = _train(tmp_path / "s", faces16, steps=6, ema=decay, checkpoint_every=100)
+    straight.train()
+    part = _train(tmp_path / "p", faces16, steps=6, ema=decay, checkpoint_every=100)
+    part.train(stop_after=2)
+    rest = resume(tmp_path / "p", data=faces16, show_progress=False, log=lambda s: None)
+    rest.train()
+    for k, v in straight.ema.state_dict().items():
+        assert torch.equal(v, rest.ema.state_dict()[k]), k

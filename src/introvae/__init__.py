@@ -15,8 +15,9 @@ def train(config: Config, run_dir, **kwargs):
     return Trainer(config, run_dir, **kwargs).train()
 
 
-def load_model(source) -> IntroVAE:
-    """Load a model from a run directory, a checkpoint file or an exported model directory."""
+def load_model(source, *, ema: bool = True) -> IntroVAE:
+    """Load a model from a run directory, a checkpoint file or an exported model directory
+    (with the averaged generator of a run trained with ``--ema``, unless ``ema`` is False)."""
     from .trainer import load_model as _load
 
-    return _load(source)
+    return _load(source, ema=ema)

@@ -146,6 +146,7 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("-n", type=int, default=64, help="number of images (default 64)")
     s.add_argument("--seed", type=int, default=0, help="same seed -> same images")
     s.add_argument("-o", "--out", required=True, help="FILE.png for a grid, or a directory for one PNG per image")
+    s.add_argument("--no-ema", action="store_true", help="use the trained generator even if the run kept an EMA of it (--ema)")
 
     r = sub.add_parser("reconstruct", help="encode and decode images (posterior mean)")
     r.add_argument("model")
@@ -191,10 +192,12 @@ def make_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("-o", "--out", help="where metrics.json goes (default: the run or image folder)")
     v.add_argument("--quiet", action="store_true")
+    v.add_argument("--no-ema", action="store_true", help="use the trained generator even if the run kept an EMA of it (--ema)")
 
     e = sub.add_parser("export", help="write config.json + model.safetensors from a run")
     e.add_argument("model")
     e.add_argument("-o", "--out", required=True, help="output directory")
+    e.add_argument("--no-ema", action="store_true", help="use the trained generator even if the run kept an EMA of it (--ema)")
 
     sub.add_parser("presets", help="list the named presets with their hyper-parameters and sizes")
     return p
@@ -290,7 +293,7 @@ def cmd_sample(args) -> int:
 
     if args.n < 1:
         raise CliError("sample: -n must be >= 1")
-    model = load_model(args.model)
+    model = load_model(args.model, ema=not args.no_ema)
     images = model.sample(args.n, seed=args.seed)
     out = Path(args.out)
     if out.suffix.lower() == ".png":
@@ -372,7 +375,7 @@ def cmd_evaluate(args) -> int:
         raise CliError("evaluate: --neighbours must be >= 0 and --batch-size >= 1")
     settings = EvalSettings(num_samples=args.num_samples, pairs=args.pairs, ref_split=args.ref_split,
                             ref_images=args.ref_images, neighbours=args.neighbours, batch_size=args.batch_size,
-                            seed=args.seed)
+                            seed=args.seed, ema=not args.no_ema)
     src = Path(args.source)
     if not src.exists():
         raise CliError(f"evaluate: not found: {src}")
@@ -393,7 +396,7 @@ def cmd_evaluate(args) -> int:
 def cmd_export(args) -> int:
     from .trainer import load_model
 
-    model = load_model(args.model)
+    model = load_model(args.model, ema=not args.no_ema)
     out = model.save_pretrained(args.out)
     print(f"exported to {out}/ (config.json + model.safetensors)")
     return 0

@@ -16,6 +16,7 @@ from . import __version__, checkpoint
 from . import distributed as dist_
 from .config import Config
 from .data import ImageSet, batches, load, to_float
+from .ema import make_ema, update_ema
 from .grids import interleave_rows, save_grid
 from .losses import make_optimizers, train_step
 from .model import IntroVAE, describe, load_state_strict
@@ -67,6 +68,7 @@ class Trainer:
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.replicas = dist_.replicate(self.model, self.world, self.device)
+        self.ema = make_ema(self.model.decoder) if config.ema > 0 else None
         self.opt_e, self.opt_g = make_optimizers(self.model, lr=config.lr,
                                                  betas=(config.adam_beta1, config.adam_beta2))
         self.step = 0
@@ -92,6 +94,15 @@ class Trainer:
         self.feature_fn = None  # FID feature network for --eval-every (default: the Inception of FID)
         self._features = None
 
+    @property
+    def sampler(self) -> IntroVAE:
+        """The model to sample from: the trained one, or its encoder with the EMA generator."""
+        if self.ema is None:
+            return self.model
+        if getattr(self, "_sampler", None) is None:
+            self._sampler = with_generator(self.model, self.ema)
+        return self._sampler
+
     # --- state -----------------------------------------------------------------
     def state_dict(self) -> dict:
         return {
@@ -101,6 +112,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "opt_e": self.opt_e.state_dict(),
             "opt_g": self.opt_g.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
             "step": self.step,
             "data_epoch": self.epoch,
             "data_epoch_images": self.epoch_images,
@@ -121,6 +133,11 @@ class Trainer:
         load_state_strict(self.model, state["model"], source=source)
         self.opt_e.load_state_dict(state["opt_e"])
         self.opt_g.load_state_dict(state["opt_g"])
+        if self.ema is not None:
+            if state.get("ema") is not None:
+                load_state_strict(self.ema, state["ema"], source=f"{source} (EMA generator)")
+            else:  # a run that had no EMA so far: start the average here
+                self.ema.load_state_dict(self.model.decoder.state_dict())
         self.step = int(state["step"])
         self.rollbacks = int(state.get("rollbacks", 0))
         if "data_epoch" in state:
@@ -200,6 +217,8 @@ class Trainer:
                             break  # restart the epoch loop at the checkpoint's step
                     else:
                         self.bad_in_a_row = 0
+                        if self.ema is not None:
+                            update_ema(self.ema, self.model.decoder, cfg.ema)
                         for k, v in out.items():
                             self._acc.setdefault(k, []).append(v)
                     if self.step % cfg.log_every == 0 or self.step == end:
@@ -310,7 +329,7 @@ class Trainer:
                                       self._features, show_progress=False)
         was_training = self.model.training
         try:
-            samples = generate(self.model, n, seed=cfg.seed, batch_size=100)
+            samples = generate(self.sampler, n, seed=cfg.seed, batch_size=100)
         finally:
             self.model.train(was_training)
         fid = fidlib.fid_from_features(image_features(samples, self._features, show_progress=False), ref_f)
@@ -329,7 +348,7 @@ class Trainer:
         cfg, was_training = self.config, self.model.training
         self.model.eval()
         try:
-            samples = self.model.sample(len(self.fixed_z), z=self.fixed_z)
+            samples = self.sampler.sample(len(self.fixed_z), z=self.fixed_z)
             rec = self.model.reconstruct(self.fixed_real)
         finally:
             self.model.train(was_training)
@@ -442,9 +461,19 @@ def _row_step(line: str) -> int | None:
         return None  # a line cut short by a kill
 
 
-def load_model(source: str | Path) -> IntroVAE:
+def with_generator(model: IntroVAE, decoder: torch.nn.Module) -> IntroVAE:
+    """An IntroVAE sharing ``model``'s encoder, with ``decoder`` as its generator (no copies)."""
+    other = IntroVAE.__new__(IntroVAE)
+    torch.nn.Module.__init__(other)
+    other.config = model.config
+    other.encoder, other.decoder = model.encoder, decoder
+    return other
+
+
+def load_model(source: str | Path, *, ema: bool = True) -> IntroVAE:
     """An :class:`IntroVAE` in eval mode from a run directory (its newest checkpoint), a checkpoint
-    file, or an exported model directory (``config.json`` + ``model.safetensors``)."""
+    file, or an exported model directory (``config.json`` + ``model.safetensors``). A run trained with
+    ``--ema`` gives its averaged generator unless ``ema`` is False."""
     p = Path(source)
     if not p.exists():
         raise FileNotFoundError(f"model not found: {p}")
@@ -458,5 +487,7 @@ def load_model(source: str | Path) -> IntroVAE:
     state = checkpoint.load(p)
     model = IntroVAE(Config.from_dict(state["config"]))
     load_state_strict(model, state["model"], source=str(p))
+    if ema and state.get("ema") is not None:
+        load_state_strict(model.decoder, state["ema"], source=f"{p} (EMA generator)")
     return model.eval()
 
