@@ -26,6 +26,9 @@ FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 IDX_TRAIN = "train-images-idx3-ubyte"
 IDX_TEST = "t10k-images-idx3-ubyte"
 SPLIT_SEED = 1234  # the held-out split never depends on the training seed
+# Folders whose decoded images would take more memory than this are decoded on access instead
+# (in the loader's workers: --loader-workers), not all at the start.
+IN_MEMORY_LIMIT = 8 * 2**30
 
 
 class DataError(ValueError):
@@ -34,10 +37,12 @@ class DataError(ValueError):
 
 @dataclass
 class ImageSet:
-    """Decoded images, uint8 (N, C, H, W), split into train and held-out parts."""
+    """Decoded images, uint8 (N, C, H, W), split into train and held-out parts. For data too large to
+    hold in memory (LMDB, big folders) ``train`` and ``test`` are :class:`streaming.LazyImages`, which
+    decode on access and are indexed the same way."""
 
     name: str
-    train: Tensor
+    train: Tensor  # or streaming.LazyImages
     test: Tensor
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
 
@@ -73,9 +78,15 @@ def load(data: str, *, image_size: int, in_channels: int, holdout_fraction: floa
         raise DataError(f"data: no such file or directory: {p} (or name a built-in set: faces, fashion-mnist)")
     if p.is_dir() and _idx_file(p, IDX_TRAIN):
         return load_idx_dir(p, image_size=image_size, in_channels=in_channels)
+    from . import streaming
+
+    if streaming.is_lmdb(p):
+        return _lazy_set(streaming.LmdbSource(p), image_size, in_channels, holdout_fraction)
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
-        items = [(str(f.relative_to(p)), f.read_bytes) for f in files]
+        names = streaming.folder_index(p, IMAGE_EXTENSIONS, show_progress=show_progress)
+        if names and len(names) * in_channels * image_size ** 2 > IN_MEMORY_LIMIT:
+            return _lazy_set(streaming.FolderSource(p, names), image_size, in_channels, holdout_fraction)
+        items = [(name, (p / name).read_bytes) for name in names]
     elif zipfile.is_zipfile(p):
         zf = zipfile.ZipFile(p)
         names = sorted(n for n in zf.namelist() if Path(n).suffix.lower() in IMAGE_EXTENSIONS)
@@ -211,6 +222,19 @@ def _split_array(name, arr, image_size, in_channels, holdout_fraction) -> ImageS
     return _split_tensor(name, _resize_array(arr, image_size, in_channels), holdout_fraction)
 
 
+def _lazy_set(source, image_size: int, in_channels: int, holdout_fraction: float) -> ImageSet:
+    """A data set decoded on access, split like the in-memory ones."""
+    import functools
+
+    from .streaming import LazyImages
+
+    n = len(source)
+    n_test = int(round(n * holdout_fraction)) if n > 1 else 0
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED)).numpy()
+    prepare = functools.partial(_prepare, image_size=image_size, in_channels=in_channels)
+    return ImageSet(source.name, LazyImages(source, perm[n_test:], prepare), LazyImages(source, perm[:n_test], prepare))
+
+
 def _split_tensor(name: str, x: Tensor, holdout_fraction: float) -> ImageSet:
     """Deterministic held-out split: a fixed permutation (independent of the run's seed)."""
     n = len(x)
@@ -219,9 +243,9 @@ def _split_tensor(name: str, x: Tensor, holdout_fraction: float) -> ImageSet:
     return ImageSet(name, x[perm[n_test:]], x[perm[:n_test]])
 
 
-def batches(train: Tensor, batch_size: int, *, seed: int, epoch: int, start: int = 0,
-            rank: int = 0, world_size: int = 1):
-    """Yield (images of the epoch used so far, float batch) for one epoch.
+def epoch_plan(num_images: int, batch_size: int, *, seed: int, epoch: int, start: int = 0, rank: int = 0,
+               world_size: int = 1) -> list[tuple[int, Tensor]]:
+    """(images of the epoch used after the step, this process's indices) for each step of one epoch.
 
     The order depends only on (seed, epoch), so a resumed run sees exactly the batches an
     uninterrupted one would; ``start`` counts the images of the epoch already used. With several
@@ -230,7 +254,36 @@ def batches(train: Tensor, batch_size: int, *, seed: int, epoch: int, start: int
     (and a run can be resumed with another number of processes).
     """
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    perm = torch.randperm(len(train), generator=g)
+    perm = torch.randperm(num_images, generator=g)
     step = batch_size * world_size
-    for i in range(start, len(train) - step + 1, step):
-        yield i + step, to_float(train[perm[i + rank * batch_size:i + (rank + 1) * batch_size]])
+    return [(i + step, perm[i + rank * batch_size:i + (rank + 1) * batch_size])
+            for i in range(start, num_images - step + 1, step)]
+
+
+def batches(train, batch_size: int, *, seed: int, epoch: int, start: int = 0, rank: int = 0,
+            world_size: int = 1, workers: int = 0, pin_memory: bool = False):
+    """Yield (images of the epoch used so far, float batch) for the steps of one epoch (see
+    :func:`epoch_plan`). With ``workers`` > 0 the batches are gathered (and, for streamed data, decoded)
+    in that many worker processes, ahead of the training step, into pinned memory if asked."""
+    plan = epoch_plan(len(train), batch_size, seed=seed, epoch=epoch, start=start, rank=rank, world_size=world_size)
+    if workers == 0:
+        for used, idx in plan:
+            yield used, to_float(train[idx])
+        return
+    loader = torch.utils.data.DataLoader(_PlannedBatches(train, plan), batch_size=None, shuffle=False,
+                                         num_workers=workers, pin_memory=pin_memory, prefetch_factor=4)
+    yield from loader
+
+
+class _PlannedBatches(torch.utils.data.Dataset):
+    """The batches of an epoch plan, for a DataLoader (each item is a whole batch)."""
+
+    def __init__(self, images, plan):
+        self.images, self.plan = images, plan
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, k: int):
+        used, idx = self.plan[k]
+        return used, to_float(self.images[idx])

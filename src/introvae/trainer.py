@@ -24,6 +24,10 @@ from .plots import plot_kl
 from .precision import make_precision, resolve_device
 
 
+# Options of torch.compile for --compile (the tests swap in a backend that compiles in seconds).
+COMPILE_OPTIONS: dict = {}
+
+
 class RunError(ValueError):
     """The run directory cannot be used as asked (exists already, nothing to resume, ...)."""
 
@@ -68,6 +72,9 @@ class Trainer:
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.replicas = dist_.replicate(self.model, self.world, self.device)
+        if config.compile:  # the training passes only; sampling and evaluation stay eager
+            nets = self.replicas or (self.model.encoder, self.model.decoder)
+            self.replicas = tuple(torch.compile(m, **COMPILE_OPTIONS) for m in nets)
         self.ema = make_ema(self.model.decoder) if config.ema > 0 else None
         self.opt_e, self.opt_g = make_optimizers(self.model, lr=config.lr,
                                                  betas=(config.adam_beta1, config.adam_beta2))
@@ -190,7 +197,8 @@ class Trainer:
             while self.step < end and not self._stop_requested:
                 epoch = self.epoch
                 for used, x in batches(self.data.train, cfg.batch_size, seed=cfg.seed, epoch=epoch,
-                                       start=self.epoch_images, rank=world.rank, world_size=world.size):
+                                       start=self.epoch_images, rank=world.rank, world_size=world.size,
+                                       workers=cfg.loader_workers, pin_memory=self.device.type == "cuda"):
                     x = x.to(self.device, non_blocking=True)
                     if cfg.channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)

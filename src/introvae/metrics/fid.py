@@ -16,6 +16,8 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from ..cache import cache_root
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -112,9 +114,7 @@ def fid_from_features(a: Tensor, b: Tensor) -> float:
 
 # --- cached statistics of real data --------------------------------------------------------
 def cache_dir() -> Path:
-    root = os.environ.get("INTROVAE_CACHE") or (Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-                                                / "introvae")
-    return Path(root) / "fid-stats"
+    return cache_root() / "fid-stats"
 
 
 def stats_key(**fields) -> str:
