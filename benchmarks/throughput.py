@@ -8,6 +8,10 @@ with torch.utils.flop_counter.FlopCounterMode over one real step of Algorithm 1:
 generator pass, forward and backward), the achieved FLOP/s, the device's measured peak (a large
 matmul in the same dtype, best of several), their ratio, and the peak memory. One JSON line per
 configuration, then a markdown table.
+
+``--compile`` and ``--checkpoint-activations`` measure those options. ``--data PATH --loader-workers K``
+also measures the data pipeline on its own (decoding, resizing, batching in K worker processes): if it
+delivers fewer images/s than training consumes, the device waits for data.
 """
 
 from __future__ import annotations
@@ -60,18 +64,19 @@ def measure(cfg, precision_name: str, steps: int, warmup: int, device) -> dict:
     model = IntroVAE(cfg).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    nets = (torch.compile(model.encoder), torch.compile(model.decoder)) if cfg.compile else None
     opt_e, opt_g = make_optimizers(model, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2))
     precision = make_precision(precision_name, device)
     x = torch.rand(cfg.batch_size, cfg.in_channels, cfg.image_size, cfg.image_size, device=device)
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
 
-    def step():
+    def step(replicas=nets):
         return train_step(model, opt_e, opt_g, x, margin=cfg.margin, alpha=cfg.alpha, beta=cfg.beta,
-                          precision=precision, guard=False)
+                          precision=precision, guard=False, replicas=replicas)
 
     with FlopCounterMode(display=False) as counter:
-        step()
+        step(None)  # counted eagerly: compiling changes how, not how many, FLOPs are done
     flops_per_image = counter.get_total_flops() / cfg.batch_size
     for _ in range(warmup):
         step()
@@ -90,11 +95,30 @@ def measure(cfg, precision_name: str, steps: int, warmup: int, device) -> dict:
               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return {"image_size": cfg.image_size, "channels": list(cfg.stage_channels), "latent_dim": cfg.latent_dim,
             "batch_size": cfg.batch_size, "precision": precision_name, "channels_last": cfg.channels_last,
+            "compile": cfg.compile, "checkpoint_activations": cfg.checkpoint_activations,
             "parameters": count_parameters(model), "images_per_s": round(images_per_s, 2),
             "gflop_per_image": round(flops_per_image / 1e9, 4), "achieved_tflops": round(achieved / 1e12, 4),
             "peak_tflops": round(peak / 1e12, 4), "fraction_of_peak": round(achieved / peak, 4),
             "peak_memory_mib": round(memory / 2 ** 20, 1),
             "memory_kind": "cuda max allocated" if device.type == "cuda" else "process max RSS"}
+
+
+def measure_loader(cfg, workers: int, batches_to_time: int) -> dict:
+    """Images/s of the data pipeline alone: the training loop's batches with nothing else to do."""
+    from introvae.data import batches, load
+
+    data = load(cfg.data, image_size=cfg.image_size, in_channels=cfg.in_channels, show_progress=False)
+    stream = batches(data.train, cfg.batch_size, seed=0, epoch=0, workers=workers, pin_memory=torch.cuda.is_available())
+    n, t = 0, None
+    for k, (_, x) in enumerate(stream):
+        if k == 2:  # after the workers have started
+            t, n = time.perf_counter(), 0
+        n += len(x)
+        if k == batches_to_time + 2:
+            break
+    seconds = time.perf_counter() - t if t else float("nan")
+    return {"loader": cfg.data, "streamed": type(data.train).__name__ != "Tensor", "workers": workers,
+            "batch_size": cfg.batch_size, "image_size": cfg.image_size, "images_per_s": round(n / seconds, 1)}
 
 
 def main() -> None:
@@ -106,6 +130,10 @@ def main() -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16", "fp16"])
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the networks")
+    p.add_argument("--checkpoint-activations", action="store_true")
+    p.add_argument("--data", help="also measure the data pipeline alone on this data set (path or name)")
+    p.add_argument("--loader-workers", type=int, default=0, help="worker processes of that pipeline")
     p.add_argument("--device", default="auto")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
@@ -114,7 +142,8 @@ def main() -> None:
 
     overrides = {k: v for k, v in (("image_size", args.image_size), ("channels", args.channels),
                                    ("latent_dim", args.latent_dim), ("batch_size", args.batch_size)) if v}
-    cfg = get_preset(args.preset).replace(channels_last=args.channels_last, **overrides)
+    cfg = get_preset(args.preset).replace(channels_last=args.channels_last, compile=args.compile,
+                                          checkpoint_activations=args.checkpoint_activations, **overrides)
     device = resolve_device(args.device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU flags: {cpu_flags()}"
     print(f"# torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, {where}")
@@ -123,6 +152,12 @@ def main() -> None:
         row = measure(cfg, name, args.steps, args.warmup, device)
         row["device"] = where
         rows.append(row)
+        print(json.dumps(row), flush=True)
+        if args.json_out:
+            with open(args.json_out, "a") as f:
+                f.write(json.dumps(row) + "\n")
+    if args.data:
+        row = measure_loader(cfg.replace(data=args.data), args.loader_workers, batches_to_time=max(20, args.steps))
         print(json.dumps(row), flush=True)
         if args.json_out:
             with open(args.json_out, "a") as f:

@@ -112,11 +112,11 @@ class LmdbSource(Source):
 
     def __init__(self, path: Path):
         try:
-            import lmdb  # noqa: F401
+            import lmdb
         except ImportError:
             raise DataError(f"data: {path} is an LMDB database; reading it needs the lmdb package "
                             "(pip install 'introvae[lmdb]')") from None
-        self.path, self.name = path, path.name
+        self.path, self.name, self.lmdb_version = path, path.name, lmdb.__version__
         self.keys = self._cached_keys()
         if not self.keys:
             raise DataError(f"data: the LMDB database {path} is empty")
