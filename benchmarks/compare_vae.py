@@ -49,6 +49,8 @@ def main() -> None:
     p.add_argument("--ref-images", type=int, default=10_000)
     p.add_argument("--pairs", type=int, default=10_000)
     p.add_argument("--out", default="bench-runs")
+    p.add_argument("--no-references", action="store_true",
+                   help="skip the real-data reference FIDs (three more feature passes of --num-samples images)")
     args = p.parse_args()
 
     base = get_preset(args.preset).replace(steps=args.steps, epochs=None, image_every=max(1, args.steps // 2))
@@ -62,7 +64,7 @@ def main() -> None:
         trainer = resume(run) if checkpoint.latest(run) else Trainer(cfg, run)
         trainer.train()
         rows[objective] = evaluate_model(run, settings, features=features)
-    refs = real_references(base.data, base, args.num_samples, features)
+    refs = {} if args.no_references else real_references(base.data, base, args.num_samples, features)
     table = ["| objective | steps | FID | MS-SSIM (real data) | PSNR held-out (dB) |", "|---|---|---|---|---|"]
     for name, r in rows.items():
         table.append(f"| {name} | {args.steps} | {r['fid']['value']:.1f} | {r['ms_ssim']['value']:.4f} "

@@ -130,7 +130,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16", "fp16"])
     p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--compile", action="store_true", help="torch.compile the networks")
+    p.add_argument("--compile", action="store_true",
+                   help="also measure each configuration with the networks under torch.compile (same run)")
     p.add_argument("--checkpoint-activations", action="store_true")
     p.add_argument("--data", help="also measure the data pipeline alone on this data set (path or name)")
     p.add_argument("--loader-workers", type=int, default=0, help="worker processes of that pipeline")
@@ -142,32 +143,33 @@ def main() -> None:
 
     overrides = {k: v for k, v in (("image_size", args.image_size), ("channels", args.channels),
                                    ("latent_dim", args.latent_dim), ("batch_size", args.batch_size)) if v}
-    cfg = get_preset(args.preset).replace(channels_last=args.channels_last, compile=args.compile,
+    cfg = get_preset(args.preset).replace(channels_last=args.channels_last,
                                           checkpoint_activations=args.checkpoint_activations, **overrides)
     device = resolve_device(args.device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU flags: {cpu_flags()}"
     print(f"# torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, {where}")
     rows = []
     for name in args.precision:
-        row = measure(cfg, name, args.steps, args.warmup, device)
-        row["device"] = where
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-        if args.json_out:
-            with open(args.json_out, "a") as f:
-                f.write(json.dumps(row) + "\n")
+        for compiled in ((False, True) if args.compile else (False,)):
+            row = measure(cfg.replace(compile=compiled), name, args.steps, args.warmup, device)
+            row["device"] = where
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            if args.json_out:
+                with open(args.json_out, "a") as f:
+                    f.write(json.dumps(row) + "\n")
     if args.data:
         row = measure_loader(cfg.replace(data=args.data), args.loader_workers, batches_to_time=max(20, args.steps))
         print(json.dumps(row), flush=True)
         if args.json_out:
             with open(args.json_out, "a") as f:
                 f.write(json.dumps(row) + "\n")
-    print("\n| size | channels | z | batch | precision | channels_last | images/s | GFLOP/image | achieved TFLOP/s "
+    print("\n| size | channels | z | batch | precision | channels_last | compile | images/s | GFLOP/image | achieved TFLOP/s "
           "| matmul peak TFLOP/s | % of peak | peak memory MiB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['image_size']} | {'/'.join(map(str, r['channels']))} | {r['latent_dim']} | {r['batch_size']} "
-              f"| {r['precision']} | {r['channels_last']} | {r['images_per_s']} | {r['gflop_per_image']} "
+              f"| {r['precision']} | {r['channels_last']} | {r['compile']} | {r['images_per_s']} | {r['gflop_per_image']} "
               f"| {r['achieved_tflops']} | {r['peak_tflops']} | {100 * r['fraction_of_peak']:.1f} "
               f"| {r['peak_memory_mib']} |")
 
