@@ -34,6 +34,7 @@ def final_state(run: Path) -> dict:
 
 def test_two_processes_with_sync_bn_match_one_process_with_twice_the_batch(tmp_path, faces16):
     """torchrun -m introvae train, 2 processes x batch 4 with --sync-bn, against 1 process x batch 8.
+    The 2 processes also recompute activations (--checkpoint-activations), which must change nothing.
 
     Both compute the same function of the same data and noise (each process takes its slice of the global
     batch and of the global noise draw; DDP averages the gradients of the two half-batch means, which is
@@ -46,7 +47,7 @@ def test_two_processes_with_sync_bn_match_one_process_with_twice_the_batch(tmp_p
     cfg = tiny_config(steps=5, batch_size=8, vae_steps=2, checkpoint_every=100, image_every=100)
     cfg_file = tmp_path / "tiny.json"
     cfg.save(cfg_file)
-    out = torchrun(2, "-m", "introvae", "train", "--config", str(cfg_file), "--batch-size", "4", "--sync-bn",
+    out = torchrun(2, "-m", "introvae", "train", "--config", str(cfg_file), "--batch-size", "4", "--sync-bn", "--checkpoint-activations",
                    "--out", str(tmp_path / "two"), "--quiet")
     assert "on 2 processes (global batch 8)" in out and out.count("done: step 5") == 1  # rank 0 alone prints
 

@@ -38,7 +38,7 @@ class ResBlock(nn.Module):
             from torch.utils.checkpoint import checkpoint
 
             return checkpoint(self._forward, x, use_reentrant=False,
-                              context_fn=lambda: (contextlib.nullcontext(), _statistics_kept(self)))
+                              context_fn=lambda: (contextlib.nullcontext(), _RecomputeAsForward(self)))
         return self._forward(x)
 
     def _forward(self, x: Tensor) -> Tensor:
@@ -47,24 +47,39 @@ class ResBlock(nn.Module):
         return F.leaky_relu(h + self.skip(x), 0.2)
 
 
-class _statistics_kept:
-    """Context of the recomputation of a checkpointed block: it must not count its batch twice in the
-    BatchNorm running statistics (the forward pass did). Re-entrant: a retained graph recomputes again."""
+class _RecomputeAsForward:
+    """Context of the recomputation of a checkpointed block, which must repeat its forward pass:
+
+    * it must not count the batch twice in the BatchNorm running statistics (the forward pass did);
+    * its parameters must require gradients as they did in the forward pass. The generator step runs
+      the encoder frozen (``losses.frozen``) but back-propagates after unfreezing it; a layer that saves
+      different tensors depending on ``requires_grad`` (e.g. ``CPUSyncBatchNorm``) would otherwise not
+      recompute what it saved.
+
+    Created at forward time; re-entrant, since a retained graph is recomputed once per backward pass.
+    """
 
     def __init__(self, block: nn.Module):
         self.norms = [m for m in block.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self.params = list(block.parameters())
+        self.forward_requires_grad = [p.requires_grad for p in self.params]
 
     def __enter__(self):
         self.saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
                       for m in self.norms]
+        self.current_requires_grad = [p.requires_grad for p in self.params]
         for m in self.norms:
             m.momentum = 0.0
+        for p, flag in zip(self.params, self.forward_requires_grad):
+            p.requires_grad_(flag)
 
     def __exit__(self, *exc):
         for m, (mom, count) in zip(self.norms, self.saved):
             m.momentum = mom
             if count is not None:
                 m.num_batches_tracked.copy_(count)
+        for p, flag in zip(self.params, self.current_requires_grad):
+            p.requires_grad_(flag)
 
 
 class Encoder(nn.Module):
