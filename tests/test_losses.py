@@ -198,3 +198,47 @@ def test_checkpointed_activations_keep_fewer_tensors_for_backward():
             model.decoder(torch.randn(4, 8)).square().sum()
         sizes[on] = sum(saved)
     assert sizes[True] < 0.5 * sizes[False], sizes
+
+
+def test_the_guard_skips_on_the_device_without_a_host_sync_when_the_optimisers_allow_it(monkeypatch):
+    """With fused Adam (what make_optimizers builds) the guard decides with flags on the device:
+    train_step reads no tensor on the host (bool(), item(), float() all raise here), and a NaN batch
+    leaves weights, Adam state and BatchNorm statistics exactly as they were."""
+    import pytest
+
+    from introvae.losses import make_optimizers, masks_steps
+
+    torch.manual_seed(0)
+    model = IntroVAE(tiny_config()).train()
+    opt_e, opt_g = make_optimizers(model, lr=1e-3, betas=(0.9, 0.999))
+    assert masks_steps(opt_e) and masks_steps(opt_g)
+    x = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    train_step(model, opt_e, opt_g, x, margin=5.0, alpha=0.25, beta=1.0)  # Adam state exists from here on
+    before = copy.deepcopy(model.state_dict())
+    moments = copy.deepcopy([opt_e.state_dict()["state"], opt_g.state_dict()["state"]])
+
+    def no_sync(*a, **k):
+        raise AssertionError("host-device synchronisation in train_step")
+
+    for name in ("__bool__", "item", "__float__", "__int__", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, no_sync)
+    out = train_step(model, opt_e, opt_g, torch.full_like(x, float("nan")), margin=5.0, alpha=0.25, beta=1.0)
+    after_nan = copy.deepcopy(model.state_dict())
+    moments_after_nan = copy.deepcopy([opt_e.state_dict()["state"], opt_g.state_dict()["state"]])
+    good = train_step(model, opt_e, opt_g, x, margin=5.0, alpha=0.25, beta=1.0)
+    monkeypatch.undo()
+    with pytest.raises(AssertionError):  # the check above can fail: the sync path does read on the host
+        monkeypatch.setattr(torch.Tensor, "__bool__", no_sync)
+        train_step(model, torch.optim.SGD(model.encoder.parameters(), lr=0.1),
+                   torch.optim.SGD(model.decoder.parameters(), lr=0.1), x, margin=5.0, alpha=0.25, beta=1.0)
+    monkeypatch.undo()
+
+    assert float(out["skipped"]) == 1.0 and float(good["skipped"]) == 0.0
+    for k, v in before.items():  # the NaN step changed nothing, BatchNorm statistics included
+        if not k.endswith("num_batches_tracked"):  # a count of batches seen (used only with momentum=None)
+            assert torch.equal(v, after_nan[k]), k
+    for a, b in zip(moments, moments_after_nan):
+        for sa, sb in zip(a.values(), b.values()):
+            for key in ("exp_avg", "exp_avg_sq", "step"):
+                assert torch.equal(sa[key], sb[key]), key
+    assert not torch.equal(before["decoder.to_image.weight"], model.state_dict()["decoder.to_image.weight"])

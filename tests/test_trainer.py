@@ -119,9 +119,9 @@ def test_ema_generator_averages_the_weights_survives_resume_and_is_what_sampling
     history = []  # the live generator after each step
     real_update = trainer_mod.update_ema
 
-    def spy(ema, decoder, d):
+    def spy(ema, decoder, d, **kw):
         history.append({k: v.clone() for k, v in decoder.state_dict().items()})
-        real_update(ema, decoder, d)
+        real_update(ema, decoder, d, **kw)
 
     monkeypatch.setattr(trainer_mod, "update_ema", spy)
     t.train()

@@ -56,16 +56,29 @@ def setup(world: World, device: torch.device) -> torch.device:
                              "start at most that many processes per node")
         device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)
+    global _CONTROL_GROUP
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, rank=world.rank, world_size=world.size,
                                 timeout=datetime.timedelta(minutes=30))
+        _CONTROL_GROUP = dist.new_group(backend="gloo") if backend != "gloo" else None
     return device
 
 
 def teardown() -> None:
+    global _CONTROL_GROUP
     if dist.is_initialized():
         dist.destroy_process_group()
+    _CONTROL_GROUP = None
+
+
+def agreed(flag: Tensor, world: World) -> Tensor:
+    """``flag`` (a bool tensor) and-ed over the processes, on the device: no host synchronisation."""
+    if not world.enabled:
+        return flag
+    t = flag.float().reshape(1)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return t.reshape(()) > 0
 
 
 def all_true(flag: bool | Tensor, world: World, device: torch.device) -> bool:
@@ -78,8 +91,17 @@ def all_true(flag: bool | Tensor, world: World, device: torch.device) -> bool:
     return bool(t.item())
 
 
-def any_true(flag: bool, world: World, device: torch.device) -> bool:
-    return not all_true(not flag, world, device)
+def any_true(flag: bool, world: World) -> bool:
+    """Whether a host-side flag (a signal received) is set on any process; over a CPU (gloo) group, so
+    that a GPU run is not synchronised with its device for it."""
+    if not world.enabled:
+        return flag
+    t = torch.tensor([float(flag)])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_CONTROL_GROUP)
+    return bool(t.item())
+
+
+_CONTROL_GROUP = None  # gloo group for host-side flags (the default group when it is gloo already)
 
 
 def barrier(world: World) -> None:
@@ -182,5 +204,5 @@ def replicate(model: nn.Module, world: World, device: torch.device) -> tuple[nn.
     return ddp(model.encoder, **kw), ddp(model.decoder, **kw)
 
 
-__all__ = ["World", "SINGLE", "world_from_env", "setup", "teardown", "all_true", "any_true", "barrier",
+__all__ = ["World", "SINGLE", "world_from_env", "setup", "teardown", "agreed", "all_true", "any_true", "barrier",
            "broadcast_object", "CPUSyncBatchNorm", "convert_sync_batchnorm", "replicate"]

@@ -23,7 +23,15 @@ def make_ema(decoder: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def update_ema(ema: nn.Module, decoder: nn.Module, decay: float) -> None:
-    """One EMA step, on the device and without a host sync."""
-    torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in decoder.parameters()], 1.0 - decay)
-    torch._foreach_copy_(list(ema.buffers()), list(decoder.buffers()))
+def update_ema(ema: nn.Module, decoder: nn.Module, decay: float, weight: torch.Tensor | None = None) -> None:
+    """One EMA step, on the device and without a host sync. ``weight`` (a 0/1 tensor) 0 leaves the
+    average as it is: the step was skipped by the divergence guard."""
+    params = list(ema.parameters())
+    live = [p.detach() for p in decoder.parameters()]
+    if weight is None:
+        torch._foreach_lerp_(params, live, 1.0 - decay)
+    else:
+        w = (weight * (1.0 - decay)).to(params[0].device, params[0].dtype).reshape(())
+        torch._foreach_lerp_(params, live, [w] * len(params))
+    for b, v in zip(ema.buffers(), decoder.buffers()):
+        b.copy_(torch.where(weight > 0, v, b) if weight is not None and b.is_floating_point() else v)

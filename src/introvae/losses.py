@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from .distributed import SINGLE, World, all_true
+from .distributed import SINGLE, World, agreed, all_true
 from .model import IntroVAE
 from .precision import Precision
 
@@ -76,7 +76,11 @@ def train_step(model: IntroVAE, opt_e: torch.optim.Optimizer, opt_g: torch.optim
     """One iteration of Algorithm 1: an encoder step, then a generator step.
 
     With ``guard``, a non-finite loss or gradient skips the update of that phase (and, in the
-    encoder phase, of the whole step); ``out["skipped"]`` is then 1 and the losses are left out.
+    encoder phase, of the whole step); ``out["skipped"]`` is then 1. With optimisers that can skip a
+    step on the device (fused Adam, as ``make_optimizers`` builds them; not under fp16) this needs no
+    host-device synchronisation: the skip is a flag tensor, the losses are still returned (the caller
+    must ignore those of a skipped step) and the BatchNorm statistics are put back with ``where``.
+    Other optimisers are checked on the host (one sync per phase) and a skipped step returns no losses.
 
     Returns detached fp32 scalars: loss_encoder, loss_generator, reconstruction, kl_real, and (when
     ``alpha > 0``) kl_rec, kl_fake: the encoder's KL of real, reconstructed and sampled images (Fig. 5).
@@ -104,6 +108,7 @@ def train_step(model: IntroVAE, opt_e: torch.optim.Optimizer, opt_g: torch.optim
     autocast = precision.autocast() if precision else contextlib.nullcontext()
     scaler = precision.scaler if precision else None
     overflow = torch.tensor(0.0)
+    deferred = guard and scaler is None and masks_steps(opt_e) and masks_steps(opt_g)
 
     # Forward: Z <- reparam(E(X)); X_r <- G(Z); X_p <- G(Z_p).
     with autocast:
@@ -130,7 +135,10 @@ def train_step(model: IntroVAE, opt_e: torch.optim.Optimizer, opt_g: torch.optim
     torch.autograd.backward(scaler.scale(l_e) if scaler else l_e, inputs=enc_params, retain_graph=True)
     if scaler:
         scaler.unscale_(opt_e)
-    if guard and not all_true(finite(l_e, enc_params), world, x.device):
+    if deferred:
+        ok_e = agreed(finite(l_e, enc_params), world)
+        masked_step(opt_e, ok_e)
+    elif guard and not all_true(finite(l_e, enc_params), world, x.device):
         # A non-finite loss or gradient: update neither network with this batch.
         opt_e.zero_grad(set_to_none=True)
         torch._foreach_copy_(stats, saved)
@@ -138,7 +146,8 @@ def train_step(model: IntroVAE, opt_e: torch.optim.Optimizer, opt_g: torch.optim
             scaler.update()
             return {"skipped": torch.tensor(0.0), "overflow": torch.tensor(1.0)}
         return {"skipped": torch.tensor(1.0), "overflow": overflow}
-    scaler.step(opt_e) if scaler else opt_e.step()
+    else:
+        scaler.step(opt_e) if scaler else opt_e.step()
 
     # Generator step: the second encoder pass runs *after* E's update (the authors' code
     # reuses the pre-update graph, which current PyTorch rejects as an in-place change).
@@ -153,8 +162,15 @@ def train_step(model: IntroVAE, opt_e: torch.optim.Optimizer, opt_g: torch.optim
     torch.autograd.backward(scaler.scale(l_g) if scaler else l_g, inputs=dec_params)
     if scaler:
         scaler.unscale_(opt_g)
-    skipped = guard and not all_true(finite(l_g, dec_params), world, x.device)
-    if skipped:
+    if deferred:
+        ok_g = ok_e & agreed(finite(l_g, dec_params), world)
+        masked_step(opt_g, ok_g)
+        enc_stats = {id(b) for b in E.buffers()}
+        for b, v in zip(stats, saved):  # where(), not a branch: no sync, and NaN statistics are replaced too
+            b.copy_(torch.where(ok_e if id(b) in enc_stats else ok_g, b, v))
+        skipped = (~ok_g).float()
+    elif guard and not all_true(finite(l_g, dec_params), world, x.device):
+        skipped = True
         opt_g.zero_grad(set_to_none=True)
         dec_stats = {id(b) for b in G.buffers()}
         for b, v in zip(stats, saved):
@@ -163,12 +179,13 @@ def train_step(model: IntroVAE, opt_e: torch.optim.Optimizer, opt_g: torch.optim
         if scaler and bool(torch.isfinite(l_g)):
             skipped, overflow = False, torch.tensor(1.0)
     else:
+        skipped = False
         scaler.step(opt_g) if scaler else opt_g.step()
     if scaler:
         scaler.update()  # once per iteration, after both optimisers
 
     out = {
-        "skipped": torch.tensor(float(skipped)),
+        "skipped": skipped if isinstance(skipped, torch.Tensor) else torch.tensor(float(skipped)),
         "overflow": overflow,
         "loss_encoder": l_e.detach(),
         "loss_generator": l_g.detach(),
@@ -203,7 +220,27 @@ def _noise(shape: torch.Size, world: World, device: torch.device) -> Tensor:
 
 
 def make_optimizers(model: IntroVAE, *, lr: float, betas: tuple[float, float]):
-    """Two Adam optimisers, one per network (Section 4.1)."""
-    opt_e = torch.optim.Adam(model.encoder.parameters(), lr=lr, betas=betas)
-    opt_g = torch.optim.Adam(model.decoder.parameters(), lr=lr, betas=betas)
-    return opt_e, opt_g
+    """Two Adam optimisers, one per network (Section 4.1); fused, where the device has the fused kernel,
+    so that the divergence guard can skip a step on the device (see :func:`masked_step`)."""
+    def adam(params):
+        try:
+            return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
+        except (RuntimeError, ValueError):  # no fused kernel for this device or dtype
+            return torch.optim.Adam(params, lr=lr, betas=betas)
+
+    return adam(model.encoder.parameters()), adam(model.decoder.parameters())
+
+
+def masks_steps(opt: torch.optim.Optimizer) -> bool:
+    """Whether ``opt`` can skip a step by a flag on the device (the protocol GradScaler uses)."""
+    return bool(getattr(opt, "_step_supports_amp_scaling", False))
+
+
+def masked_step(opt: torch.optim.Optimizer, ok: Tensor) -> None:
+    """``opt.step()`` if ``ok`` else nothing at all (weights, moments and step count unchanged), decided
+    on the device: the ``found_inf`` flag of the fused optimisers, as set by ``torch.amp.GradScaler``."""
+    opt.grad_scale, opt.found_inf = None, (~ok).float().reshape(())
+    try:
+        opt.step()
+    finally:
+        del opt.grad_scale, opt.found_inf

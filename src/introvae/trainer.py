@@ -213,22 +213,28 @@ class Trainer:
                     bar.update(1)
                     self._images += len(x) * world.size
                     if world.enabled:  # a signal may reach the processes at different steps: agree on it
-                        self._stop_requested = dist_.any_true(self._stop_requested, world, self.device)
+                        self._stop_requested = dist_.any_true(self._stop_requested, world)
                     self._overflows.append(out.pop("overflow"))
-                    if out.pop("skipped").item():
-                        self._skipped += 1
-                        self.bad_in_a_row += 1
-                        if self.bad_in_a_row >= cfg.max_bad_steps:
-                            self.rollback()
+                    # The guard's verdict stays on the device (no sync): counted here, read at the checks.
+                    skipped = out.pop("skipped").to(self.device, torch.float32)
+                    good = 1.0 - skipped
+                    self._skipped = self._skipped + skipped
+                    self._bad_run = (self._bad_run + 1.0) * skipped
+                    self._worst_run = torch.maximum(self._worst_run, self._bad_run)
+                    self._good.append(good)
+                    for k, v in out.items():  # the losses of a skipped step may be NaN: left out of the means
+                        self._acc.setdefault(k, []).append(torch.where(good > 0, v.float(), 0.0))
+                    if self.ema is not None:
+                        update_ema(self.ema, self.model.decoder, cfg.ema, weight=good)
+                    # Host-side checks (and so a sync) only every max_bad_steps steps and at log lines.
+                    if self.step % cfg.max_bad_steps == 0 or self.step % cfg.log_every == 0 or self.step == end:
+                        worst, self.bad_in_a_row = int(self._worst_run.item()), int(self._bad_run.item())
+                        self._worst_run = self._bad_run.clone()
+                        if worst >= cfg.max_bad_steps:
+                            self.rollback(worst)
                             bar.n = self.step
                             bar.refresh()
                             break  # restart the epoch loop at the checkpoint's step
-                    else:
-                        self.bad_in_a_row = 0
-                        if self.ema is not None:
-                            update_ema(self.ema, self.model.decoder, cfg.ema)
-                        for k, v in out.items():
-                            self._acc.setdefault(k, []).append(v)
                     if self.step % cfg.log_every == 0 or self.step == end:
                         row = self._log_row(epoch)
                         bar.set_postfix({k: f"{row[k]:.3g}" for k in ("loss_encoder", "loss_generator",
@@ -258,10 +264,10 @@ class Trainer:
         ok = all(bool(torch.isfinite(t).all()) for t in self.model.state_dict().values() if t.is_floating_point())
         return dist_.all_true(ok, self.world, self.device)
 
-    def rollback(self) -> None:
-        """Back to the newest readable checkpoint, with the learning rate lowered."""
+    def rollback(self, bad: int = 0) -> None:
+        """Back to the newest readable checkpoint, with the learning rate lowered (after ``bad`` skipped
+        steps in a row, or non-finite weights)."""
         lr = self.opt_e.param_groups[0]["lr"] * self.config.rollback_lr_factor
-        bad = self.bad_in_a_row
         path, state = newest_readable_checkpoint(self.run_dir, self.log)
         self.load_state_dict(state, source=str(path))
         for opt in (self.opt_e, self.opt_g):
@@ -271,15 +277,15 @@ class Trainer:
         self.bad_in_a_row = 0
         self._truncate_stats()
         self._reset_interval()
-        self.log(f"\nwarning: {bad} steps in a row had non-finite losses or gradients, or the weights did; "
-                 f"rolled back to {path.name} (step {self.step}) and lowered the learning rate to {lr:.3g}")
+        why = f"{bad} steps in a row had non-finite losses or gradients" if bad else "the weights became non-finite"
+        self.log(f"\nwarning: {why}; rolled back to {path.name} (step {self.step}) and lowered the learning "
+                 f"rate to {lr:.3g}")
 
     def save_checkpoint(self, *, final: bool = False) -> Path | None:
         """Write a checkpoint of this step; never one with non-finite weights. A failed write (disk full)
         leaves the previous checkpoint intact and is reported; it is an error only for the last one.
         Every process calls it (they agree on the rollback); only rank 0 writes."""
         if not self.weights_finite():
-            self.bad_in_a_row = max(self.bad_in_a_row, 1)
             self.rollback()
             return None
         if not self.world.is_main:
@@ -300,15 +306,22 @@ class Trainer:
         self._acc: dict[str, list[torch.Tensor]] = {}
         self._t0 = time.perf_counter()
         self._images = 0
-        self._skipped = 0
+        zero = torch.zeros((), device=self.device)
+        self._skipped = zero
         self._overflows: list[torch.Tensor] = []
+        self._good: list[torch.Tensor] = []
+        if not hasattr(self, "_bad_run") or self.bad_in_a_row == 0:
+            self._bad_run, self._worst_run = zero.clone(), zero.clone()
 
     def _log_row(self, epoch: int) -> dict:
         dt = time.perf_counter() - self._t0
         row = {"step": self.step, "epoch": epoch, "alpha": self.alpha_at(self.step - 1),
                "images_per_s": round(self._images / max(dt, 1e-9), 2)}
         keys = ("loss_encoder", "loss_generator", "reconstruction", "kl_real", "kl_rec", "kl_fake")
-        means = {k: torch.stack(self._acc[k]).float().mean() for k in keys if self._acc.get(k)}
+        n_good = torch.stack(self._good).sum() if self._good else torch.zeros((), device=self.device)
+        skipped = int(self._skipped.item())
+        means = {k: torch.stack(self._acc[k]).sum() / n_good.clamp_min(1) for k in keys
+                 if self._acc.get(k) and float(n_good) > 0}
         if self.world.enabled and means:  # the mean over all processes' images
             import torch.distributed as dist
 
@@ -317,7 +330,7 @@ class Trainer:
             means = dict(zip(means, (t / self.world.size).tolist()))
         for k in keys:
             row[k] = float(means[k]) if k in means else None
-        row.update(skipped_steps=self._skipped, rollbacks=self.rollbacks, lr=self.opt_e.param_groups[0]["lr"])
+        row.update(skipped_steps=skipped, rollbacks=self.rollbacks, lr=self.opt_e.param_groups[0]["lr"])
         if self.precision.scaler:
             row.update(fp16_overflows=int(sum(float(o) for o in self._overflows)),
                        fp16_scale=float(self.precision.scaler.get_scale()))
