@@ -171,3 +171,19 @@ def test_compile_traces_the_training_passes_and_trains_the_same(tmp_path, faces1
     for k in a:
         assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-4, atol=1e-5), k
     torch._dynamo.reset()
+
+
+def test_a_checkpoint_of_non_fused_adam_resumes_with_the_fused_optimiser(tmp_path, faces16):
+    """Runs written before the optimisers were fused (session-1 checkpoints) resume, and keep the
+    guard's skip on the device (a non-fused state would switch the fused kernel off)."""
+    from introvae.losses import masks_steps
+
+    t = _train(tmp_path / "old", faces16, steps=4, checkpoint_every=100)
+    t.opt_e = torch.optim.Adam(t.model.encoder.parameters(), lr=t.config.lr)
+    t.opt_g = torch.optim.Adam(t.model.decoder.parameters(), lr=t.config.lr)
+    t.train(stop_after=2)
+    assert checkpoint.load(checkpoint.latest(tmp_path / "old"))["opt_e"]["param_groups"][0]["fused"] is None
+    r = resume(tmp_path / "old", data=faces16, show_progress=False, log=lambda s: None)
+    assert r.opt_e.param_groups[0]["fused"] and masks_steps(r.opt_e)
+    r.train()
+    assert r.step == 4 and r.weights_finite()

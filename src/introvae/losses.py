@@ -231,6 +231,20 @@ def make_optimizers(model: IntroVAE, *, lr: float, betas: tuple[float, float]):
     return adam(model.encoder.parameters()), adam(model.decoder.parameters())
 
 
+def load_optimizer_state(opt: torch.optim.Optimizer, state: dict) -> None:
+    """``opt.load_state_dict(state)`` keeping ``opt``'s fused kernel: a state saved by a non-fused Adam
+    (older checkpoints) would otherwise switch it off, and with it the guard's skip on the device."""
+    fused = [g.get("fused") for g in opt.param_groups]
+    opt.load_state_dict(state)
+    for group, was_fused in zip(opt.param_groups, fused):
+        if was_fused and not group.get("fused"):
+            group["fused"], group["foreach"] = True, None
+            for p in group["params"]:  # fused Adam keeps its step count beside the weights, in fp32
+                st = opt.state.get(p, {})
+                if "step" in st:
+                    st["step"] = st["step"].to(p.device, torch.float32)
+
+
 def masks_steps(opt: torch.optim.Optimizer) -> bool:
     """Whether ``opt`` can skip a step by a flag on the device (the protocol GradScaler uses)."""
     return bool(getattr(opt, "_step_supports_amp_scaling", False))

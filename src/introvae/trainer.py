@@ -18,7 +18,7 @@ from .config import Config
 from .data import ImageSet, batches, load, to_float
 from .ema import make_ema, update_ema
 from .grids import interleave_rows, save_grid
-from .losses import make_optimizers, train_step
+from .losses import load_optimizer_state, make_optimizers, train_step
 from .model import IntroVAE, describe, load_state_strict
 from .plots import plot_kl
 from .precision import make_precision, resolve_device
@@ -138,8 +138,8 @@ class Trainer:
                 or saved.latent_dim != self.config.latent_dim or saved.in_channels != self.config.in_channels:
             raise checkpoint.CheckpointError(f"{source} was written for another architecture ({describe(saved)})")
         load_state_strict(self.model, state["model"], source=source)
-        self.opt_e.load_state_dict(state["opt_e"])
-        self.opt_g.load_state_dict(state["opt_g"])
+        load_optimizer_state(self.opt_e, state["opt_e"])
+        load_optimizer_state(self.opt_g, state["opt_g"])
         if self.ema is not None:
             if state.get("ema") is not None:
                 load_state_strict(self.ema, state["ema"], source=f"{source} (EMA generator)")
