@@ -134,7 +134,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model (with optional VAE warm-up) into a run directory",
                        description="Train IntroVAE (Algorithm 1). Writes config.json, stats.jsonl, image grids, "
-                                   "kl.png and checkpoints/ into the run directory.")
+                                   "kl.png and checkpoints/ into the run directory. Several GPUs (or CPU "
+                                   "processes): torchrun --nproc_per_node N -m introvae train ...; --batch-size "
+                                   "is then per process.")
     _add_hparams(t)
     t.add_argument("--out", help="run directory (default: runs/NNNNN-<preset>)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")

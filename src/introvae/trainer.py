@@ -69,6 +69,8 @@ class Trainer:
         self.model = IntroVAE(config).to(self.device)
         if config.sync_bn and self.world.enabled:
             dist_.convert_sync_batchnorm(self.model, self.device)
+        elif config.sync_bn:
+            self.log("note: sync_bn has no effect in a single process (it applies under torchrun)")
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.replicas = dist_.replicate(self.model, self.world, self.device)
