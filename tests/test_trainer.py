@@ -139,6 +139,8 @@ def test_ema_generator_averages_the_weights_survives_resume_and_is_what_sampling
     z = torch.randn(2, 8)
     assert torch.allclose(load_model(tmp_path / "e").decoder(z), t.ema.eval()(z), atol=1e-6)
     assert torch.allclose(load_model(tmp_path / "e", ema=False).decoder(z), t.model.decoder.eval()(z), atol=1e-6)
+    assert load_model(tmp_path / "e").generator_source == "ema"  # recorded in metrics.json by evaluate
+    assert load_model(tmp_path / "e", ema=False).generator_source == "trained"
 
     # exact resume of the average
     straight = _train(tmp_path / "s", faces16, steps=6, ema=decay, checkpoint_every=100)

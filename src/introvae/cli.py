@@ -112,6 +112,11 @@ def _add_hparams(p: argparse.ArgumentParser) -> None:
                                       "(1024 px), about a third more compute")
 
 
+def _add_no_ema(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-ema", action="store_true",
+                   help="use the trained generator even if the run kept an EMA of it (--ema)")
+
+
 def _typed(flag: str, typ):
     def convert(text: str):
         try:
@@ -148,7 +153,7 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("-n", type=int, default=64, help="number of images (default 64)")
     s.add_argument("--seed", type=int, default=0, help="same seed -> same images")
     s.add_argument("-o", "--out", required=True, help="FILE.png for a grid, or a directory for one PNG per image")
-    s.add_argument("--no-ema", action="store_true", help="use the trained generator even if the run kept an EMA of it (--ema)")
+    _add_no_ema(s)
 
     r = sub.add_parser("reconstruct", help="encode and decode images (posterior mean)")
     r.add_argument("model")
@@ -194,12 +199,12 @@ def make_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("-o", "--out", help="where metrics.json goes (default: the run or image folder)")
     v.add_argument("--quiet", action="store_true")
-    v.add_argument("--no-ema", action="store_true", help="use the trained generator even if the run kept an EMA of it (--ema)")
+    _add_no_ema(v)
 
     e = sub.add_parser("export", help="write config.json + model.safetensors from a run")
     e.add_argument("model")
     e.add_argument("-o", "--out", required=True, help="output directory")
-    e.add_argument("--no-ema", action="store_true", help="use the trained generator even if the run kept an EMA of it (--ema)")
+    _add_no_ema(e)
 
     sub.add_parser("presets", help="list the named presets with their hyper-parameters and sizes")
     return p

@@ -26,6 +26,8 @@ FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 IDX_TRAIN = "train-images-idx3-ubyte"
 IDX_TEST = "t10k-images-idx3-ubyte"
 SPLIT_SEED = 1234  # the held-out split never depends on the training seed
+# What a corrupt, truncated or non-image file raises while it is decoded.
+DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, SyntaxError)
 # Folders whose decoded images would take more memory than this are decoded on access instead
 # (in the loader's workers: --loader-workers), not all at the start.
 IN_MEMORY_LIMIT = 8 * 2**30
@@ -198,7 +200,7 @@ def _decode_all(items, image_size, in_channels, show_progress, label):
             if not raw:
                 raise ValueError("empty file")
             images.append(_prepare(Image.open(io.BytesIO(raw)), image_size, in_channels))
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
+        except DECODE_ERRORS as e:
             skipped.append((name, f"{type(e).__name__}: {e}"))
     return images, skipped
 
@@ -228,19 +230,22 @@ def _lazy_set(source, image_size: int, in_channels: int, holdout_fraction: float
 
     from .streaming import LazyImages
 
-    n = len(source)
-    n_test = int(round(n * holdout_fraction)) if n > 1 else 0
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED)).numpy()
+    train, test = _split_indices(len(source), holdout_fraction)
     prepare = functools.partial(_prepare, image_size=image_size, in_channels=in_channels)
-    return ImageSet(source.name, LazyImages(source, perm[n_test:], prepare), LazyImages(source, perm[:n_test], prepare))
+    return ImageSet(source.name, LazyImages(source, train.numpy(), prepare), LazyImages(source, test.numpy(), prepare))
 
 
 def _split_tensor(name: str, x: Tensor, holdout_fraction: float) -> ImageSet:
-    """Deterministic held-out split: a fixed permutation (independent of the run's seed)."""
-    n = len(x)
+    train, test = _split_indices(len(x), holdout_fraction)
+    return ImageSet(name, x[train], x[test])
+
+
+def _split_indices(n: int, holdout_fraction: float) -> tuple[Tensor, Tensor]:
+    """Deterministic held-out split of ``n`` images: a fixed permutation (independent of the run's seed),
+    the same for in-memory and streamed data. Returns (train indices, held-out indices)."""
     n_test = int(round(n * holdout_fraction)) if n > 1 else 0
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED))
-    return ImageSet(name, x[perm[n_test:]], x[perm[:n_test]])
+    return perm[n_test:], perm[:n_test]
 
 
 def epoch_plan(num_images: int, batch_size: int, *, seed: int, epoch: int, start: int = 0, rank: int = 0,
@@ -265,14 +270,13 @@ def batches(train, batch_size: int, *, seed: int, epoch: int, start: int = 0, ra
     """Yield (images of the epoch used so far, float batch) for the steps of one epoch (see
     :func:`epoch_plan`). With ``workers`` > 0 the batches are gathered (and, for streamed data, decoded)
     in that many worker processes, ahead of the training step, into pinned memory if asked."""
-    plan = epoch_plan(len(train), batch_size, seed=seed, epoch=epoch, start=start, rank=rank, world_size=world_size)
+    plan = _PlannedBatches(train, epoch_plan(len(train), batch_size, seed=seed, epoch=epoch, start=start,
+                                             rank=rank, world_size=world_size))
     if workers == 0:
-        for used, idx in plan:
-            yield used, to_float(train[idx])
-        return
-    loader = torch.utils.data.DataLoader(_PlannedBatches(train, plan), batch_size=None, shuffle=False,
-                                         num_workers=workers, pin_memory=pin_memory, prefetch_factor=4)
-    yield from loader
+        yield from (plan[k] for k in range(len(plan)))
+    else:
+        yield from torch.utils.data.DataLoader(plan, batch_size=None, shuffle=False, num_workers=workers,
+                                               pin_memory=pin_memory, prefetch_factor=4)
 
 
 class _PlannedBatches(torch.utils.data.Dataset):

@@ -82,13 +82,8 @@ def agreed(flag: Tensor, world: World) -> Tensor:
 
 
 def all_true(flag: bool | Tensor, world: World, device: torch.device) -> bool:
-    """Whether ``flag`` holds on every process (one small all-reduce; the local flag alone without DDP)."""
-    t = flag if isinstance(flag, Tensor) else torch.tensor(bool(flag))
-    if not world.enabled:
-        return bool(t)
-    t = t.to(device=device, dtype=torch.float32).reshape(1)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return bool(t.item())
+    """Whether ``flag`` holds on every process, read on the host (:func:`agreed`, then one sync)."""
+    return bool(agreed(torch.as_tensor(flag, device=device), world))
 
 
 def any_true(flag: bool, world: World) -> bool:

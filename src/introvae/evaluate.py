@@ -128,23 +128,12 @@ def evaluate_model(source: str | Path, settings: EvalSettings = EvalSettings(), 
                            "split": "held-out" if len(images.test) else "train"},
         "nearest_neighbours": str(nn_grid) if nn_grid else None,
         "data": data_id, "resolution": cfg.image_size, "in_channels": cfg.in_channels, "seed": settings.seed,
-        "model": str(source), "generator": _generator_kind(source, settings.ema), "objective": cfg.objective, "version": __version__,
+        "model": str(source), "generator": model.generator_source, "objective": cfg.objective, "version": __version__,
         "seconds": round(time.perf_counter() - t0, 1), "machine": platform.machine(),
     }
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     result["metrics_file"] = str(out_dir / "metrics.json")
     return result
-
-
-def _generator_kind(source, ema: bool) -> str:
-    """"ema" when the scored generator is a run's moving average, else "trained"."""
-    from . import checkpoint
-
-    p = Path(source)
-    ckpt = checkpoint.latest(p) if p.is_dir() else (p if p.suffix == ".pt" else None)
-    if not ema or ckpt is None:
-        return "trained"
-    return "ema" if checkpoint.load(ckpt).get("ema") is not None else "trained"
 
 
 def evaluate_folder(folder: str | Path, *, data: str, image_size: int, in_channels: int,

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from .distributed import SINGLE, World, agreed, all_true
-from .model import IntroVAE
+from .model import IntroVAE, reparameterize
 from .precision import Precision
 
 
@@ -113,7 +113,7 @@ def train_step(model: IntroVAE, opt_e: torch.optim.Optimizer, opt_g: torch.optim
     # Forward: Z <- reparam(E(X)); X_r <- G(Z); X_p <- G(Z_p).
     with autocast:
         mu, logvar = E_train(x)
-        z = mu.float() + torch.exp(0.5 * logvar.float()) * _noise(mu.shape, world, mu.device)
+        z = reparameterize(mu.float(), logvar.float(), eps=_noise(mu.shape, world, mu.device))
         x_r = G_train(z)
         introspective = alpha > 0
         if introspective:
@@ -203,11 +203,6 @@ def finite(loss: Tensor, params: list[nn.Parameter]) -> Tensor:
     grads = [p.grad for p in params if p.grad is not None]
     norms = torch._foreach_norm(grads) if grads else []
     return torch.isfinite(torch.stack([loss.detach().float().reshape(())] + [n.float() for n in norms])).all()
-
-
-def all_finite(loss: Tensor, params: list[nn.Parameter]) -> bool:
-    """Whether ``loss`` and every gradient of ``params`` are finite (one host sync)."""
-    return bool(finite(loss, params))
 
 
 def _noise(shape: torch.Size, world: World, device: torch.device) -> Tensor:

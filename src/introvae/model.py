@@ -140,9 +140,9 @@ def _stage_channels(image_size: int, channels: tuple[int, ...]) -> tuple[int, ..
     return tuple(channels[-n:])
 
 
-def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
-    """z = mu + exp(logvar / 2) * eps, eps ~ N(0, I)."""
-    return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+def reparameterize(mu: Tensor, logvar: Tensor, eps: Tensor | None = None) -> Tensor:
+    """z = mu + exp(logvar / 2) * eps, eps ~ N(0, I) (drawn here unless given)."""
+    return mu + torch.exp(0.5 * logvar) * (torch.randn_like(mu) if eps is None else eps)
 
 
 class IntroVAE(nn.Module):

@@ -22,14 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 
 from .cache import cache_root
-from .data import DataError
-
-# Decode errors of one image: it is replaced by a readable neighbour and reported once.
-DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, SyntaxError)
+from .data import DECODE_ERRORS, DataError
 
 
 class LazyImages:

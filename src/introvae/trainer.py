@@ -81,8 +81,9 @@ class Trainer:
         self.opt_e, self.opt_g = make_optimizers(self.model, lr=config.lr,
                                                  betas=(config.adam_beta1, config.adam_beta2))
         self.step = 0
-        self.bad_in_a_row = 0  # consecutive steps skipped by the divergence guard
+        self.bad_in_a_row = 0  # consecutive steps skipped by the divergence guard (as last read)
         self.rollbacks = 0
+        self._reset_guard()
         n = len(self.data.train)
         procs = self.world.size
         self.global_batch = config.batch_size * procs
@@ -276,7 +277,7 @@ class Trainer:
             for group in opt.param_groups:
                 group["lr"] = lr
         self.rollbacks += 1
-        self.bad_in_a_row = 0
+        self._reset_guard()
         self._truncate_stats()
         self._reset_interval()
         why = f"{bad} steps in a row had non-finite losses or gradients" if bad else "the weights became non-finite"
@@ -312,8 +313,13 @@ class Trainer:
         self._skipped = zero
         self._overflows: list[torch.Tensor] = []
         self._good: list[torch.Tensor] = []
-        if not hasattr(self, "_bad_run") or self.bad_in_a_row == 0:
-            self._bad_run, self._worst_run = zero.clone(), zero.clone()
+
+    def _reset_guard(self) -> None:
+        """The guard's counters on the device: skipped steps in a row now, and the longest run since the
+        last check. They outlive log intervals, not a rollback."""
+        self.bad_in_a_row = 0
+        self._bad_run = torch.zeros((), device=self.device)
+        self._worst_run = torch.zeros((), device=self.device)
 
     def _log_row(self, epoch: int) -> dict:
         dt = time.perf_counter() - self._t0
@@ -496,12 +502,15 @@ def with_generator(model: IntroVAE, decoder: torch.nn.Module) -> IntroVAE:
 def load_model(source: str | Path, *, ema: bool = True) -> IntroVAE:
     """An :class:`IntroVAE` in eval mode from a run directory (its newest checkpoint), a checkpoint
     file, or an exported model directory (``config.json`` + ``model.safetensors``). A run trained with
-    ``--ema`` gives its averaged generator unless ``ema`` is False."""
+    ``--ema`` gives its averaged generator unless ``ema`` is False; ``model.generator_source`` says
+    which one it is ("ema" or "trained")."""
     p = Path(source)
     if not p.exists():
         raise FileNotFoundError(f"model not found: {p}")
     if p.is_dir() and (p / "model.safetensors").is_file():
-        return IntroVAE.from_pretrained(p)
+        model = IntroVAE.from_pretrained(p)
+        model.generator_source = "trained"  # an export holds one generator; which it was is not recorded
+        return model
     if p.is_dir():
         ckpt = checkpoint.latest(p)
         if ckpt is None:
@@ -510,7 +519,9 @@ def load_model(source: str | Path, *, ema: bool = True) -> IntroVAE:
     state = checkpoint.load(p)
     model = IntroVAE(Config.from_dict(state["config"]))
     load_state_strict(model, state["model"], source=str(p))
+    model.generator_source = "trained"
     if ema and state.get("ema") is not None:
         load_state_strict(model.decoder, state["ema"], source=f"{p} (EMA generator)")
+        model.generator_source = "ema"
     return model.eval()
 
