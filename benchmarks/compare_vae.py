@@ -17,26 +17,30 @@ from pathlib import Path
 
 import torch
 
-from introvae import get_preset
+from introvae import checkpoint, get_preset
 from introvae.data import load
-from introvae.evaluate import EvalSettings, evaluate_model, image_features, reference_images
+from introvae.devices import resolve_device
+from introvae.evaluate import evaluate_model
+from introvae.metrics import EvalSettings, MetricContext
 from introvae.metrics import fid as fidlib
-from introvae import checkpoint
 from introvae.trainer import Trainer, resume
 
 
-def real_references(data_id: str, cfg, n: int, features) -> dict[str, float]:
-    images = load(data_id, image_size=cfg.image_size, in_channels=cfg.in_channels,
-                  holdout_fraction=cfg.holdout_fraction)
-    train = reference_images(images, "train", 2 * n)
-    half_a, half_b = train[:n], train[n:2 * n]
+def real_references(cfg, n: int, device) -> dict[str, float]:
+    m = cfg.model
+    images = load(cfg.data, image_size=m.image_size, in_channels=m.in_channels, holdout_fraction=cfg.holdout_fraction)
 
-    fa = image_features(half_a, features, desc="train half A")
-    fb = image_features(half_b, features, desc="train half B")
+    def context(split: str, count: int) -> MetricContext:
+        return MetricContext(data=images, data_id=cfg.data, image_size=m.image_size, in_channels=m.in_channels,
+                             device=device, settings=EvalSettings(ref_split=split, ref_images=count))
+
+    train = context("train", 2 * n)
+    half_a, half_b = train.reference[:n], train.reference[n:2 * n]
+    fa, fb = train.features_of(half_a, desc="train half A"), train.features_of(half_b, desc="train half B")
     out = {"train half A vs train half B": fidlib.fid_from_features(fa, fb)}
     if len(images.test) >= n:
-        ft = image_features(reference_images(images, "test", n), features, desc="test")
-        out["test vs train half A"] = fidlib.fid_from_features(ft, fa)
+        test = context("test", n)
+        out["test vs train half A"] = fidlib.fid_from_features(test.features_of(test.reference, desc="test"), fa)
     return out
 
 
@@ -49,12 +53,13 @@ def main() -> None:
     p.add_argument("--ref-images", type=int, default=10_000)
     p.add_argument("--pairs", type=int, default=10_000)
     p.add_argument("--out", default="bench-runs")
+    p.add_argument("--device", default="auto")
     p.add_argument("--no-references", action="store_true",
                    help="skip the real-data reference FIDs (three more feature passes of --num-samples images)")
     args = p.parse_args()
 
-    base = get_preset(args.preset).replace(steps=args.steps, epochs=None, image_every=max(1, args.steps // 2))
-    features = fidlib.load_inception()
+    base = get_preset(args.preset).replace(steps=args.steps, image_every=max(1, args.steps // 2), device=args.device)
+    device = resolve_device(args.device)
     settings = EvalSettings(num_samples=args.num_samples, pairs=args.pairs, ref_images=args.ref_images)
     rows = {}
     for objective in ("introvae", "vae"):
@@ -63,8 +68,8 @@ def main() -> None:
         # A finished run is reused, an unfinished one continued.
         trainer = resume(run) if checkpoint.latest(run) else Trainer(cfg, run)
         trainer.train()
-        rows[objective] = evaluate_model(run, settings, features=features)
-    refs = {} if args.no_references else real_references(base.data, base, args.num_samples, features)
+        rows[objective] = evaluate_model(run, settings, device=device)["metrics"]
+    refs = {} if args.no_references else real_references(base, args.num_samples, device)
     table = ["| objective | steps | FID | MS-SSIM (real data) | PSNR held-out (dB) |", "|---|---|---|---|---|"]
     for name, r in rows.items():
         table.append(f"| {name} | {args.steps} | {r['fid']['value']:.1f} | {r['ms_ssim']['value']:.4f} "

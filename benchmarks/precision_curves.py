@@ -16,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from introvae.trainer import read_stats  # noqa: E402
+from introvae.stats import read_stats  # noqa: E402
 
 
 def main() -> None:

@@ -1,13 +1,15 @@
 """Training throughput against the hardware's own limit, in one run.
 
-    python benchmarks/throughput.py --preset fashion-mnist --channels 64,128,256,256 --latent-dim 128 \
-        --batch-size 32 --precision fp32 bf16 --channels-last
+    python benchmarks/throughput.py --preset faces fashion-mnist rgb64 --objective vae introvae
+    python benchmarks/throughput.py --preset fashion-mnist --channels 64,128,256,256 --batch-size 32 \
+        --precision fp32 bf16 --channels-last
 
-For each precision: training images/s after warm-up, the model FLOPs per training image (counted
-with torch.utils.flop_counter.FlopCounterMode over one real step of Algorithm 1: every encoder and
-generator pass, forward and backward), the achieved FLOP/s, the device's measured peak (a large
-matmul in the same dtype, best of several), their ratio, and the peak memory. One JSON line per
-configuration, then a markdown table.
+For each preset, objective and precision: training images/s of the bare Algorithm 1 step (random images of
+the preset's shape, after warm-up), the model FLOPs per training image (counted with FlopCounterMode over one
+real step: every encoder and generator pass, forward and backward), the achieved FLOP/s, the device's
+measured peak (a large matmul in the same dtype, best of several), their ratio, and the peak memory. One
+JSON line per configuration, then a markdown table. The CPU's flags are printed, so that numbers from
+different machines are not compared as if they were alike.
 
 ``--compile`` and ``--checkpoint-activations`` measure those options. ``--data PATH --loader-workers K``
 also measures the data pipeline on its own (decoding, resizing, batching in K worker processes): if it
@@ -25,10 +27,12 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from introvae import get_preset
-from introvae.losses import make_optimizers, train_step
+from introvae.devices import resolve_device, synchronize
 from introvae.model import IntroVAE, count_parameters
-from introvae.precision import make_precision, resolve_device
+from introvae.objectives import make_objective
+from introvae.precision import make_precision
+from introvae.presets import get_preset
+from introvae.step import TrainStep, make_optimizers
 
 
 def cpu_flags() -> str:
@@ -39,67 +43,60 @@ def cpu_flags() -> str:
     return " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags) or "-"
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def matmul_peak(device, dtype, n: int, repeats: int = 5) -> float:
     """FLOP/s of an n x n x n matmul in ``dtype`` (best of ``repeats``)."""
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     a @ b
-    sync(device)
+    synchronize(device)
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()
         a @ b
-        sync(device)
+        synchronize(device)
         best = min(best, time.perf_counter() - t)
     return 2 * n ** 3 / best
 
 
 def measure(cfg, precision_name: str, steps: int, warmup: int, device) -> dict:
     torch.manual_seed(0)
-    model = IntroVAE(cfg).to(device)
+    model = IntroVAE(cfg.model).to(device).checkpoint_activations(cfg.checkpoint_activations).train()
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    nets = (torch.compile(model.encoder), torch.compile(model.decoder)) if cfg.compile else None
-    opt_e, opt_g = make_optimizers(model, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2))
+    wrappers = {"encoder": torch.compile(model.encoder), "decoder": torch.compile(model.decoder)} \
+        if cfg.compile else None
     precision = make_precision(precision_name, device)
-    x = torch.rand(cfg.batch_size, cfg.in_channels, cfg.image_size, cfg.image_size, device=device)
+    opts = make_optimizers(model, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2))
+    eager, step = (TrainStep(model, opts, precision=precision, guard=False, wrappers=w) for w in (None, wrappers))
+    objective = make_objective(cfg)
+    m = cfg.model
+    x = torch.rand(cfg.batch_size, m.in_channels, m.image_size, m.image_size, device=device)
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-
-    def step(replicas=nets):
-        return train_step(model, opt_e, opt_g, x, margin=cfg.margin, alpha=cfg.alpha, beta=cfg.beta,
-                          precision=precision, guard=False, replicas=replicas)
-
     with FlopCounterMode(display=False) as counter:
-        step(None)  # counted eagerly: compiling changes how, not how many, FLOPs are done
+        eager(objective, x)  # counted eagerly: compiling changes how, not how many, FLOPs are done
     flops_per_image = counter.get_total_flops() / cfg.batch_size
     for _ in range(warmup):
-        step()
+        step(objective, x)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    sync(device)
+    synchronize(device)
     t = time.perf_counter()
     for _ in range(steps):
-        step()
-    sync(device)
+        step(objective, x)
+    synchronize(device)
     images_per_s = steps * cfg.batch_size / (time.perf_counter() - t)
-    dtype = precision.dtype or torch.float32
-    peak = matmul_peak(device, dtype, 4096 if device.type == "cuda" else 2048)
+    peak = matmul_peak(device, precision.dtype or torch.float32, 4096 if device.type == "cuda" else 2048)
     achieved = flops_per_image * images_per_s
     memory = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"image_size": cfg.image_size, "channels": list(cfg.stage_channels), "latent_dim": cfg.latent_dim,
-            "batch_size": cfg.batch_size, "precision": precision_name, "channels_last": cfg.channels_last,
-            "compile": cfg.compile, "checkpoint_activations": cfg.checkpoint_activations,
-            "parameters": count_parameters(model), "images_per_s": round(images_per_s, 2),
-            "gflop_per_image": round(flops_per_image / 1e9, 4), "achieved_tflops": round(achieved / 1e12, 4),
-            "peak_tflops": round(peak / 1e12, 4), "fraction_of_peak": round(achieved / peak, 4),
-            "peak_memory_mib": round(memory / 2 ** 20, 1),
+    return {"objective": cfg.objective, "image_size": m.image_size, "channels": list(m.stage_channels),
+            "latent_dim": m.latent_dim, "batch_size": cfg.batch_size, "precision": precision_name,
+            "channels_last": cfg.channels_last, "compile": cfg.compile,
+            "checkpoint_activations": cfg.checkpoint_activations, "parameters": count_parameters(model),
+            "images_per_s": round(images_per_s, 2), "gflop_per_image": round(flops_per_image / 1e9, 4),
+            "achieved_tflops": round(achieved / 1e12, 4), "peak_tflops": round(peak / 1e12, 4),
+            "fraction_of_peak": round(achieved / peak, 4), "peak_memory_mib": round(memory / 2 ** 20, 1),
             "memory_kind": "cuda max allocated" if device.type == "cuda" else "process max RSS"}
 
 
@@ -107,7 +104,8 @@ def measure_loader(cfg, workers: int, batches_to_time: int) -> dict:
     """Images/s of the data pipeline alone: the training loop's batches with nothing else to do."""
     from introvae.data import batches, load
 
-    data = load(cfg.data, image_size=cfg.image_size, in_channels=cfg.in_channels, show_progress=False)
+    m = cfg.model
+    data = load(cfg.data, image_size=m.image_size, in_channels=m.in_channels, show_progress=False)
     stream = batches(data.train, cfg.batch_size, seed=0, epoch=0, workers=workers, pin_memory=torch.cuda.is_available())
     n, t = 0, None
     for k, (_, x) in enumerate(stream):
@@ -118,12 +116,13 @@ def measure_loader(cfg, workers: int, batches_to_time: int) -> dict:
             break
     seconds = time.perf_counter() - t if t else float("nan")
     return {"loader": cfg.data, "streamed": type(data.train).__name__ != "Tensor", "workers": workers,
-            "batch_size": cfg.batch_size, "image_size": cfg.image_size, "images_per_s": round(n / seconds, 1)}
+            "batch_size": cfg.batch_size, "image_size": m.image_size, "images_per_s": round(n / seconds, 1)}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", default="fashion-mnist")
+    p.add_argument("--preset", nargs="+", default=["fashion-mnist"])
+    p.add_argument("--objective", nargs="+", default=["introvae"], choices=["introvae", "vae"])
     p.add_argument("--image-size", type=int)
     p.add_argument("--channels", help="e.g. 64,128,256,256")
     p.add_argument("--latent-dim", type=int)
@@ -143,33 +142,36 @@ def main() -> None:
 
     overrides = {k: v for k, v in (("image_size", args.image_size), ("channels", args.channels),
                                    ("latent_dim", args.latent_dim), ("batch_size", args.batch_size)) if v}
-    cfg = get_preset(args.preset).replace(channels_last=args.channels_last,
-                                          checkpoint_activations=args.checkpoint_activations, **overrides)
     device = resolve_device(args.device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU flags: {cpu_flags()}"
     print(f"# torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, {where}")
     rows = []
-    for name in args.precision:
-        for compiled in ((False, True) if args.compile else (False,)):
-            row = measure(cfg.replace(compile=compiled), name, args.steps, args.warmup, device)
-            row["device"] = where
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            if args.json_out:
-                with open(args.json_out, "a") as f:
-                    f.write(json.dumps(row) + "\n")
-    if args.data:
-        row = measure_loader(cfg.replace(data=args.data), args.loader_workers, batches_to_time=max(20, args.steps))
+
+    def emit(row: dict) -> None:
         print(json.dumps(row), flush=True)
         if args.json_out:
             with open(args.json_out, "a") as f:
                 f.write(json.dumps(row) + "\n")
-    print("\n| size | channels | z | batch | precision | channels_last | compile | images/s | GFLOP/image | achieved TFLOP/s "
-          "| matmul peak TFLOP/s | % of peak | peak memory MiB |")
+
+    for preset in args.preset:
+        base = get_preset(preset).replace(channels_last=args.channels_last, data=get_preset(preset).data or "faces",
+                                          checkpoint_activations=args.checkpoint_activations, **overrides)
+        for objective in args.objective:
+            for name in args.precision:
+                for compiled in ((False, True) if args.compile else (False,)):
+                    row = {"preset": preset, **measure(base.replace(objective=objective, compile=compiled), name,
+                                                       args.steps, args.warmup, device), "device": where}
+                    rows.append(row)
+                    emit(row)
+        if args.data:
+            emit(measure_loader(base.replace(data=args.data), args.loader_workers,
+                                batches_to_time=max(20, args.steps)))
+    print("\n| preset | objective | size | batch | precision | channels_last | compile | images/s | GFLOP/image "
+          "| achieved TFLOP/s | matmul peak TFLOP/s | % of peak | peak memory MiB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['image_size']} | {'/'.join(map(str, r['channels']))} | {r['latent_dim']} | {r['batch_size']} "
-              f"| {r['precision']} | {r['channels_last']} | {r['compile']} | {r['images_per_s']} | {r['gflop_per_image']} "
+        print(f"| {r['preset']} | {r['objective']} | {r['image_size']} | {r['batch_size']} | {r['precision']} "
+              f"| {r['channels_last']} | {r['compile']} | {r['images_per_s']} | {r['gflop_per_image']} "
               f"| {r['achieved_tflops']} | {r['peak_tflops']} | {100 * r['fraction_of_peak']:.1f} "
               f"| {r['peak_memory_mib']} |")
 

@@ -11,17 +11,19 @@ import pytest
 import torch
 from PIL import Image
 
-from introvae import Config
+from introvae import TrainConfig
 
 torch.set_num_threads(1)
 
 
-def tiny_config(**kw) -> Config:
+def tiny_config(**kw) -> TrainConfig:
+    """A run of a few steps on the built-in faces at 16 px, with networks of a few thousand weights (flat field
+    names, model fields included)."""
     base = dict(data="faces", image_size=16, in_channels=1, latent_dim=8, channels=(4, 8, 8), margin=5.0,
                 alpha=0.25, beta=1.0, batch_size=4, steps=6, log_every=2, image_every=3, checkpoint_every=3,
-                grid_size=4, holdout_fraction=0.2)
+                grid_size=4, holdout_fraction=0.2, device="cpu")
     base.update(kw)
-    return Config(**base)
+    return TrainConfig.from_dict(base)
 
 
 def write_pngs(folder: Path, n: int, *, size=(20, 24), mode="RGB", seed=0) -> list[Path]:

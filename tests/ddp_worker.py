@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from introvae import Config
+from introvae import TrainConfig
 from introvae.trainer import Trainer, resume
 
 torch.set_num_threads(1)
@@ -15,7 +15,8 @@ config_file, run_dir, stop_after = sys.argv[1], sys.argv[2], int(sys.argv[3])
 if "--resume" in sys.argv:
     trainer = resume(run_dir, show_progress=False)
 else:
-    trainer = Trainer(Config.load(config_file), run_dir, show_progress=False)
+    trainer = Trainer(TrainConfig.load(config_file), run_dir, show_progress=False)
 trainer.train(stop_after=stop_after)
-print(f"rank {trainer.world.rank}: step {trainer.step} of {trainer.total_steps}, "
-      f"epoch {trainer.epoch} +{trainer.epoch_images} images", flush=True)
+run = trainer.run
+print(f"rank {trainer.world.rank}: step {run.step} of {run.total_steps}, "
+      f"epoch {run.epoch} +{run.epoch_images} images", flush=True)

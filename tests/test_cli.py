@@ -36,7 +36,8 @@ def _one_line_error(capsys, argv, *words):
 
 def test_train_writes_the_run_with_cli_overrides_applied(trained):
     cfg = json.loads((trained / "run" / "config.json").read_text())
-    assert (cfg["steps"], cfg["vae_steps"], cfg["seed"], cfg["image_size"], cfg["channels"]) == (4, 2, 3, 16, [4, 8, 8])
+    model = cfg["model"]
+    assert (cfg["steps"], cfg["vae_steps"], cfg["seed"], model["image_size"], model["channels"]) == (4, 2, 3, 16, [4, 8, 8])
     assert cfg["margin"] == 5 and cfg["data"] == str(trained / "imgs")
     assert (trained / "run" / "samples-000000004.png").is_file() and (trained / "run" / "kl.png").is_file()
 
@@ -66,8 +67,9 @@ def test_reconstruct_interpolate_and_export(trained, tmp_path):
     assert np.array_equal(np.asarray(Image.open(tmp_path / "e.png")), np.asarray(Image.open(tmp_path / "r.png")))
 
 
-def test_resume_continues_to_more_steps_only_through_its_own_config(trained, capsys):
-    _one_line_error(capsys, ["train", "--resume", str(trained / "run"), "--steps", "9"], "--resume")
+def test_resume_takes_no_data_or_preset_and_a_finished_run_resumed_as_it_is_does_nothing(trained, capsys):
+    _one_line_error(capsys, ["train", "--resume", str(trained / "run"), "--data", "faces"], "--resume", "--data")
+    _one_line_error(capsys, ["train", "--resume", str(trained / "run"), "--preset", "faces"], "--resume")
     # a finished run resumed is a no-op that still succeeds: no new steps, no new checkpoint
     from introvae import checkpoint
 
@@ -87,6 +89,9 @@ def test_resume_continues_to_more_steps_only_through_its_own_config(trained, cap
     (["train", "--data", "faces"], ["--steps or --epochs"]),
     (["train", "--resume", "/no/such/run"], ["not a run directory"]),
     (["sample", "/no/such/model", "-n", "2", "-o", "x.png"], ["model not found"]),
+    (["train", "--preset", "celeba128", "--steps", "2"], ["data: the preset 'celeba128' names no data set"]),
+    (["train", "--data", "faces", "--steps", "2", "--device", "cuda"], ["device: 'cuda'", "no CUDA device"]),
+    (["train", "--data", "faces", "--steps", "2", "--device", "tpu"], ["device:"]),
     (["frobnicate"], ["invalid choice"]),
     (["train", "--data", "faces", "--steps", "2", "--config", "/no/such.yaml"], ["config file not found"]),
 ])
@@ -110,8 +115,15 @@ def test_help_explains_the_hyper_parameters(capsys):
         main(["train", "--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for words in ("hinge margin of Eq. 11", "plain VAE", "reconstruction error L_AE", "Algorithm 1"):
-        assert words in out
+    for words in ("hinge margin of Eq. 11", "plain VAE", "reconstruction error L_AE", "Algorithm 1",
+                  "(default: from the preset, else 110.0)", "--no-channels-last", "--holdout-fraction",
+                  "--adam-beta1", "--keep-checkpoints", "--max-bad-steps", "--grid-size", "--checkpoint-minutes"):
+        assert words in out, words
+    # every config field is a flag of train
+    from introvae.config import flat_fields
+
+    for f in flat_fields():
+        assert "--" + f.name.replace("_", "-") in out, f.name
 
 
 def test_calibrate_prints_a_suggested_margin(tmp_path, capsys):
@@ -135,14 +147,15 @@ def test_suggested_margin_is_a_little_above_the_vae_kl():
 def test_evaluate_a_run_and_a_folder_with_the_real_inception(trained, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("INTROVAE_CACHE", str(tmp_path / "cache"))
     assert main(["evaluate", str(trained / "run"), "--num-samples", "6", "--pairs", "10", "--ref-images", "8",
-                 "--neighbours", "3", "--quiet", "-o", str(tmp_path / "ev")]) == 0
+                 "--neighbours", "3", "--quiet", "--device", "cpu", "--batch-size", "4", "-o", str(tmp_path / "ev")]) == 0
     out = capsys.readouterr().out
-    assert "FID" in out and "MS-SSIM" in out and "PSNR" in out
-    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
-    assert m["fid"]["samples"] == 6 and m["fid"]["value"] > 0 and m["data"] == str(trained / "imgs")
+    assert "FID" in out and "MS-SSIM" in out and "PSNR" in out and "(step 4)" in out
+    m = json.loads((tmp_path / "ev" / "metrics.jsonl").read_text())
+    assert m["metrics"]["fid"]["samples"] == 6 and m["metrics"]["fid"]["value"] > 0 and m["step"] == 4
+    assert m["data"] == str(trained / "imgs") and m["device"] == "cpu"
     assert main(["sample", str(trained / "run"), "-n", "6", "-o", str(tmp_path / "gen")]) == 0
     assert main(["evaluate", str(tmp_path / "gen"), "--data", str(trained / "imgs"), "--image-size", "16",
                  "--pairs", "10", "--quiet"]) == 0
-    assert json.loads((tmp_path / "gen" / "metrics.json").read_text())["fid"]["samples"] == 6
+    assert json.loads((tmp_path / "gen" / "metrics.jsonl").read_text())["metrics"]["fid"]["samples"] == 6
     _one_line_error(capsys, ["evaluate", str(tmp_path / "gen"), "--pairs", "10"], "--data", "--image-size")
     _one_line_error(capsys, ["evaluate", str(trained / "run"), "--num-samples", "1"], "--num-samples")

@@ -2,37 +2,61 @@ import json
 
 import pytest
 
-from introvae import PRESETS, Config, ConfigError, get_preset
-from introvae.config import PAPER_CHANNELS
+from introvae import PRESETS, ConfigError, ModelConfig, TrainConfig, get_preset
+from introvae.config import PAPER_CHANNELS, flat_fields
 
 from conftest import tiny_config
 
 
 def test_paper_presets_hold_the_papers_values():
-    assert (PRESETS["celeba128"].latent_dim, PRESETS["celeba128"].margin, PRESETS["celeba128"].alpha,
-            PRESETS["celeba128"].beta) == (256, 110.0, 0.25, 0.5)
+    c = PRESETS["celeba128"]
+    assert (c.model.latent_dim, c.margin, c.alpha, c.beta) == (256, 110.0, 0.25, 0.5)
     for name in ("lsun256", "celebahq256"):
         c = PRESETS[name]
-        assert (c.image_size, c.latent_dim, c.margin, c.alpha, c.beta) == (256, 512, 120.0, 0.25, 0.05)
+        assert (c.model.image_size, c.model.latent_dim, c.margin, c.alpha, c.beta) == (256, 512, 120.0, 0.25, 0.05)
     c = PRESETS["celebahq1024"]
-    assert (c.image_size, c.latent_dim, c.margin, c.alpha, c.beta) == (1024, 512, 90.0, 0.25, 0.0025)
-    assert c.stage_channels == PAPER_CHANNELS
-    assert PRESETS["celeba128"].stage_channels == (128, 256, 512, 512, 512, 512)
+    assert (c.model.image_size, c.model.latent_dim, c.margin, c.alpha, c.beta) == (1024, 512, 90.0, 0.25, 0.0025)
+    assert c.model.stage_channels == PAPER_CHANNELS
+    assert PRESETS["celeba128"].model.stage_channels == (128, 256, 512, 512, 512, 512)
 
 
-def test_every_preset_is_valid_and_adam_is_the_papers():
+def test_every_preset_is_valid_names_its_data_or_none_and_adam_is_the_papers():
     for name, c in PRESETS.items():
-        assert Config.from_dict(c.to_dict()) == c, name
+        assert TrainConfig.from_dict(c.to_dict()) == c, name
         assert (c.lr, c.adam_beta1, c.adam_beta2) == (2e-4, 0.9, 0.999)
+    # presets for the user's own images name no data (training them asks for --data); the others name theirs
+    assert [n for n, c in PRESETS.items() if c.data is None] == ["celeba128", "lsun256", "celebahq256",
+                                                                 "celebahq1024", "rgb64"]
+    assert (PRESETS["faces"].data, PRESETS["fashion-mnist"].data) == ("faces", "fashion-mnist")
+
+
+def test_the_model_config_is_apart_from_the_run_config():
+    c = tiny_config()
+    assert isinstance(c.model, ModelConfig)
+    assert set(c.model.to_dict()) == {"image_size", "in_channels", "latent_dim", "channels"}
+    assert "loader_workers" not in c.model.to_dict() and "eval_every" not in c.model.to_dict()
+    # nested (as config.json is written) and flat (as in a config file or on the command line) read the same
+    assert TrainConfig.from_dict(c.to_dict()) == c
+    flat = {**c.to_dict().pop("model"), **{k: v for k, v in c.to_dict().items() if k != "model"}}
+    assert TrainConfig.from_dict(flat) == c
+    assert c.replace(latent_dim=9).model.latent_dim == 9 and c.replace(margin=2).margin == 2.0
+    assert c.replace(model={"latent_dim": 9}).model.latent_dim == 9  # a nested override wins over the config
+    assert c.replace(epochs=2.0).steps is None and c.replace(epochs=2.0).replace(steps=3).epochs is None
+    # every setting is one flat field with help text and a group
+    names = [f.name for f in flat_fields()]
+    assert len(names) == len(set(names)) == len(c.to_dict()) - 1 + len(c.model.to_dict())
+    assert all(f.metadata["help"] and f.metadata["group"] for f in flat_fields())
+    assert {"holdout_fraction", "adam_beta1", "adam_beta2", "keep_checkpoints", "max_bad_steps",
+            "grid_size"} <= set(names)
 
 
 def test_json_and_yaml_round_trip(tmp_path):
     c = tiny_config(channels=(4, 8, 16, 16))
     c.save(tmp_path / "c.json")
-    assert Config.load(tmp_path / "c.json") == c
+    assert TrainConfig.load(tmp_path / "c.json") == c
     (tmp_path / "c.yaml").write_text("image_size: 32\nchannels: [4, 8, 16, 16]\nmargin: 7\nsteps: 3\n")
-    y = Config.load(tmp_path / "c.yaml")
-    assert (y.image_size, y.channels, y.margin, y.steps) == (32, (4, 8, 16, 16), 7.0, 3)
+    y = TrainConfig.load(tmp_path / "c.yaml")
+    assert (y.model.image_size, y.model.channels, y.margin, y.steps) == (32, (4, 8, 16, 16), 7.0, 3)
 
 
 @pytest.mark.parametrize("field, value, words", [
@@ -59,11 +83,11 @@ def test_invalid_values_fail_naming_the_field(field, value, words):
 
 def test_unknown_and_mistyped_fields_are_named():
     with pytest.raises(ConfigError, match="unknown config field.*marg"):
-        Config.from_dict({"marg": 3})
+        TrainConfig.from_dict({"marg": 3})
     with pytest.raises(ConfigError, match="^latent_dim: expected int"):
-        Config.from_dict({"latent_dim": "many"})
+        TrainConfig.from_dict({"latent_dim": "many"})
     with pytest.raises(ConfigError, match="^latent_dim: expected int"):
-        Config.from_dict({"latent_dim": 3.5})
+        TrainConfig.from_dict({"model": {"latent_dim": 3.5}})
     with pytest.raises(ConfigError, match="^steps: give either steps or epochs"):
         tiny_config(epochs=2.0)
     with pytest.raises(ConfigError, match="^preset: unknown preset 'nope'"):
@@ -74,16 +98,16 @@ def test_bad_config_file_is_named(tmp_path):
     p = tmp_path / "bad.json"
     p.write_text("{not json")
     with pytest.raises(ConfigError, match="cannot parse config file"):
-        Config.load(p)
+        TrainConfig.load(p)
     p.write_text(json.dumps([1, 2]))
     with pytest.raises(ConfigError, match="mapping"):
-        Config.load(p)
+        TrainConfig.load(p)
 
 
 def test_longer_channel_lists_drop_the_high_resolution_end():
-    c = Config(image_size=32, channels=PAPER_CHANNELS)
+    c = ModelConfig(image_size=32, channels=PAPER_CHANNELS)
     assert c.stage_channels == (512, 512, 512, 512)
-    c = Config(image_size=64, channels=(16, 32, 64, 128, 256, 256))
+    c = ModelConfig(image_size=64, channels=(16, 32, 64, 128, 256, 256))
     assert c.stage_channels == (32, 64, 128, 256, 256)
 
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from introvae.data import DataError, batches, load, read_idx, read_image
+from introvae.data import DataError, batches, load, read_image
+from introvae.data.sources import read_idx
 
 from conftest import write_idx, write_pngs
 

@@ -15,7 +15,8 @@ import torch
 from conftest import tiny_config
 from introvae import checkpoint
 from introvae.distributed import SINGLE
-from introvae.trainer import Trainer, read_stats, resume
+from introvae.stats import read_stats
+from introvae.trainer import Trainer, resume
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
@@ -74,7 +75,7 @@ def test_a_run_resumes_with_another_number_of_processes(tmp_path, faces16):
     cfg.save(cfg_file)
     t = Trainer(cfg, run, data=faces16, show_progress=False, log=lambda s: None, world=SINGLE)
     t.train(stop_after=4)
-    assert (t.epoch, t.epoch_images, t.total_steps) == (0, 16, 8)
+    assert (t.run.epoch, t.run.epoch_images, t.run.total_steps) == (0, 16, 8)
 
     # 2 processes: the 4 remaining steps of 4 images become 2 of 8; stop after one of them.
     out = torchrun(2, str(WORKER), str(cfg_file), str(run), "5", "--resume")
@@ -85,9 +86,9 @@ def test_a_run_resumes_with_another_number_of_processes(tmp_path, faces16):
 
     messages: list[str] = []
     r = resume(run, data=faces16, show_progress=False, log=messages.append, world=SINGLE)
-    assert r.total_steps == 7 and any("instead of 2: global batch 8 -> 4" in m for m in messages)
+    assert r.run.total_steps == 7 and any("instead of 2: global batch 8 -> 4" in m for m in messages)
     r.train()
-    assert (r.step, r.epoch, r.epoch_images) == (7, 0, 32)  # 16 + 8 + 8 images: none skipped, none twice
+    assert (r.step, r.run.epoch, r.run.epoch_images) == (7, 0, 32)  # 16 + 8 + 8 images: none skipped, none twice
     assert [row["step"] for row in read_stats(run) if "loss_encoder" in row] == list(range(1, 8))
     assert json.loads((run / "config.json").read_text())["batch_size"] == 4
     assert torch.isfinite(torch.cat([v.flatten().float() for v in final_state(run)["model"].values()])).all()

@@ -11,10 +11,10 @@ from introvae.metrics.reconstruction import reconstruction_metrics
 
 
 def tiny_features(images: torch.Tensor) -> torch.Tensor:
-    """A fixed random conv net: a stand-in for Inception that runs in milliseconds."""
+    """A fixed random conv net: a stand-in for Inception that runs in milliseconds, on the images' device."""
     g = torch.Generator().manual_seed(0)
-    w1 = torch.randn(16, 3, 3, 3, generator=g) * 0.3
-    w2 = torch.randn(32, 16, 3, 3, generator=g) * 0.3
+    w1 = (torch.randn(16, 3, 3, 3, generator=g) * 0.3).to(images.device)
+    w2 = (torch.randn(32, 16, 3, 3, generator=g) * 0.3).to(images.device)
     x = images.float()
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
@@ -73,8 +73,8 @@ def test_reconstruction_metrics_of_a_perfect_and_a_noisy_model():
         def __init__(self, noise=0.0):
             self.noise = noise
 
-        def reconstruct(self, x, sample_z=False):
-            return x + self.noise * torch.randn_like(x)
+        def reconstruct(self, x, sample_z=False, generator=None):
+            return x + self.noise * torch.randn(x.shape, generator=generator)
 
     x = torch.rand(8, 1, 16, 16)
     perfect = reconstruction_metrics(Identity(), x)
@@ -95,7 +95,8 @@ def test_nearest_neighbours_find_the_copies():
 def test_evaluate_writes_metrics_and_caches_real_features(tmp_path, monkeypatch):
     from conftest import tiny_config
     from introvae.data import load
-    from introvae.evaluate import EvalSettings, evaluate_model, format_table
+    from introvae.evaluate import evaluate_model, format_table
+    from introvae.metrics import EvalSettings
     from introvae.trainer import Trainer
 
     monkeypatch.setenv("INTROVAE_CACHE", str(tmp_path / "cache"))
@@ -110,29 +111,56 @@ def test_evaluate_writes_metrics_and_caches_real_features(tmp_path, monkeypatch)
         return tiny_features(x)
 
     settings = EvalSettings(num_samples=40, pairs=30, ref_images=50, neighbours=4, batch_size=16)
-    result = evaluate_model(tmp_path / "run", settings, show_progress=False, features=counting)
-    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    result = evaluate_model(tmp_path / "run", settings, show_progress=False, features=counting, device="cpu")
+    saved = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())["metrics"]
     assert saved["fid"]["samples"] == 40 and saved["fid"]["reference_images"] == 50
     assert saved["fid"]["value"] > 0 and 0 < saved["ms_ssim"]["value"] <= 1
     assert saved["ms_ssim"]["window"] == 3 and saved["reconstruction"]["images"] == 20
-    assert saved["data"] == "faces" and saved["resolution"] == 16 and saved["version"]
+    assert result["data"] == "faces" and result["resolution"] == 16 and result["version"] and result["step"] == 2
     assert (tmp_path / "run" / "nearest_neighbours.png").is_file()
-    assert sum(calls) == 90  # 50 real + 40 generated
+    assert sum(calls) == 90  # 50 real + 40 generated, each computed once for FID, MS-SSIM and the neighbours
+    assert max(calls) <= 16  # in chunks of --batch-size
     calls.clear()
     again = evaluate_model(tmp_path / "run", settings, show_progress=False, features=counting)
-    assert sum(calls) == 40  # the real features came from the cache
-    assert again["fid"]["value"] == pytest.approx(result["fid"]["value"])  # same seed, same samples
+    assert sum(calls) == 90  # a custom feature function is not cached on disk (only the Inception network is)
+    assert again["metrics"]["fid"]["value"] == pytest.approx(result["metrics"]["fid"]["value"])  # same samples
     assert "FID" in format_table(result) and "MS-SSIM" in format_table(result)
     other = evaluate_model(tmp_path / "run", EvalSettings(num_samples=40, pairs=30, ref_images=49, neighbours=0,
                                                           batch_size=16), show_progress=False, features=counting)
-    assert sum(calls) == 40 + 49 + 40  # another subset size is another cache key
-    assert other["nearest_neighbours"] is None
+    assert other["metrics"]["neighbours"]["picture"] is None
+    # results are kept per evaluation, with the checkpoint's step: three lines now
+    rows = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 2, 2] and rows[-1]["metrics"]["fid"]["reference_images"] == 49
+
+
+def test_real_features_are_cached_under_a_key_of_what_they_depend_on(tmp_path, monkeypatch):
+    """With the Inception network (here a stand-in with its interface), the real images' features are computed
+    once per (data, split, count, size, channels) and read from the cache after that."""
+    from introvae.data import load
+    from introvae.metrics import EvalSettings, MetricContext
+
+    monkeypatch.setenv("INTROVAE_CACHE", str(tmp_path / "cache"))
+    calls = []
+    monkeypatch.setattr(fidlib, "load_inception", lambda device="cpu": (lambda x: calls.append(len(x)) or
+                                                                         tiny_features(x)))
+    data = load("faces", image_size=16, in_channels=1, holdout_fraction=0.2)
+
+    def ctx(n):
+        return MetricContext(data=data, data_id="faces", image_size=16, in_channels=1, device=torch.device("cpu"),
+                             settings=EvalSettings(ref_images=n, batch_size=16), images=data.test[:],
+                             show_progress=False)
+
+    first = ctx(50).reference_features
+    assert sum(calls) == 50
+    assert torch.equal(ctx(50).reference_features, first) and sum(calls) == 50  # from the cache
+    assert len(ctx(49).reference_features) == 49 and sum(calls) == 99  # another count, another key
 
 
 def test_eval_every_records_fid_over_training_and_plots_it(tmp_path, monkeypatch):
     from conftest import tiny_config
     from introvae.data import load
-    from introvae.trainer import Trainer, read_stats
+    from introvae.metrics.store import read_metrics
+    from introvae.trainer import Trainer
 
     monkeypatch.setenv("INTROVAE_CACHE", str(tmp_path / "cache"))
     t = Trainer(tiny_config(steps=4, eval_every=2, eval_samples=20), tmp_path / "run",
@@ -140,6 +168,8 @@ def test_eval_every_records_fid_over_training_and_plots_it(tmp_path, monkeypatch
                 log=lambda s: None)
     t.feature_fn = tiny_features
     t.train()
-    fids = [r for r in read_stats(tmp_path / "run") if "fid" in r]
-    assert [r["step"] for r in fids] == [2, 4] and all(r["fid"] > 0 and r["fid_samples"] == 20 for r in fids)
+    fids = read_metrics(tmp_path / "run", "fid")
+    assert [step for step, _ in fids] == [2, 4] and all(v > 0 for _, v in fids)
+    rows = read_metrics(tmp_path / "run")
+    assert all(r["metrics"]["fid"]["samples"] == 20 and r["during_training"] for r in rows)
     assert (tmp_path / "run" / "kl.png").is_file()

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from introvae import Config, IntroVAE
+from introvae import IntroVAE, ModelConfig
 from introvae.model import Decoder, Encoder, ResBlock, count_parameters
 
 from conftest import tiny_config
@@ -12,7 +12,7 @@ from conftest import tiny_config
 @pytest.mark.parametrize("size", [16, 32, 64, 128, 256, 512, 1024])
 def test_shapes_for_every_power_of_two(size):
     n = int(math.log2(size)) - 1
-    c = Config(image_size=size, in_channels=3, latent_dim=6, channels=tuple([2] * 9))
+    c = ModelConfig(image_size=size, in_channels=3, latent_dim=6, channels=tuple([2] * 9))
     model = IntroVAE(c)
     pools = [m for m in model.encoder.modules() if isinstance(m, torch.nn.AvgPool2d)]
     ups = [m for m in model.decoder.modules() if isinstance(m, torch.nn.Upsample)]
@@ -25,29 +25,71 @@ def test_shapes_for_every_power_of_two(size):
     assert model.decoder(mu).shape == x.shape
 
 
+def _stages(net: torch.nn.Module, size: int) -> list[tuple[int, int, int]]:
+    """(resolution, in channels, out channels) of every residual block, in the order data flows."""
+    out, res = [], size
+    for m in net.modules():
+        if isinstance(m, torch.nn.AvgPool2d):
+            res //= 2
+        elif isinstance(m, torch.nn.Upsample):
+            res *= 2
+        elif isinstance(m, ResBlock):
+            out.append((res, m.conv1.in_channels, m.conv2.out_channels))
+    return out
+
+
 def test_paper_1024_architecture_matches_appendix_b():
     # Built on the meta device: shapes and parameter counts only, no memory, no compute.
-    c = Config(image_size=1024, in_channels=3, latent_dim=512)
+    c = ModelConfig(image_size=1024, in_channels=3, latent_dim=512)
     with torch.device("meta"):
-        e = Encoder(image_size=1024, in_channels=3, latent_dim=512, channels=c.stage_channels)
-        g = Decoder(image_size=1024, in_channels=3, latent_dim=512, channels=c.stage_channels)
+        e, g = Encoder(c), Decoder(c)
     assert e.stem[0].out_channels == 16 and e.stem[0].kernel_size == (5, 5)
     assert e.fc.in_features == 512 * 4 * 4 and e.fc.out_features == 1024  # FC-1024, split into 512, 512
     assert g.fc[0].out_features == 8192  # FC-8192 with ReLU, reshaped to 512x4x4
     assert g.to_image.in_channels == 16 and g.to_image.out_channels == 3 and g.to_image.kernel_size == (5, 5)
-    blocks = [m for m in e.modules() if isinstance(m, ResBlock)]
-    assert [(b.conv1.in_channels, b.conv2.out_channels) for b in blocks] == [
-        (16, 32), (32, 64), (64, 128), (128, 256), (256, 512), (512, 512), (512, 512), (512, 512)]
-    assert 20e6 < count_parameters(e) < 35e6 and 20e6 < count_parameters(g) < 35e6
+    # Every stage of the authors' networks (EQUATIONS.md, Architecture): the encoder changes channels in the
+    # block after each pooling ...
+    assert _stages(e, 1024) == [(512, 16, 32), (256, 32, 64), (128, 64, 128), (64, 128, 256), (32, 256, 512),
+                                (16, 512, 512), (8, 512, 512), (4, 512, 512)]
+    # ... the decoder in the block before each upsampling, so it is no mirror of the encoder: 256 channels at
+    # 32 px and 16 at 512 px (a mirror would have 512 and 32), then a block at full size.
+    assert _stages(g, 4) == [(4, 512, 512), (8, 512, 512), (16, 512, 512), (32, 512, 256), (64, 256, 128),
+                           (128, 128, 64), (256, 64, 32), (512, 32, 16), (1024, 16, 16)]
+    assert 20e6 < count_parameters(e) < 35e6 and 15e6 < count_parameters(g) < 25e6
 
 
 def test_resblock_skip_is_1x1_only_when_channels_change():
     assert isinstance(ResBlock(4, 4).skip, torch.nn.Identity)
-    assert ResBlock(4, 8).skip.kernel_size == (1, 1)
+    assert ResBlock(4, 8).skip.kernel_size == (1, 1) and ResBlock(4, 8).skip.bias is None
+
+
+def test_resblock_applies_its_second_batchnorm_after_the_addition():
+    """out = LReLU(BN2(conv2(h) + skip(x))), h = LReLU(BN1(conv1(x))): the authors' order, against a hand-written
+    forward pass (BN before the addition gives other values, so this pins the order)."""
+    torch.manual_seed(0)
+    block = ResBlock(3, 5).train()
+    for bn in (block.bn1, block.bn2):  # non-trivial affine parameters
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.5, 0.5)
+    x = torch.randn(4, 3, 6, 6)
+
+    def bn(t, m):
+        mean, var = t.mean(dim=(0, 2, 3), keepdim=True), t.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+        return (t - mean) / torch.sqrt(var + m.eps) * m.weight[:, None, None] + m.bias[:, None, None]
+
+    lrelu = lambda t: torch.where(t > 0, t, 0.2 * t)  # noqa: E731
+    h = lrelu(bn(torch.nn.functional.conv2d(x, block.conv1.weight, padding=1), block.bn1))
+    h2, skip = torch.nn.functional.conv2d(h, block.conv2.weight, padding=1), torch.nn.functional.conv2d(
+        x, block.skip.weight)
+    after = lrelu(bn(h2 + skip, block.bn2))
+    before = lrelu(bn(h2, block.bn2) + skip)
+    out = block(x)
+    assert torch.allclose(out, after, atol=1e-5)
+    assert not torch.allclose(out, before, atol=1e-2)
 
 
 def test_sample_is_deterministic_per_seed_and_interpolation_hits_the_ends():
-    model = IntroVAE(tiny_config()).eval()
+    model = IntroVAE(tiny_config().model).eval()
     a, b = model.sample(3, seed=7), model.sample(3, seed=7)
     assert torch.equal(a, b)
     assert not torch.equal(a, model.sample(3, seed=8))
@@ -60,7 +102,7 @@ def test_sample_is_deterministic_per_seed_and_interpolation_hits_the_ends():
 
 
 def test_export_and_load_round_trip(tmp_path):
-    model = IntroVAE(tiny_config()).eval()
+    model = IntroVAE(tiny_config().model).eval()
     model.save_pretrained(tmp_path / "m")
     assert {p.name for p in (tmp_path / "m").iterdir()} == {"config.json", "model.safetensors"}
     loaded = IntroVAE.from_pretrained(tmp_path / "m")
@@ -71,7 +113,24 @@ def test_export_and_load_round_trip(tmp_path):
 
 
 def test_loading_weights_of_another_architecture_fails_clearly(tmp_path):
-    IntroVAE(tiny_config(latent_dim=8)).save_pretrained(tmp_path / "m")
-    tiny_config(latent_dim=9).save(tmp_path / "m" / "config.json")
-    with pytest.raises(ValueError, match="do not fit this architecture.*another shape"):
+    import json
+
+    from introvae.errors import CheckpointError
+
+    IntroVAE(tiny_config(latent_dim=8).model).save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_text(json.dumps(tiny_config(latent_dim=9).model.to_dict()))
+    with pytest.raises(CheckpointError, match="do not fit this architecture.*another shape"):
+        IntroVAE.from_pretrained(tmp_path / "m")
+
+
+def test_an_export_of_the_earlier_networks_is_refused_with_one_clear_line(tmp_path):
+    from safetensors.torch import save_file
+
+    from introvae.errors import CheckpointError
+
+    model = IntroVAE(tiny_config().model)
+    model.save_pretrained(tmp_path / "m")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "m" / "model.safetensors"),
+              metadata={"introvae_version": "0.1.0"})  # as introvae 0.1 wrote them: no architecture number
+    with pytest.raises(CheckpointError, match="exported by introvae 0.1.0, whose networks differ"):
         IntroVAE.from_pretrained(tmp_path / "m")

@@ -5,32 +5,35 @@ import torch
 
 from introvae import IntroVAE
 from introvae.data import load
-from introvae.losses import make_optimizers, train_step
+from introvae.objectives import IntroVAELoss
 from introvae.precision import make_precision
+from introvae.step import TrainStep, make_optimizers
 from introvae.trainer import Trainer, resume
 
 from conftest import tiny_config
 
 CPU = torch.device("cpu")
+OBJECTIVE = IntroVAELoss(margin=5.0, alpha=0.25, beta=1.0)
 
 
 def _step(model, x, precision=None, steps=1):
-    opt_e, opt_g = make_optimizers(model, lr=1e-3, betas=(0.9, 0.999))
+    opts = make_optimizers(model, lr=1e-3, betas=(0.9, 0.999))
+    step = TrainStep(model, opts, precision=precision)
     torch.manual_seed(5)
     for _ in range(steps):
-        out = train_step(model, opt_e, opt_g, x, margin=5.0, alpha=0.25, beta=1.0, precision=precision)
-    return out, opt_e, opt_g
+        out = step(OBJECTIVE, x)
+    return out, opts
 
 
 @pytest.mark.parametrize("name", ["bf16", "fp16"])
 def test_mixed_precision_steps_track_fp32(name):
     torch.manual_seed(0)
-    base = IntroVAE(tiny_config())
+    base = IntroVAE(tiny_config().model)
     x = torch.rand(4, 1, 16, 16)
-    ref, _, _ = _step(copy.deepcopy(base), x)
+    ref, _ = _step(copy.deepcopy(base), x)
     model = copy.deepcopy(base)
     precision = make_precision(name, CPU)
-    out, _, _ = _step(model, x, precision)
+    out, _ = _step(model, x, precision)
     assert out["kl_real"].dtype == torch.float32 and out["loss_encoder"].dtype == torch.float32
     for k in ("loss_encoder", "loss_generator", "kl_real", "kl_fake", "reconstruction"):
         assert out[k].item() == pytest.approx(ref[k].item(), rel=0.05), k
@@ -43,17 +46,16 @@ def test_mixed_precision_steps_track_fp32(name):
 
 def test_fp16_uses_one_scaler_for_both_optimisers_and_skips_overflow():
     torch.manual_seed(0)
-    model = IntroVAE(tiny_config())
+    model = IntroVAE(tiny_config().model)
     precision = make_precision("fp16", CPU)
     x = torch.rand(4, 1, 16, 16)
-    opt_e, opt_g = make_optimizers(model, lr=1e-3, betas=(0.9, 0.999))
-    history = [train_step(model, opt_e, opt_g, x, margin=5.0, alpha=0.25, beta=1.0, precision=precision)["overflow"]
-               .item() for _ in range(10)]
+    step = TrainStep(model, make_optimizers(model, lr=1e-3, betas=(0.9, 0.999)), precision=precision)
+    history = [step(OBJECTIVE, x)["overflow"].item() for _ in range(10)]
     assert history[-3:] == [0.0, 0.0, 0.0]  # the scaler found a level at which nothing overflows
     assert precision.scaler.get_scale() <= 1024.0
     before = [p.detach().clone() for p in model.parameters()]
     precision.scaler.update(new_scale=1e38)  # force an overflow of the scaled gradients
-    out, _, _ = _step(model, x, precision)
+    out, _ = _step(model, x, precision)
     assert out["overflow"].item() == 1.0 and out["skipped"].item() == 0.0
     assert precision.scaler.get_scale() < 1e38  # the scaler backed off
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # nothing was stepped
@@ -61,11 +63,11 @@ def test_fp16_uses_one_scaler_for_both_optimisers_and_skips_overflow():
 
 def test_channels_last_gives_the_same_step():
     torch.manual_seed(0)
-    base = IntroVAE(tiny_config())
+    base = IntroVAE(tiny_config().model)
     x = torch.rand(4, 1, 16, 16)
-    ref, _, _ = _step(copy.deepcopy(base), x)
+    ref, _ = _step(copy.deepcopy(base), x)
     model = copy.deepcopy(base).to(memory_format=torch.channels_last)
-    out, _, _ = _step(model, x.contiguous(memory_format=torch.channels_last))
+    out, _ = _step(model, x.contiguous(memory_format=torch.channels_last))
     for k in ("loss_encoder", "loss_generator"):
         assert out[k].item() == pytest.approx(ref[k].item(), rel=1e-4)
 
@@ -82,9 +84,9 @@ def test_fp16_run_resumes_exactly_with_its_scaler(tmp_path):
     b = quiet(tmp_path / "b")
     b.train(stop_after=3)
     b = resume(tmp_path / "b", data=data, show_progress=False, log=lambda s: None)
-    assert b.precision.scaler.get_scale() == a.precision.scaler.get_scale()
+    assert b.run.precision.scaler.get_scale() == a.run.precision.scaler.get_scale()
     b.train()
-    for (k, va), vb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+    for (k, va), vb in zip(a.run.model.state_dict().items(), b.run.model.state_dict().values()):
         assert torch.equal(va, vb), k
 
 

@@ -22,8 +22,11 @@ from PIL import Image
 from introvae import checkpoint
 from introvae import trainer as trainer_mod
 from introvae.cli import main
+from introvae.config import flat_fields
 from introvae.data import DataError, load
-from introvae.trainer import RunError, Trainer, read_stats
+from introvae.errors import UserError
+from introvae.stats import read_stats
+from introvae.trainer import Trainer, resume
 
 from conftest import tiny_config, write_pngs
 
@@ -115,7 +118,7 @@ def test_a_nan_step_is_skipped_and_counted(tmp_path, faces16, monkeypatch):
     t.train()
     rows = read_stats(tmp_path / "r")
     assert sum(r["skipped_steps"] for r in rows) == 1 and rows[-1]["rollbacks"] == 0
-    assert t.weights_finite() and t.step == 6
+    assert t.run.weights_finite() and t.step == 6
 
 
 def test_consecutive_nan_steps_roll_back_and_lower_the_learning_rate(tmp_path, faces16, monkeypatch):
@@ -124,24 +127,24 @@ def test_consecutive_nan_steps_roll_back_and_lower_the_learning_rate(tmp_path, f
     t = Trainer(tiny_config(steps=8, checkpoint_every=3, max_bad_steps=3), tmp_path / "r", data=faces16,
                 show_progress=False, log=messages.append)
     t.train()
-    assert t.rollbacks == 1 and t.step == 8 and t.weights_finite()
-    assert t.opt_e.param_groups[0]["lr"] == t.opt_g.param_groups[0]["lr"] == 1e-4
+    assert t.run.rollbacks == 1 and t.step == 8 and t.run.weights_finite()
+    assert t.run.optimizers["encoder"].param_groups[0]["lr"] == t.run.optimizers["decoder"].param_groups[0]["lr"] == 1e-4
     # skipped steps leave the weights as they were, so the step-6 checkpoint is a good one
     assert any("rolled back to step-000000006.pt" in m and "learning rate to 0.0001" in m for m in messages)
     rows = read_stats(tmp_path / "r")
     assert [r["step"] for r in rows] == [2, 4, 6, 8] and rows[-1]["rollbacks"] == 1 and rows[-1]["lr"] == 1e-4
     state = checkpoint.load(checkpoint.latest(tmp_path / "r"))
-    assert state["opt_e"]["param_groups"][0]["lr"] == 1e-4  # the lower rate survives a resume
+    assert state["optimizers"]["encoder"]["param_groups"][0]["lr"] == 1e-4  # the lower rate survives a resume
 
 
 def test_non_finite_weights_are_never_checkpointed(tmp_path, faces16):
     t = _quiet(tmp_path / "r", faces16, steps=4)
     t.train(stop_after=2)
     with torch.no_grad():
-        next(t.model.parameters()).fill_(float("inf"))
-    t.step = 3
-    assert t.save_checkpoint() is None
-    assert t.weights_finite() and t.step == 2  # rolled back to the last good checkpoint instead
+        next(t.run.model.parameters()).fill_(float("inf"))
+    t.run.step = 3
+    assert t.save_checkpoint() is False
+    assert t.run.weights_finite() and t.step == 2  # rolled back to the last good checkpoint instead
     assert _newest_step(tmp_path / "r") == 2
 
 
@@ -159,7 +162,7 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path, faces16, mon
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(checkpoint.torch, "save", disk_full)
-    with pytest.raises(RunError, match="could not write the checkpoint of step 6.*step-000000002.pt, is intact"):
+    with pytest.raises(UserError, match="could not write the checkpoint of step 6.*step-000000002.pt, is intact"):
         t.train()
     assert any("No space left on device" in m and "training goes on" in m for m in messages)  # step 4
     assert checkpoint.latest(tmp_path / "r") == good and good.read_bytes() == before
@@ -200,43 +203,161 @@ def test_a_folder_with_no_readable_image_fails_before_any_work(tmp_path):
 
 
 # --- the command line under random input -----------------------------------------------------
-FLAGS = ["--image-size", "--latent-dim", "--margin", "--alpha", "--beta", "--batch-size", "--steps", "--epochs",
-         "--vae-steps", "--seed", "--lr", "--channels", "--in-channels", "--objective", "--preset", "--data"]
-VALUES = st.one_of(st.integers(-5, 2000).map(str), st.floats(allow_nan=True, allow_infinity=True).map(str),
-                   st.sampled_from(["", "abc", "faces", "nan", "1e309", "4,8,8", "vae", "celeba128", "/no/where",
-                                    "-1", "0", "1024", "3"]))
+# Each flag gets values that run (tiny networks, at most 2 steps) and values that must fail with one line;
+# four in five draws are of the first kind, so that about half of the command lines train for real.
+FLAG_VALUES = {  # flag: (values that run, values that fail)
+    "--image-size": (["16"], ["48", "2048", "32"]), "--latent-dim": (["1", "3", "8"], ["0", "2.5"]),
+    "--channels": (["4,8,8", "2,2,2,2,2"], ["4;8", "4,-8,8", "8"]), "--in-channels": (["1", "3"], ["2"]),
+    "--margin": (["0", "5", "1e6"], ["-3", "nan"]), "--alpha": (["0", "0.25", "3"], ["-1"]),
+    "--beta": (["0.5", "2", "1e-9"], ["0", "inf"]), "--batch-size": (["2", "3", "4"], ["1", "200"]),
+    "--steps": (["1", "2"], ["0", "two"]), "--epochs": (["0.05", "0.1"], ["-2", "1e309"]),
+    "--vae-steps": (["0", "1", "5"], ["-1"]), "--seed": (["0", "7", "-4"], ["x"]),
+    "--lr": (["1e-3", "1e30"], ["-1", "0"]), "--objective": (["vae", "introvae"], ["gan"]),
+    "--preset": (["faces", "celeba128", "rgb64"], ["nope"]), "--data": (["faces", "IMAGES"], ["/no/where", ""]),
+    "--device": (["cpu"], ["cuda", "cuda:3", "tpu"]), "--precision": (["fp32", "bf16"], ["fp8"]),
+    "--holdout-fraction": (["0", "0.5"], ["1"]), "--ema": (["0", "0.9"], ["1"]),
+    "--keep-checkpoints": (["1", "2"], ["0"]), "--max-bad-steps": (["1", "3"], ["0"]),
+    "--grid-size": (["2", "3"], ["0"]), "--channels-last": ([""], []), "--no-compile": ([""], []),
+}
+ARGS = st.lists(st.sampled_from(sorted(FLAG_VALUES)).flatmap(lambda f: st.tuples(st.just(f), st.one_of(
+    *[st.sampled_from(FLAG_VALUES[f][0])] * (4 if FLAG_VALUES[f][1] else 1),
+    *([st.sampled_from(FLAG_VALUES[f][1])] if FLAG_VALUES[f][1] else [])))), max_size=4)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.tuples(st.sampled_from(FLAGS), VALUES), max_size=6))
-def test_random_train_arguments_give_success_or_one_clean_error(capsys, pairs):
-    argv = ["train", "--dry-run"] + [tok for flag, v in pairs for tok in (flag, v)]
-    if "--steps" not in argv and "--epochs" not in argv:
-        argv += ["--steps", "3"]
+@pytest.fixture(scope="module")
+def tiny_cli_setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("random-cli")
+    write_pngs(d / "imgs", 10, mode="L")
+    (d / "tiny.json").write_text(json.dumps({**TINY, "data": "faces", "log_every": 1, "checkpoint_every": 1}))
+    return d
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ARGS)
+def test_random_train_arguments_give_a_run_or_one_clean_error(capsys, tiny_cli_setup, pairs):
+    """Real short runs (at most 2 steps of tiny networks), not only --dry-run: every random command line
+    either trains and leaves a run with its last checkpoint, or fails with one line and status 2."""
+    d = tiny_cli_setup
+    out = d / f"run-{len(list(d.iterdir()))}"
+    tokens = [tok for flag, v in pairs for tok in (flag, v.replace("IMAGES", str(d / "imgs"))) if tok != ""
+              or flag in ("--data",)]
+    if "--steps" not in tokens and "--epochs" not in tokens:
+        tokens += ["--steps", "2"]
+    argv = ["train", "--config", str(d / "tiny.json"), "--out", str(out), "--quiet", *tokens]
     rc = main(argv)
-    out = capsys.readouterr()
+    captured = capsys.readouterr()
     assert rc in (0, 2), shlex.join(argv)
     if rc == 2:
-        lines = out.err.strip().splitlines()
-        assert len(lines) == 1 and "error" in lines[0] and "Traceback" not in out.err, (argv, out.err)
+        lines = captured.err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("introvae: error:"), (argv, captured.err)
     else:
-        json.loads(out.out[: out.out.rindex("}") + 1])  # the effective config was printed
+        state = checkpoint.load(checkpoint.latest(out))
+        assert state["step"] == state["total_steps"] >= 1, argv
+        assert (out / "kl.png").is_file() and read_stats(out)[-1]["step"] == state["step"]
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.dictionaries(st.sampled_from(list(tiny_config().to_dict())), st.one_of(
+@given(st.dictionaries(st.sampled_from([f.name for f in flat_fields()]), st.one_of(
     st.integers(-3, 5000), st.floats(allow_nan=True), st.text(max_size=5), st.booleans(), st.none(),
     st.lists(st.integers(-2, 64), max_size=10))))
 def test_random_config_dicts_build_or_fail_naming_a_field(d):
-    from introvae import Config, ConfigError
+    from introvae import ConfigError, TrainConfig
 
     try:
-        cfg = Config.from_dict(d)
+        cfg = TrainConfig.from_dict(d)
     except ConfigError as e:
         field = str(e).split(":")[0]
-        assert field in Config.__dataclass_fields__ or field.startswith("unknown"), str(e)
+        assert field in {f.name for f in flat_fields()} or field.startswith("unknown"), str(e)
     else:
-        assert Config.from_dict(cfg.to_dict()) == cfg
+        assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+# --- rollback, kill, resume -------------------------------------------------------------------
+class Killed(Exception):
+    """Stands for SIGKILL: the run stops between two steps and writes nothing more."""
+
+
+def _faulty(trainer, *, nan_steps=(), inf_weights_at=None, kill_at=None):
+    """Wrap ``trainer``'s step: the steps numbered in ``nan_steps`` get a NaN batch and the weights turn
+    infinite after step ``inf_weights_at`` (both only before the first rollback, as a transient fault would);
+    ``kill_at`` = (step, rollbacks) kills the run just before that step."""
+    real, run = trainer.train_step, trainer.run
+
+    def step(objective, x):
+        n = run.step + 1  # the step about to be computed
+        if kill_at == (n, run.rollbacks):
+            raise Killed
+        if run.rollbacks == 0 and n in nan_steps:
+            x = torch.full_like(x, float("nan"))
+        out = real(objective, x)
+        if run.rollbacks == 0 and n == inf_weights_at:
+            with torch.no_grad():
+                run.model.decoder.to_image.weight.fill_(float("inf"))
+        return out
+
+    trainer.train_step = step
+    return trainer
+
+
+@pytest.mark.parametrize("fault", ["nan-batches", "inf-weights"])
+def test_a_run_with_a_rollback_killed_and_resumed_ends_bit_identical(tmp_path, faces16, fault):
+    """A rollback comes from the guard (three NaN batches in a row) or from a checkpoint that finds non-finite
+    weights. It restarts the batches at the restored data cursor and checkpoints the new state at once, so a run
+    killed before the rollback, and again just after it, ends with exactly the weights of a run never killed."""
+    kw = dict(steps=14, checkpoint_every=4, log_every=2, max_bad_steps=3 if fault == "nan-batches" else 100)
+    fault_kw = {"nan_steps": (6, 7, 8)} if fault == "nan-batches" else {"inf_weights_at": 9}
+    quiet = dict(data=faces16, show_progress=False, log=lambda s: None)
+
+    straight = _faulty(Trainer(tiny_config(**kw), tmp_path / "a", **quiet), **fault_kw)
+    straight.train()
+    assert straight.run.rollbacks == 1 and straight.step == 14
+    rolled_back_to = 4 if fault == "nan-batches" else 8
+
+    run = tmp_path / "b"
+    with pytest.raises(Killed):  # killed in the middle of the fault, before the rollback
+        _faulty(Trainer(tiny_config(**kw), run, **quiet), **fault_kw, kill_at=(rolled_back_to + 3, 0)).train()
+    with pytest.raises(Killed):  # killed at the first step after the rollback
+        _faulty(resume(run, **quiet), **fault_kw, kill_at=(rolled_back_to + 1, 1)).train()
+    assert checkpoint.load(checkpoint.latest(run))["rollbacks"] == 1  # the rollback was checkpointed
+    last = _faulty(resume(run, **quiet), **fault_kw)
+    assert last.step == rolled_back_to and last.run.lr == 1e-4
+    last.train()
+
+    a, b = straight.run.model.state_dict(), last.run.model.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    rows_a, rows_b = read_stats(tmp_path / "a"), read_stats(run)
+    assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b] == list(range(2, 15, 2))
+    assert [r["loss_encoder"] for r in rows_a] == [r["loss_encoder"] for r in rows_b]
+
+
+def test_resume_may_change_runtime_settings_and_extend_a_finished_run_but_not_the_model(tmp_path, faces16, capsys):
+    quiet = dict(data=faces16, show_progress=False, log=lambda s: None)
+    Trainer(tiny_config(steps=4), tmp_path / "r", **quiet).train()
+    with pytest.raises(UserError, match=r"^latent_dim: a resumed run keeps its value \(8\)"):
+        resume(tmp_path / "r", {"latent_dim": 9}, **quiet)
+    with pytest.raises(UserError, match=r"^margin: a resumed run keeps its value"):
+        resume(tmp_path / "r", {"margin": 9.0}, **quiet)
+    with pytest.raises(UserError, match="^steps: the run is at step 4 already"):
+        resume(tmp_path / "r", {"steps": 3}, **quiet)
+    r = resume(tmp_path / "r", {"steps": 7, "precision": "bf16", "loader_workers": 1, "log_every": 1,
+                                "device": "cpu", "checkpoint_minutes": 1.0}, **quiet)
+    assert (r.step, r.run.total_steps, r.run.precision.name) == (4, 7, "bf16")
+    r.train()
+    assert r.step == 7 and checkpoint.load(checkpoint.latest(tmp_path / "r"))["step"] == 7
+    changes = [json.loads(ln) for ln in (tmp_path / "r" / "changes.jsonl").read_text().splitlines()]
+    assert {(c["field"], c["from"], c["to"], c["step"]) for c in changes} == {
+        ("steps", 4, 7, 4), ("precision", "fp32", "bf16", 4), ("loader_workers", 0, 1, 4), ("log_every", 2, 1, 4),
+        ("checkpoint_minutes", 5.0, 1.0, 4)}
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert (saved["steps"], saved["precision"]) == (7, "bf16")
+    assert [row["step"] for row in read_stats(tmp_path / "r")] == [2, 4, 5, 6, 7]
+    # the same through the command line, with one line for a field that may not change
+    assert main(["train", "--resume", str(tmp_path / "r"), "--steps", "8", "--quiet", "--no-channels-last"]) == 0
+    assert checkpoint.load(checkpoint.latest(tmp_path / "r"))["step"] == 8
+    assert main(["train", "--resume", str(tmp_path / "r"), "--beta", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("introvae: error: beta: a resumed run keeps its value")
 
 
 def test_a_checkpoint_of_another_architecture_is_a_clean_cli_error(tmp_path, faces16, capsys):
@@ -244,7 +365,7 @@ def test_a_checkpoint_of_another_architecture_is_a_clean_cli_error(tmp_path, fac
     t.train()
     path = checkpoint.latest(tmp_path / "r")
     state = checkpoint.load(path)
-    state["config"]["latent_dim"] = 9  # a config that does not fit the stored weights
+    state["config"]["model"]["latent_dim"] = 9  # a config that does not fit the stored weights
     torch.save(state, path)
     assert main(["sample", str(tmp_path / "r"), "-n", "2", "-o", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err.strip()

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from conftest import tiny_config, write_pngs
-from introvae import data as data_mod
-from introvae.data import batches, load
-from introvae.streaming import LazyImages, folder_index
+from introvae.data import DataError, LazyImages, batches, load
+from introvae.data import sets as data_mod
+from introvae.data.index import folder_index
 from introvae.trainer import Trainer
 
 
@@ -76,7 +76,7 @@ def test_lmdb_database_in_loader_workers_trains(tmp_path):
     t = Trainer(tiny_config(data=str(tmp_path / "db"), steps=5, loader_workers=2, checkpoint_every=100),
                 tmp_path / "run", show_progress=False, log=lambda s: None)
     t.train()
-    assert t.step == 5 and (t.epoch, t.epoch_images) == (1, 4)  # 4 steps of 4 per epoch of 18 images
+    assert t.step == 5 and (t.run.epoch, t.run.epoch_images) == (1, 4)  # 4 steps of 4 per epoch of 18 images
     assert (tmp_path / "run" / "samples-000000005.png").is_file()
 
 
@@ -107,5 +107,5 @@ def test_missing_lmdb_package_is_a_clear_error(tmp_path, monkeypatch):
         return real_import(name, *a, **k)
 
     monkeypatch.setattr(builtins, "__import__", no_lmdb)
-    with pytest.raises(data_mod.DataError, match="needs the lmdb package"):
+    with pytest.raises(DataError, match="needs the lmdb package"):
         load(str(tmp_path / "db"), image_size=16, in_channels=1)

@@ -4,7 +4,10 @@ import pytest
 import torch
 
 from introvae import checkpoint
-from introvae.trainer import RunError, Trainer, load_model, read_stats, resume
+from introvae.errors import UserError
+from introvae.runstate import load_model
+from introvae.stats import read_stats
+from introvae.trainer import Trainer, resume
 
 from conftest import tiny_config
 
@@ -30,7 +33,7 @@ def test_run_directory_holds_config_stats_grids_plot_and_checkpoints(tmp_path, f
     assert [p.name for p in checkpoint.list_checkpoints(run)] == [
         "step-000000000.pt", "step-000000003.pt", "step-000000006.pt"]
     state = checkpoint.load(checkpoint.latest(run))
-    assert set(state) >= {"model", "opt_e", "opt_g", "step", "torch_rng", "config", "version", "format"}
+    assert set(state) >= {"model", "optimizers", "step", "torch_rng", "config", "version", "format"}
 
 
 def test_interrupted_and_resumed_run_ends_with_exactly_the_same_weights(tmp_path, faces16):
@@ -44,10 +47,11 @@ def test_interrupted_and_resumed_run_ends_with_exactly_the_same_weights(tmp_path
     assert second.step == 4
     second.train()
     assert second.step == 10
-    a, b = straight.model.state_dict(), second.model.state_dict()
+    a, b = straight.run.model.state_dict(), second.run.model.state_dict()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    for oa, ob in ((straight.opt_e, second.opt_e), (straight.opt_g, second.opt_g)):
+    for name in ("encoder", "decoder"):
+        oa, ob = straight.run.optimizers[name], second.run.optimizers[name]
         for sa, sb in zip(oa.state_dict()["state"].values(), ob.state_dict()["state"].values()):
             assert torch.equal(sa["exp_avg"], sb["exp_avg"])
     # the stats of the resumed run continue the first part without gaps or repeats
@@ -66,11 +70,11 @@ def test_keeps_the_last_k_checkpoints_and_resume_skips_a_corrupt_newest(tmp_path
 
 
 def test_resume_errors_are_clear(tmp_path, faces16):
-    with pytest.raises(RunError, match="not a run directory"):
+    with pytest.raises(UserError, match="not a run directory"):
         resume(tmp_path / "nothing")
     t = _train(tmp_path / "r", faces16, steps=2)
     t._prepare_run_dir()
-    with pytest.raises(RunError, match="no checkpoint yet"):
+    with pytest.raises(UserError, match="no checkpoint yet"):
         resume(tmp_path / "r")
 
 
@@ -81,41 +85,41 @@ def test_checkpoint_of_another_format_is_refused(tmp_path, faces16):
     state = checkpoint.load(path)
     state["format"] = 99
     torch.save(state, path)
-    with pytest.raises(checkpoint.CheckpointError, match="format 99"):
+    with pytest.raises(checkpoint.CheckpointError, match="format 99.*networks differ"):
         checkpoint.load(path)
 
 
 def test_load_model_from_run_dir_checkpoint_and_export(tmp_path, faces16):
     t = _train(tmp_path / "r", faces16, steps=2)
     t.train()
-    m1 = load_model(tmp_path / "r")
+    m1 = load_model(tmp_path / "r", device="cpu")
     m2 = load_model(checkpoint.latest(tmp_path / "r"))
+    assert m1.step == m2.step == 2
     m1.save_pretrained(tmp_path / "export")
     m3 = load_model(tmp_path / "export")
     z = torch.randn(2, m1.config.latent_dim)
-    assert torch.equal(m1.sample(2, z=z), m2.sample(2, z=z)) and torch.equal(m1.sample(2, z=z), m3.sample(2, z=z))
+    assert torch.equal(m1.sample(z=z), m2.sample(z=z)) and torch.equal(m1.sample(z=z), m3.sample(z=z))
     assert not m1.training
 
 
 def test_unwritable_run_directory_fails_before_training(tmp_path, faces16):
     (tmp_path / "file").write_text("x")
-    with pytest.raises((RunError, OSError)):
+    with pytest.raises((UserError, OSError)):
         _train(tmp_path / "file" / "run", faces16, steps=2).train()
 
 
 def test_batch_larger_than_the_data_is_a_clear_error(faces16):
-    with pytest.raises(RunError, match="batch_size: 200 is larger"):
+    with pytest.raises(UserError, match="batch_size: 200 is larger"):
         Trainer(tiny_config(batch_size=200), "unused", data=faces16, show_progress=False)
 
 
 def test_ema_generator_averages_the_weights_survives_resume_and_is_what_sampling_uses(tmp_path, faces16,
                                                                                      monkeypatch):
     import introvae.trainer as trainer_mod
-    from introvae.trainer import load_model
 
     decay = 0.9
     t = _train(tmp_path / "e", faces16, steps=3, ema=decay, checkpoint_every=100)
-    start = {k: v.clone() for k, v in t.ema.state_dict().items()}
+    start = {k: v.clone() for k, v in t.run.ema.state_dict().items()}
     history = []  # the live generator after each step
     real_update = trainer_mod.update_ema
 
@@ -127,18 +131,18 @@ def test_ema_generator_averages_the_weights_survives_resume_and_is_what_sampling
     t.train()
     monkeypatch.undo()
     assert len(history) == 3
-    for name, p in t.ema.named_parameters():
+    for name, p in t.run.ema.named_parameters():
         expect = start[name]
         for h in history:
             expect = decay * expect + (1 - decay) * h[name]
         assert torch.allclose(p, expect, atol=1e-6), name
-        assert not torch.equal(p, t.model.decoder.state_dict()[name])  # an average, not the last weights
-    assert torch.equal(t.ema.state_dict()["stages.0.bn1.running_mean"], history[-1]["stages.0.bn1.running_mean"])
+        assert not torch.equal(p, t.run.model.decoder.state_dict()[name])  # an average, not the last weights
+    assert torch.equal(t.run.ema.state_dict()["stages.0.bn1.running_mean"], history[-1]["stages.0.bn1.running_mean"])
 
     # sampling (sample, evaluate, export) uses the average; --no-ema the trained generator
     z = torch.randn(2, 8)
-    assert torch.allclose(load_model(tmp_path / "e").decoder(z), t.ema.eval()(z), atol=1e-6)
-    assert torch.allclose(load_model(tmp_path / "e", ema=False).decoder(z), t.model.decoder.eval()(z), atol=1e-6)
+    assert torch.allclose(load_model(tmp_path / "e").decoder(z), t.run.ema.eval()(z), atol=1e-6)
+    assert torch.allclose(load_model(tmp_path / "e", ema=False).decoder(z), t.run.model.decoder.eval()(z), atol=1e-6)
     assert load_model(tmp_path / "e").generator_source == "ema"  # recorded in metrics.json by evaluate
     assert load_model(tmp_path / "e", ema=False).generator_source == "trained"
 
@@ -149,8 +153,8 @@ def test_ema_generator_averages_the_weights_survives_resume_and_is_what_sampling
     part.train(stop_after=2)
     rest = resume(tmp_path / "p", data=faces16, show_progress=False, log=lambda s: None)
     rest.train()
-    for k, v in straight.ema.state_dict().items():
-        assert torch.equal(v, rest.ema.state_dict()[k]), k
+    for k, v in straight.run.ema.state_dict().items():
+        assert torch.equal(v, rest.run.ema.state_dict()[k]), k
 
 
 def test_compile_traces_the_training_passes_and_trains_the_same(tmp_path, faces16, monkeypatch):
@@ -164,28 +168,31 @@ def test_compile_traces_the_training_passes_and_trains_the_same(tmp_path, faces1
     monkeypatch.setattr(trainer_mod, "COMPILE_OPTIONS", {"backend": "aot_eager"})
     torch._dynamo.reset()
     counters.clear()
-    compiled = _train(tmp_path / "c", faces16, steps=3, vae_steps=1, compile=True, checkpoint_every=100)
+    compiled = _train(tmp_path / "c", faces16, steps=3, vae_steps=1, compile=True, checkpoint_every=100,
+                      checkpoint_activations=True)  # both, as at 1024 px on a GPU
     compiled.train()
     assert counters["stats"]["unique_graphs"] >= 2  # encoder and generator graphs were captured
     eager = _train(tmp_path / "e", faces16, steps=3, vae_steps=1, checkpoint_every=100)
     eager.train()
-    a, b = eager.model.state_dict(), compiled.model.state_dict()
+    a, b = eager.run.model.state_dict(), compiled.run.model.state_dict()
     for k in a:
         assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-4, atol=1e-5), k
     torch._dynamo.reset()
 
 
 def test_a_checkpoint_of_non_fused_adam_resumes_with_the_fused_optimiser(tmp_path, faces16):
-    """Runs written before the optimisers were fused (session-1 checkpoints) resume, and keep the
-    guard's skip on the device (a non-fused state would switch the fused kernel off)."""
-    from introvae.losses import masks_steps
+    """A run whose optimisers were not fused (a device without the fused kernel) resumes with fused ones where
+    they exist, and keeps the guard's skip on the device (a non-fused state would switch the kernel off)."""
+    from introvae.step import masks_steps
 
     t = _train(tmp_path / "old", faces16, steps=4, checkpoint_every=100)
-    t.opt_e = torch.optim.Adam(t.model.encoder.parameters(), lr=t.config.lr)
-    t.opt_g = torch.optim.Adam(t.model.decoder.parameters(), lr=t.config.lr)
+    t.run.optimizers["encoder"] = torch.optim.Adam(t.run.model.encoder.parameters(), lr=t.config.lr)
+    t.run.optimizers["decoder"] = torch.optim.Adam(t.run.model.decoder.parameters(), lr=t.config.lr)
+    t.train_step.optimizers = t.run.optimizers
     t.train(stop_after=2)
-    assert checkpoint.load(checkpoint.latest(tmp_path / "old"))["opt_e"]["param_groups"][0]["fused"] is None
+    saved = checkpoint.load(checkpoint.latest(tmp_path / "old"))["optimizers"]
+    assert saved["encoder"]["param_groups"][0]["fused"] is None
     r = resume(tmp_path / "old", data=faces16, show_progress=False, log=lambda s: None)
-    assert r.opt_e.param_groups[0]["fused"] and masks_steps(r.opt_e)
+    assert r.run.optimizers["encoder"].param_groups[0]["fused"] and masks_steps(r.run.optimizers["encoder"])
     r.train()
-    assert r.step == 4 and r.weights_finite()
+    assert r.step == 4 and r.run.weights_finite()

@@ -1,23 +1,33 @@
 """IntroVAE: Introspective Variational Autoencoders (Huang et al., NeurIPS 2018)."""
 
-__version__ = "0.1.0"
+from .config import ModelConfig, TrainConfig
+from .errors import ConfigError, UserError
+from .presets import PRESETS, get_preset
+from .version import __version__
 
-from .config import PRESETS, Config, ConfigError, get_preset  # noqa: E402
-from .model import IntroVAE  # noqa: E402
-
-__all__ = ["Config", "ConfigError", "IntroVAE", "PRESETS", "get_preset", "__version__", "train", "load_model"]
+__all__ = ["ConfigError", "IntroVAE", "ModelConfig", "PRESETS", "TrainConfig", "UserError", "__version__",
+           "get_preset", "load_model", "train"]
 
 
-def train(config: Config, run_dir, **kwargs):
+def __getattr__(name):
+    # The networks need torch; importing them lazily keeps `introvae --help` and config work light.
+    if name == "IntroVAE":
+        from .model import IntroVAE
+
+        return IntroVAE
+    raise AttributeError(f"module 'introvae' has no attribute {name!r}")
+
+
+def train(config: TrainConfig, run_dir, **kwargs):
     """Train ``config`` into ``run_dir``; returns the run directory. See :class:`introvae.trainer.Trainer`."""
     from .trainer import Trainer
 
     return Trainer(config, run_dir, **kwargs).train()
 
 
-def load_model(source, *, ema: bool = True) -> IntroVAE:
-    """Load a model from a run directory, a checkpoint file or an exported model directory
+def load_model(source, *, ema: bool = True, device="auto"):
+    """Load a model onto ``device`` from a run directory, a checkpoint file or an exported model directory
     (with the averaged generator of a run trained with ``--ema``, unless ``ema`` is False)."""
-    from .trainer import load_model as _load
+    from .runstate import load_model as _load
 
-    return _load(source, ema=ema)
+    return _load(source, ema=ema, device=device)

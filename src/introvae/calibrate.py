@@ -9,14 +9,14 @@ from pathlib import Path
 
 import torch
 
-from .config import Config
+from .config import TrainConfig
 from .data import to_float
-from .losses import kl_divergence, reconstruction_error
+from .objectives import kl_divergence, reconstruction_error
 
 
 @dataclass
 class Calibration:
-    config: Config
+    config: TrainConfig
     steps: int
     kl_train: float  # KL of training images, as the encoder sees them in training (last 10 % of steps)
     kl_train_eval: float  # the same in eval mode (BatchNorm running statistics), on up to EVAL_IMAGES of them
@@ -25,7 +25,7 @@ class Calibration:
     run_dir: Path | None
 
     def report(self) -> str:
-        return (f"plain VAE (alpha = 0, beta = {self.config.beta:g}, z = {self.config.latent_dim}) after "
+        return (f"plain VAE (alpha = 0, beta = {self.config.beta:g}, z = {self.config.model.latent_dim}) after "
                 f"{self.steps} steps:\n"
                 f"  KL of training images: {self.kl_train:.1f} nats (training mode), "
                 f"{self.kl_train_eval:.1f} (eval mode)\n"
@@ -50,9 +50,10 @@ def suggest_margin(kl: float) -> float:
     return float(max(1, math.ceil(target / step) * step))
 
 
-def calibrate(config: Config, *, out: str | Path | None = None, show_progress: bool = True) -> Calibration:
+def calibrate(config: TrainConfig, *, out: str | Path | None = None, show_progress: bool = True) -> Calibration:
     """Train ``config``'s networks as a plain VAE and measure the KL it reaches on the training data."""
-    from .trainer import Trainer, read_stats
+    from .stats import read_stats
+    from .trainer import Trainer
 
     cfg = config.replace(objective="vae", image_every=10**9)
     with tempfile.TemporaryDirectory(prefix="introvae-calibrate-") as tmp:
@@ -62,12 +63,12 @@ def calibrate(config: Config, *, out: str | Path | None = None, show_progress: b
         rows = read_stats(run_dir)
         tail = rows[-max(1, len(rows) // 10):]
         kl_train = sum(r["kl_real"] for r in tail) / len(tail)
-        model = trainer.model.eval()
+        model, device = trainer.run.model.eval(), trainer.device
         kls, recs = [], []
         with torch.no_grad():
             subset = trainer.data.train[:EVAL_IMAGES]
             for i in range(0, len(subset), 256):
-                x = to_float(subset[i:i + 256])
+                x = to_float(subset[i:i + 256].to(device))
                 mu, logvar = model.encoder(x)
                 kls.append(kl_divergence(mu, logvar))
                 recs.append(reconstruction_error(model.decoder(mu), x))

@@ -10,13 +10,12 @@ from typing import Any
 
 import torch
 
+from .errors import CheckpointError
+
 # Bumped whenever the layout of the checkpoint dict changes; a mismatch is a clear error.
-CHECKPOINT_FORMAT = 1
+# 2: introvae 0.2 (model and run configs apart; the authors' block order and decoder channels).
+CHECKPOINT_FORMAT = 2
 _NAME = re.compile(r"^step-(\d+)\.pt$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be used; the message names the file and the reason."""
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
@@ -66,7 +65,8 @@ def load(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not an introvae checkpoint")
     if state["format"] != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} has checkpoint format {state['format']} (written by introvae "
-                              f"{state.get('version', '?')}); this version reads format {CHECKPOINT_FORMAT}")
+                              f"{state.get('version', '?')}); this version reads format {CHECKPOINT_FORMAT}, whose "
+                              "networks differ: train again, or use the introvae version that wrote it")
     return state
 
 

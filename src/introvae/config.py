@@ -1,8 +1,10 @@
-"""The typed configuration: the single source of truth for a run.
+"""The typed configuration: a model's, and a run's that contains it.
 
-The CLI builds a :class:`Config`, the run directory stores it as ``config.json``,
-checkpoints carry it, and presets are named instances of it. A bad value fails
-when the config is built, with a message naming the field.
+:class:`ModelConfig` is what builds the networks and all that an export stores. :class:`TrainConfig`
+holds a model config plus the objective, optimiser, data, schedule and runtime of a run; the run
+directory stores it as ``config.json`` and every checkpoint carries it. Each field's help text and
+group live in its metadata: the command line's flags are generated from them (one list of fields).
+A bad value fails when the config is built, with a message that starts with the field's name.
 """
 
 from __future__ import annotations
@@ -10,94 +12,138 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .precision import PRECISIONS
+from .config_checks import OBJECTIVES, PRECISIONS, check, coerce, read_config_file, validate_fields
+from .errors import ConfigError
 
-# The paper's channel schedule at 1024 px, from full resolution down to 4x4
-# (Appendix B). Smaller images drop the highest-resolution stages.
+# The paper's channel schedule at 1024 px, per resolution from 1024 down to 4x4 (Appendix B;
+# EQUATIONS.md). Smaller images drop its high-resolution end.
 PAPER_CHANNELS: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 512, 512, 512)
+# Groups whose fields may change when a run is resumed (with steps and epochs, to extend it).
+RESUMABLE_GROUPS = ("runtime", "logging")
+RESUMABLE_FIELDS = ("steps", "epochs")
 
-OBJECTIVES = ("introvae", "vae")
 
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field."""
+def param(default: Any, help: str, *, group: str, choices: tuple | None = None) -> Any:
+    """A config field with its help text (shown by ``--help``) and its group."""
+    return field(default=default, metadata={"help": help, "group": group, "choices": choices})
 
 
 @dataclass(frozen=True)
-class Config:
-    """Every hyper-parameter of a run. Names follow the paper (Eq. 9-12, Algorithm 1)."""
+class ModelConfig:
+    """The networks (Appendix B): everything needed to build them, and nothing else."""
 
-    # --- data -------------------------------------------------------------
-    data: str = "faces"  # "faces", "fashion-mnist", or a path (folder, zip, IDX directory)
-    image_size: int = 32  # power of two, 16..1024; images are centre-cropped and resized
-    in_channels: int = 1  # 1 (grayscale) or 3 (RGB)
-    holdout_fraction: float = 0.1  # deterministic held-out split for evaluation
+    image_size: int = param(32, "image side in pixels, a power of two from 16 to 1024 (images are centre-cropped "
+                                "and resized)", group="model")
+    in_channels: int = param(1, "1 for grayscale, 3 for RGB", group="model")
+    latent_dim: int = param(128, "M, the size of the latent code z (paper: 256 at 128 px, 512 at 256 and 1024 px)",
+                            group="model")
+    channels: tuple[int, ...] = param(PAPER_CHANNELS, "channels per resolution from image_size down to 4x4, e.g. "
+                                      "32,64,128,128; a longer list drops its high-resolution end", group="model")
 
-    # --- networks (Appendix B) ----------------------------------------------
-    latent_dim: int = 128  # M, size of z
-    # Channels per resolution, from image_size down to 4x4. A longer list is allowed:
-    # its high-resolution end is dropped, as the paper does for smaller images.
-    channels: tuple[int, ...] = PAPER_CHANNELS
-
-    # --- objective (Eq. 11-12) ---------------------------------------------
-    objective: str = "introvae"  # "introvae", or "vae" (alpha = 0 throughout)
-    margin: float = 110.0  # m: the hinge margin on the KL of generated images
-    alpha: float = 0.25  # weight of the adversarial (introspective) terms
-    beta: float = 0.5  # weight of the reconstruction error L_AE
-
-    # --- optimisation (Section 4.1) ------------------------------------------
-    lr: float = 2e-4
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    batch_size: int = 8
-    steps: int | None = None  # total optimisation steps (one step = one Algorithm 1 iteration)
-    epochs: float | None = None  # or total passes over the training split
-    vae_steps: int = 0  # warm-up: alpha = 0 (plain VAE) for the first N steps ...
-    vae_epochs: float = 0.0  # ... or the first N epochs (the larger of the two wins)
-    seed: int = 0
-
-    # --- speed (numerics of the losses are unaffected: their sums are fp32 throughout) ----------
-    device: str = "auto"  # "auto" (the GPU if there is one), "cpu", "cuda", "cuda:1", ...
-    precision: str = "fp32"  # "fp32", "bf16" (CPU and GPU) or "fp16" (with a gradient scaler)
-    channels_last: bool = False  # NHWC memory layout for the convolutions
-    sync_bn: bool = False  # several processes (torchrun): BatchNorm statistics over the global batch
-    compile: bool = False  # torch.compile the encoder and the generator
-    checkpoint_activations: bool = False  # recompute residual stages in backward (memory for 1024 px)
-    ema: float = 0.0  # decay of an exponential moving average of the generator for sampling (0: none)
-    loader_workers: int = 0  # processes that decode/collate batches (0: in the training process)
-
-    # --- logging and snapshots ------------------------------------------------
-    log_every: int = 50  # steps between stats.jsonl lines
-    image_every: int = 500  # steps between image grids and KL plots
-    checkpoint_every: int = 1000  # steps between checkpoints
-    keep_checkpoints: int = 3  # how many checkpoints to keep
-    max_bad_steps: int = 5  # consecutive non-finite steps before rolling back to the last checkpoint
-    rollback_lr_factor: float = 0.5  # the learning rate is multiplied by this at each rollback
-    grid_size: int = 8  # images per row in grids
-    eval_every: int = 0  # steps between FID measurements during training (0: none)
-    eval_samples: int = 2000  # generated and real images for those (FID over training is comparable only with itself)
-
-    # ------------------------------------------------------------------------
     def __post_init__(self) -> None:
-        # Coerce JSON lists to tuples so configs compare equal after a round trip.
-        if isinstance(self.channels, list):
-            object.__setattr__(self, "channels", tuple(self.channels))
-        _validate(self)
+        validate_fields(self)
+        s, n = self.image_size, int(math.log2(self.image_size)) - 1
+        check(len(self.channels) >= n, "channels",
+               f"image_size {s} needs {n} entries (one per resolution from {s} down to 4), got {len(self.channels)}")
 
-    # --- derived values ---------------------------------------------------
     @property
     def stage_channels(self) -> tuple[int, ...]:
-        """Channels for each resolution from ``image_size`` down to 4 (the used tail of ``channels``)."""
-        n = int(math.log2(self.image_size)) - 1
-        return tuple(self.channels[-n:])
+        """Channels per resolution from ``image_size`` down to 4 (the used tail of ``channels``)."""
+        return tuple(self.channels[-(int(math.log2(self.image_size)) - 1):])
 
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        return cls(**_coerced(cls, d))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a training run. Names follow the paper (Eq. 9-12, Algorithm 1)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"group": "model"})
+
+    data: str | None = param(None, "faces (built in), fashion-mnist, or a path: a folder of images (searched "
+                                   "recursively), a zip of images, an LMDB database or a directory of IDX files",
+                             group="data")
+    holdout_fraction: float = param(0.1, "fraction of the images held out for reconstructions and evaluation (a "
+                                         "fixed split; IDX data uses its own test file)", group="data")
+
+    objective: str = param("introvae", "introvae (Algorithm 1) or vae (the same networks as a plain VAE)",
+                           group="objective", choices=OBJECTIVES)
+    margin: float = param(110.0, "m, the hinge margin of Eq. 11: the encoder pushes the KL of generated images up "
+                                 "to m; choose it with `introvae calibrate` (1.5x the KL a plain VAE reaches)",
+                          group="objective")
+    alpha: float = param(0.25, "weight of the introspective (adversarial) terms of Eq. 11-12 (paper: 0.25)",
+                         group="objective")
+    beta: float = param(0.5, "weight of the reconstruction error L_AE in Eq. 11-12; larger improves "
+                             "reconstructions, may reduce diversity and needs a larger margin", group="objective")
+    vae_steps: int = param(0, "VAE warm-up: train as a plain VAE (alpha = 0) for the first N steps, as the paper "
+                              "advises", group="objective")
+    vae_epochs: float = param(0.0, "VAE warm-up in epochs (the longer of the two warm-ups wins)", group="objective")
+
+    lr: float = param(2e-4, "Adam learning rate of both networks (paper: 2e-4, fixed)", group="optimisation")
+    adam_beta1: float = param(0.9, "Adam's beta1 (paper: 0.9)", group="optimisation")
+    adam_beta2: float = param(0.999, "Adam's beta2 (paper: 0.999)", group="optimisation")
+    batch_size: int = param(8, "images per step and process (paper: 8; 64/32/12/8 at 128/256/512/1024 px in its "
+                               "speed table)", group="optimisation")
+    seed: int = param(0, "random seed: initialisation, batch order, z draws (same seed, same run on a CPU)",
+                      group="optimisation")
+
+    steps: int | None = param(None, "total training steps; a step is one iteration of Algorithm 1 (an encoder and "
+                                    "a generator update)", group="schedule")
+    epochs: float | None = param(None, "total passes over the training split (instead of --steps)", group="schedule")
+
+    device: str = param("auto", "auto (the GPU if there is one), cpu, cuda, cuda:N or mps", group="runtime")
+    precision: str = param("fp32", "fp32, bf16 (autocast; CPU and GPU) or fp16 (autocast and a gradient scaler); "
+                                   "the KL, hinge and reconstruction sums stay fp32", group="runtime",
+                           choices=PRECISIONS)
+    channels_last: bool = param(False, "NHWC memory layout for the convolutions (faster with bf16 on CPUs with AMX, "
+                                       "and on GPUs)", group="runtime")
+    sync_bn: bool = param(False, "several processes (torchrun): BatchNorm statistics over the global batch",
+                          group="runtime")
+    compile: bool = param(False, "torch.compile the training passes (slow first steps; mostly for GPUs)",
+                          group="runtime")
+    checkpoint_activations: bool = param(False, "recompute the residual blocks in the backward pass: less memory "
+                                                "(1024 px), about a third more compute", group="runtime")
+    ema: float = param(0.0, "decay of an exponential moving average of the generator to sample from (e.g. 0.999; "
+                            "0: none)", group="runtime")
+    loader_workers: int = param(0, "processes that prepare batches (decoding, for streamed data); 0: the training "
+                                   "process", group="runtime")
+
+    log_every: int = param(50, "steps between lines of stats.jsonl", group="logging")
+    image_every: int = param(500, "steps between image grids and KL plots", group="logging")
+    checkpoint_every: int = param(0, "steps between checkpoints (0: by time only, see --checkpoint-minutes)",
+                                  group="logging")
+    checkpoint_minutes: float = param(5.0, "minutes of training between checkpoints (0: by steps only); the "
+                                           "end, Ctrl-C and SIGTERM always write one", group="logging")
+    keep_checkpoints: int = param(3, "how many checkpoints to keep", group="logging")
+    max_bad_steps: int = param(5, "non-finite steps in a row before rolling back to the last checkpoint",
+                               group="logging")
+    rollback_lr_factor: float = param(0.5, "the learning rate is multiplied by this at each rollback",
+                                      group="logging")
+    grid_size: int = param(8, "images per row of the image grids", group="logging")
+    eval_every: int = param(0, "steps between FID measurements during training (0: none)", group="logging")
+    eval_samples: int = param(2000, "generated and real images per FID measurement during training",
+                              group="logging")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            object.__setattr__(self, "model", ModelConfig.from_dict(self.model))
+        validate_fields(self)
+        check(self.beta > 0, "beta", "must be > 0 (without the reconstruction term IntroVAE is no autoencoder)")
+        check(not (self.steps is not None and self.epochs is not None), "steps",
+               "give either steps or epochs, not both")
+
+    # --- derived values ---------------------------------------------------
     def total_steps(self, num_train: int, processes: int = 1) -> int:
-        """Number of optimisation steps for a training split of ``num_train`` images (``batch_size`` is
-        per process: with several, a step takes ``processes * batch_size`` images)."""
+        """Optimisation steps for ``num_train`` training images (``batch_size`` per process)."""
         if self.steps is not None:
             return self.steps
         if self.epochs is None:
@@ -106,60 +152,72 @@ class Config:
 
     def warmup_steps(self, num_train: int, processes: int = 1) -> int:
         """Steps trained as a plain VAE (alpha = 0) before the introspective game starts."""
+        if self.objective == "vae":
+            return 0
         by_epochs = math.ceil(self.vae_epochs * steps_per_epoch(num_train, self.batch_size * processes))
         return max(self.vae_steps, by_epochs)
 
     # --- (de)serialisation ------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["channels"] = list(self.channels)
-        return d
+        d = {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name != "model"}
+        return {"model": self.model.to_dict(), **d}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Config":
-        """Build from a plain dict, rejecting unknown fields and mistyped values by name."""
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """From a mapping, nested (``{"model": {...}, ...}``, as ``config.json`` is written) or flat (model
+        fields beside the others, as in a config file or on the command line); unknown fields are named."""
         if not isinstance(d, dict):
             raise ConfigError(f"config must be a mapping of field names to values, got {type(d).__name__}")
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise ConfigError(f"unknown config field(s): {', '.join(unknown)} (known: {', '.join(known)})")
-        return cls(**{k: _coerce(known[k], v) for k, v in d.items()})
+        d = dict(d)
+        nested = d.pop("model", None) or {}
+        if not isinstance(nested, dict):
+            raise ConfigError(f"model: expected a mapping of model fields, got {nested!r}")
+        model_names = {f.name for f in fields(ModelConfig)}
+        model = {**nested, **{k: d.pop(k) for k in list(d) if k in model_names}}
+        return cls(model=ModelConfig.from_dict(model), **_coerced(cls, d))
 
-    def replace(self, **overrides: Any) -> "Config":
-        """A copy with some fields changed (validated, coerced like ``from_dict``)."""
-        d = self.to_dict()
-        d.update({k: v for k, v in overrides.items()})
-        return Config.from_dict(d)
+    def replace(self, **overrides: Any) -> "TrainConfig":
+        """A copy with some fields changed (flat names; validated and coerced like ``from_dict``). A length
+        given as ``steps`` replaces one in ``epochs`` and the other way round."""
+        nested = overrides.pop("model", None) or {}
+        if not isinstance(nested, dict):
+            raise ConfigError(f"model: expected a mapping of model fields, got {nested!r}")
+        overrides = {**nested, **overrides}
+        for given, other in (("steps", "epochs"), ("epochs", "steps")):
+            if overrides.get(given) is not None and other not in overrides:
+                overrides[other] = None
+        return TrainConfig.from_dict({**flat_dict(self), **overrides})
+
+    def changes(self, other: "TrainConfig") -> list[tuple[str, Any, Any]]:
+        """(field, this value, other value) for every flat field in which ``other`` differs."""
+        a, b = flat_dict(self), flat_dict(other)
+        return [(k, a[k], b[k]) for k in a if a[k] != b[k]]
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "Config":
+    def load(cls, path: str | Path) -> "TrainConfig":
         """Read a config file (JSON, or YAML by extension ``.yaml``/``.yml``)."""
         return cls.from_dict(read_config_file(path))
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The fields a JSON or YAML config file sets, as a dict (not yet validated)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
-    try:
-        text = p.read_text()
-        if p.suffix.lower() in (".yaml", ".yml"):
-            import yaml
+def flat_fields() -> list[dataclasses.Field]:
+    """Every setting as one flat list: the model's fields, then the run's. The CLI's flags come from it."""
+    return [*fields(ModelConfig), *(f for f in fields(TrainConfig) if f.name != "model")]
 
-            d = yaml.safe_load(text)
-        else:
-            d = json.loads(text)
-    except Exception as e:  # noqa: BLE001 - any parse error is the user's file
-        raise ConfigError(f"cannot parse config file {p}: {e}") from None
-    d = {} if d is None else d
-    if not isinstance(d, dict):
-        raise ConfigError(f"config file {p}: expected a mapping of field names to values")
-    return d
+
+def flat_dict(cfg: TrainConfig) -> dict[str, Any]:
+    d = cfg.to_dict()
+    return {**d.pop("model"), **d}
+
+
+def group_of(name: str) -> str:
+    return next(f.metadata["group"] for f in flat_fields() if f.name == name)
+
+
+def may_change_on_resume(name: str) -> bool:
+    return name in RESUMABLE_FIELDS or group_of(name) in RESUMABLE_GROUPS
 
 
 def steps_per_epoch(num_train: int, batch_size: int) -> int:
@@ -167,157 +225,14 @@ def steps_per_epoch(num_train: int, batch_size: int) -> int:
     return max(1, num_train // batch_size)
 
 
-_FIELD_TYPES = {
-    "int": int,
-    "float": float,
-    "str": str,
-}
+def _coerced(cls, d: dict[str, Any]) -> dict[str, Any]:
+    known = {f.name: f for f in fields(cls) if f.name != "model"}
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        names = ", ".join(f.name for f in flat_fields())
+        raise ConfigError(f"unknown config field(s): {', '.join(unknown)} (known: {names})")
+    return {k: coerce(known[k], v) for k, v in d.items()}
 
 
-def _coerce(f: dataclasses.Field, v: Any) -> Any:
-    """Coerce a value from JSON/YAML/CLI text to the field's type; fail naming the field."""
-    t = str(f.type)
-    if v is None:
-        if "None" in t:
-            return None
-        raise ConfigError(f"{f.name}: must not be empty")
-    if f.name == "channels":
-        if isinstance(v, str):
-            v = [s for s in v.replace(",", " ").split() if s]
-        if not isinstance(v, (list, tuple)):
-            raise ConfigError(f"channels: expected a list of integers, got {v!r}")
-        try:
-            return tuple(_to_int(x) for x in v)
-        except (TypeError, ValueError):
-            raise ConfigError(f"channels: expected a list of integers, got {v!r}") from None
-    base = t.split("|")[0].strip()
-    if base == "bool":
-        if isinstance(v, bool):
-            return v
-        if isinstance(v, str) and v.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
-            return v.strip().lower() in ("true", "1", "yes")
-        if isinstance(v, int) and v in (0, 1):
-            return bool(v)
-        raise ConfigError(f"{f.name}: expected true or false, got {v!r}")
-    try:
-        if base == "int":
-            return _to_int(v)
-        if base == "float":
-            if isinstance(v, bool):
-                raise ValueError
-            return float(v)
-        if base == "str":
-            if not isinstance(v, str):
-                raise ValueError
-            return v
-    except (TypeError, ValueError):
-        raise ConfigError(f"{f.name}: expected {base}, got {v!r}") from None
-    return v
-
-
-def _to_int(v: Any) -> int:
-    if isinstance(v, bool):
-        raise ValueError("bool is not an int")
-    if isinstance(v, float):
-        if not v.is_integer():
-            raise ValueError(f"{v} is not an integer")
-        return int(v)
-    if isinstance(v, str):
-        return int(v.strip())
-    if isinstance(v, int):
-        return v
-    raise TypeError(type(v).__name__)
-
-
-def _check(cond: bool, name: str, msg: str) -> None:
-    if not cond:
-        raise ConfigError(f"{name}: {msg}")
-
-
-def _validate(c: Config) -> None:
-    s = c.image_size
-    _check(isinstance(s, int) and 16 <= s <= 1024 and s & (s - 1) == 0, "image_size",
-           f"must be a power of two from 16 to 1024, got {s!r}")
-    _check(c.in_channels in (1, 3), "in_channels", f"must be 1 (grayscale) or 3 (RGB), got {c.in_channels!r}")
-    _check(0.0 <= c.holdout_fraction < 1.0, "holdout_fraction", f"must be in [0, 1), got {c.holdout_fraction!r}")
-    _check(isinstance(c.data, str) and c.data != "", "data", "must name a data set or a path")
-    _check(c.latent_dim >= 1, "latent_dim", f"must be >= 1, got {c.latent_dim!r}")
-    n = int(math.log2(s)) - 1
-    _check(len(c.channels) >= n, "channels",
-           f"image_size {s} needs {n} entries (one per resolution from {s} down to 4), got {len(c.channels)}")
-    _check(all(isinstance(ch, int) and ch >= 1 for ch in c.channels), "channels",
-           f"every entry must be a positive integer, got {list(c.channels)}")
-    _check(c.precision in PRECISIONS, "precision", f"must be fp32, bf16 or fp16, got {c.precision!r}")
-    _check(isinstance(c.device, str) and (c.device in ("auto", "cpu") or c.device.startswith(("cuda", "mps"))),
-           "device", f"must be auto, cpu, cuda or cuda:N, got {c.device!r}")
-    _check(c.objective in OBJECTIVES, "objective", f"must be one of {', '.join(OBJECTIVES)}, got {c.objective!r}")
-    for name in ("margin", "alpha", "beta"):
-        v = getattr(c, name)
-        _check(math.isfinite(v) and v >= 0, name, f"must be a finite number >= 0, got {v!r}")
-    _check(c.beta > 0, "beta", "must be > 0 (without the reconstruction term IntroVAE is no autoencoder)")
-    _check(math.isfinite(c.lr) and c.lr > 0, "lr", f"must be > 0, got {c.lr!r}")
-    for name in ("adam_beta1", "adam_beta2"):
-        v = getattr(c, name)
-        _check(0.0 <= v < 1.0, name, f"must be in [0, 1), got {v!r}")
-    _check(c.batch_size >= 2, "batch_size", f"must be >= 2 (BatchNorm needs more than one image), got {c.batch_size!r}")
-    _check(c.steps is None or c.steps >= 1, "steps", f"must be >= 1, got {c.steps!r}")
-    _check(c.epochs is None or (math.isfinite(c.epochs) and c.epochs > 0), "epochs", f"must be > 0, got {c.epochs!r}")
-    _check(not (c.steps is not None and c.epochs is not None), "steps",
-           "give either steps or epochs, not both")
-    _check(c.vae_steps >= 0, "vae_steps", f"must be >= 0, got {c.vae_steps!r}")
-    _check(math.isfinite(c.vae_epochs) and c.vae_epochs >= 0, "vae_epochs", f"must be >= 0, got {c.vae_epochs!r}")
-    _check(c.eval_every >= 0, "eval_every", f"must be >= 0 (0 turns it off), got {c.eval_every!r}")
-    _check(c.eval_samples >= 2, "eval_samples", f"must be >= 2, got {c.eval_samples!r}")
-    _check(0.0 < c.rollback_lr_factor <= 1.0, "rollback_lr_factor", f"must be in (0, 1], got {c.rollback_lr_factor!r}")
-    _check(0.0 <= c.ema < 1.0, "ema",
-           f"must be in [0, 1) (0 turns it off; 0.999 is typical), got {c.ema!r}")
-    _check(c.loader_workers >= 0, "loader_workers", f"must be >= 0, got {c.loader_workers!r}")
-    for name in ("log_every", "image_every", "checkpoint_every", "keep_checkpoints", "grid_size", "max_bad_steps"):
-        v = getattr(c, name)
-        _check(v >= 1, name, f"must be >= 1, got {v!r}")
-
-
-# ---------------------------------------------------------------------------
-# Presets: the paper's (Section 4.1, Appendix D) and small CPU ones of ours.
-# The CPU presets' margins were calibrated with `introvae calibrate` (see README).
-# ---------------------------------------------------------------------------
-PRESETS: dict[str, Config] = {
-    "celeba128": Config(image_size=128, in_channels=3, latent_dim=256, margin=110.0, alpha=0.25, beta=0.5,
-                        batch_size=64),
-    "lsun256": Config(image_size=256, in_channels=3, latent_dim=512, margin=120.0, alpha=0.25, beta=0.05,
-                      batch_size=32),
-    "celebahq256": Config(image_size=256, in_channels=3, latent_dim=512, margin=120.0, alpha=0.25, beta=0.05,
-                          batch_size=32),
-    # The 1024 px margin is the one value of the table that could not be read back from
-    # the paper's text (EQUATIONS.md marks it unverified); calibrate before trusting it.
-    "celebahq1024": Config(image_size=1024, in_channels=3, latent_dim=512, margin=90.0, alpha=0.25, beta=0.0025,
-                           batch_size=8),
-}
-
-
-# Small CPU presets. Margins from `introvae calibrate` (1.5x the plain-VAE KL; see calibrate.py and README).
-PRESETS.update({
-    # The 100 built-in LFW faces (25x25 grayscale, shown at 32 px).
-    "faces": Config(data="faces", image_size=32, in_channels=1, latent_dim=64, channels=(32, 64, 128, 128),
-                    margin=35.0, alpha=0.25, beta=10.0, batch_size=16, log_every=25, image_every=250,
-                    checkpoint_every=500),
-    # Fashion-MNIST at 32 px.
-    "fashion-mnist": Config(data="fashion-mnist", image_size=32, in_channels=1, latent_dim=128,
-                            channels=(32, 64, 128, 256), margin=42.0, alpha=0.25, beta=10.0,
-                            batch_size=32, log_every=50, image_every=500, checkpoint_every=1000),
-    # A starting point for a folder of your own RGB photographs. Not calibrated (no RGB data set
-    # ships offline): run `introvae calibrate` on your data before trusting m and beta.
-    "rgb64": Config(data="faces", image_size=64, in_channels=3, latent_dim=128, channels=(32, 64, 128, 256, 256),
-                    margin=60.0, alpha=0.25, beta=5.0, batch_size=16, log_every=25,
-                    image_every=250, checkpoint_every=500),
-})
-
-
-def register_preset(name: str, cfg: Config) -> None:
-    PRESETS[name] = cfg
-
-
-def get_preset(name: str) -> Config:
-    if name not in PRESETS:
-        raise ConfigError(f"preset: unknown preset {name!r} (known: {', '.join(sorted(PRESETS))})")
-    return PRESETS[name]
+def _plain(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v

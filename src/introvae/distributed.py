@@ -16,6 +16,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from .errors import UserError
+
 
 @dataclass(frozen=True)
 class World:
@@ -43,7 +45,7 @@ def world_from_env() -> World:
         return World(rank=int(os.environ.get("RANK", 0)), size=int(os.environ.get("WORLD_SIZE", 1)),
                      local_rank=int(os.environ.get("LOCAL_RANK", 0)))
     except ValueError as e:
-        raise ValueError(f"RANK / WORLD_SIZE / LOCAL_RANK must be integers (as torchrun sets them): {e}") from None
+        raise UserError(f"RANK / WORLD_SIZE / LOCAL_RANK must be integers (as torchrun sets them): {e}") from None
 
 
 def setup(world: World, device: torch.device) -> torch.device:
@@ -52,7 +54,7 @@ def setup(world: World, device: torch.device) -> torch.device:
         return device
     if device.type == "cuda":
         if world.local_rank >= torch.cuda.device_count():
-            raise ValueError(f"LOCAL_RANK {world.local_rank}: this node has only {torch.cuda.device_count()} GPU(s); "
+            raise UserError(f"LOCAL_RANK {world.local_rank}: this node has only {torch.cuda.device_count()} GPU(s); "
                              "start at most that many processes per node")
         device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)
@@ -86,14 +88,14 @@ def all_true(flag: bool | Tensor, world: World, device: torch.device) -> bool:
     return bool(agreed(torch.as_tensor(flag, device=device), world))
 
 
-def any_true(flag: bool, world: World) -> bool:
-    """Whether a host-side flag (a signal received) is set on any process; over a CPU (gloo) group, so
-    that a GPU run is not synchronised with its device for it."""
+def any_true(flags: list[bool], world: World) -> list[bool]:
+    """For each host-side flag (a signal received, a checkpoint due by the clock), whether it is set on any
+    process; one all-reduce over a CPU (gloo) group, so that a GPU run is not synchronised with its device."""
     if not world.enabled:
-        return flag
-    t = torch.tensor([float(flag)])
+        return list(flags)
+    t = torch.tensor([float(f) for f in flags])
     dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_CONTROL_GROUP)
-    return bool(t.item())
+    return [bool(v) for v in t.tolist()]
 
 
 _CONTROL_GROUP = None  # gloo group for host-side flags (the default group when it is gloo already)
@@ -180,7 +182,7 @@ def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module
     return module
 
 
-def replicate(model: nn.Module, world: World, device: torch.device) -> tuple[nn.Module, nn.Module] | None:
+def replicate(model: nn.Module, world: World, device: torch.device) -> dict[str, nn.Module] | None:
     """DistributedDataParallel wrappers of the encoder and the generator (None with one process).
 
     Each network gets its own wrapper because Algorithm 1 back-propagates into one network at a time;
@@ -196,7 +198,7 @@ def replicate(model: nn.Module, world: World, device: torch.device) -> tuple[nn.
     ddp = nn.parallel.DistributedDataParallel
     kw["forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp).parameters
        else "broadcast_buffers"] = False
-    return ddp(model.encoder, **kw), ddp(model.decoder, **kw)
+    return {"encoder": ddp(model.encoder, **kw), "decoder": ddp(model.decoder, **kw)}
 
 
 __all__ = ["World", "SINGLE", "world_from_env", "setup", "teardown", "agreed", "all_true", "any_true", "barrier",

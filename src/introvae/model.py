@@ -1,60 +1,70 @@
 """The networks of IntroVAE (Appendix B): the inference model E and the generator G.
 
-Both are derived from ``image_size`` and a channel schedule listed from full
-resolution down to 4x4; smaller images drop the highest-resolution stages.
+Both are derived from a :class:`ModelConfig`: ``image_size`` and a channel schedule listed from full
+resolution down to 4x4, whose high-resolution end is dropped for smaller images. The block internals
+and the decoder's channel placement are those of the authors' code (EQUATIONS.md, Architecture).
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .config import Config
+from .config import ModelConfig
+from .errors import CheckpointError, ConfigError
+
+# Bumped whenever a change of the networks makes older weights unusable (checked on load).
+ARCHITECTURE = 2  # 1: introvae 0.1 (BN before the addition, mirrored decoder)
 
 
 class ResBlock(nn.Module):
-    """conv3x3 -> BN -> LeakyReLU -> conv3x3 -> BN, plus the skip (1x1 conv when channels change), then LeakyReLU.
-
-    The paper (Appendix B) names the block only; this order follows EQUATIONS.md. The
-    authors' code applies the second BN *after* the addition; we follow the stated order.
-    """
+    """h = LReLU(BN(conv3x3(x))); h = conv3x3(h); out = LReLU(BN(h + skip(x))), skip a bias-free 1x1 conv
+    where the channel count changes. The second BatchNorm comes after the addition, as in the authors' code."""
 
     def __init__(self, in_ch: int, out_ch: int):
         super().__init__()
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(out_ch)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_ch)
         self.skip = nn.Conv2d(in_ch, out_ch, 1, bias=False) if in_ch != out_ch else nn.Identity()
+        self.bn2 = nn.BatchNorm2d(out_ch)
         self.checkpointed = False  # recompute in the backward pass instead of keeping activations
+        self.inner = self._forward  # what a checkpointed block runs (compile_inner() compiles it)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.checkpointed and self.training and torch.is_grad_enabled():
-            from torch.utils.checkpoint import checkpoint
-
-            return checkpoint(self._forward, x, use_reentrant=False,
-                              context_fn=lambda: (contextlib.nullcontext(), _RecomputeAsForward(self)))
+            return self._checkpointed(x)
         return self._forward(x)
+
+    @torch.compiler.disable
+    def _checkpointed(self, x: Tensor) -> Tensor:
+        # Eager even inside a compiled network: torch.compile cannot trace the recomputation context below, and
+        # a compiled checkpoint would save BatchNorm statistics that the next pass of the block changes in place.
+        from torch.utils.checkpoint import checkpoint
+
+        return checkpoint(self.inner, x, use_reentrant=False,
+                          context_fn=lambda: (contextlib.nullcontext(), _RecomputeAsForward(self)))
+
+    def compile_inner(self, **options) -> None:
+        """Compile what a checkpointed block runs (the block's own layers; the checkpoint around them stays eager)."""
+        self.inner = torch.compile(self._forward, **options)
 
     def _forward(self, x: Tensor) -> Tensor:
         h = F.leaky_relu(self.bn1(self.conv1(x)), 0.2)
-        h = self.bn2(self.conv2(h))
-        return F.leaky_relu(h + self.skip(x), 0.2)
+        return F.leaky_relu(self.bn2(self.conv2(h) + self.skip(x)), 0.2)
 
 
 class _RecomputeAsForward:
     """Context of the recomputation of a checkpointed block, which must repeat its forward pass:
 
     * it must not count the batch twice in the BatchNorm running statistics (the forward pass did);
-    * its parameters must require gradients as they did in the forward pass. The generator step runs
-      the encoder frozen (``losses.frozen``) but back-propagates after unfreezing it; a layer that saves
-      different tensors depending on ``requires_grad`` (e.g. ``CPUSyncBatchNorm``) would otherwise not
-      recompute what it saved.
+    * its parameters must require gradients as they did in the forward pass. The generator phase runs
+      the encoder frozen but back-propagates after unfreezing it; a layer that saves different tensors
+      depending on ``requires_grad`` (e.g. ``CPUSyncBatchNorm``) would otherwise not recompute what it saved.
 
     Created at forward time; re-entrant, since a retained graph is recomputed once per backward pass.
     """
@@ -83,113 +93,111 @@ class _RecomputeAsForward:
 
 
 class Encoder(nn.Module):
-    """The inference model E(x) -> (mu, logvar).
+    """E(x) -> (mu, logvar): conv5x5 -> BN -> LReLU -> AvgPool, then [ResBlock -> AvgPool] per stage down
+    to 4x4, a ResBlock at 4x4, and an FC layer to 2M split into mu and logvar."""
 
-    Conv 5x5 -> AvgPool -> [ResBlock -> AvgPool] ... down to 4x4 -> ResBlock -> FC to 2M -> split.
-    """
-
-    def __init__(self, *, image_size: int, in_channels: int, latent_dim: int, channels: tuple[int, ...]):
+    def __init__(self, config: ModelConfig):
         super().__init__()
-        ch = _stage_channels(image_size, channels)  # ch[0] at image_size ... ch[-1] at 4x4
-        self.latent_dim = latent_dim
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, ch[0], 5, padding=2, bias=False),
-            nn.BatchNorm2d(ch[0]),
-            nn.LeakyReLU(0.2),
-        )
-        stages = []
+        ch = config.stage_channels  # ch[0] at image_size ... ch[-1] at 4x4
+        self.stem = nn.Sequential(nn.Conv2d(config.in_channels, ch[0], 5, padding=2, bias=False),
+                                  nn.BatchNorm2d(ch[0]), nn.LeakyReLU(0.2))
+        stages: list[nn.Module] = []
         for c_in, c_out in zip(ch[:-1], ch[1:]):
             stages += [nn.AvgPool2d(2), ResBlock(c_in, c_out)]
         self.stages = nn.Sequential(*stages)
-        self.fc = nn.Linear(ch[-1] * 4 * 4, 2 * latent_dim)
+        self.fc = nn.Linear(ch[-1] * 4 * 4, 2 * config.latent_dim)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        h = self.stages(self.stem(x))
-        mu, logvar = self.fc(h.flatten(1)).chunk(2, dim=1)
+        mu, logvar = self.fc(self.stages(self.stem(x)).flatten(1)).chunk(2, dim=1)
         return mu, logvar
 
 
 class Decoder(nn.Module):
-    """The generator G(z) -> x.
+    """G(z) -> x: FC with ReLU to c(4)x4x4, then at each resolution r from 4 up: a ResBlock to c(2r) and a
+    nearest upsampling; at full size a ResBlock and a conv5x5 (with bias) to the image, linear output.
 
-    FC with ReLU to C*4*4 -> ResBlock -> [Upsample -> ResBlock] ... -> Conv 5x5 to the image channels.
-    The output is linear (no squashing), as in the authors' setup on [0, 1] pixels.
-    """
+    c(r) is the encoder's channel count at resolution r. The decoder changes channels in the block *before*
+    each upsampling, so it is no mirror of the encoder: at 1024 px it has 256 channels at 32 px and 16 at
+    512 px (the authors' code), which keeps the high-resolution stages cheap."""
 
-    def __init__(self, *, image_size: int, in_channels: int, latent_dim: int, channels: tuple[int, ...]):
+    def __init__(self, config: ModelConfig):
         super().__init__()
-        ch = _stage_channels(image_size, channels)[::-1]  # ch[0] at 4x4 ... ch[-1] at image_size
-        self.latent_dim = latent_dim
-        self.fc = nn.Sequential(nn.Linear(latent_dim, ch[0] * 4 * 4), nn.ReLU())
-        self.c0 = ch[0]
-        blocks: list[nn.Module] = [ResBlock(ch[0], ch[0])]
+        ch = config.stage_channels[::-1]  # c(4), c(8), ..., c(image_size)
+        self.c4 = ch[0]
+        self.fc = nn.Sequential(nn.Linear(config.latent_dim, ch[0] * 4 * 4), nn.ReLU())
+        blocks: list[nn.Module] = []
         for c_in, c_out in zip(ch[:-1], ch[1:]):
-            blocks += [nn.Upsample(scale_factor=2, mode="nearest"), ResBlock(c_in, c_out)]
+            blocks += [ResBlock(c_in, c_out), nn.Upsample(scale_factor=2, mode="nearest")]
+        blocks.append(ResBlock(ch[-1], ch[-1]))
         self.stages = nn.Sequential(*blocks)
-        self.to_image = nn.Conv2d(ch[-1], in_channels, 5, padding=2)
+        self.to_image = nn.Conv2d(ch[-1], config.in_channels, 5, padding=2)
 
     def forward(self, z: Tensor) -> Tensor:
-        h = self.fc(z).view(z.shape[0], self.c0, 4, 4)
-        return self.to_image(self.stages(h))
+        return self.to_image(self.stages(self.fc(z).view(z.shape[0], self.c4, 4, 4)))
 
 
-def _stage_channels(image_size: int, channels: tuple[int, ...]) -> tuple[int, ...]:
-    n = int(math.log2(image_size)) - 1
-    if len(channels) < n:
-        raise ValueError(f"channels: image_size {image_size} needs {n} entries, got {len(channels)}")
-    return tuple(channels[-n:])
-
-
-def reparameterize(mu: Tensor, logvar: Tensor, eps: Tensor | None = None) -> Tensor:
-    """z = mu + exp(logvar / 2) * eps, eps ~ N(0, I) (drawn here unless given)."""
-    return mu + torch.exp(0.5 * logvar) * (torch.randn_like(mu) if eps is None else eps)
+def reparameterize(mu: Tensor, logvar: Tensor, eps: Tensor) -> Tensor:
+    """z = mu + exp(logvar / 2) * eps."""
+    return mu + torch.exp(0.5 * logvar) * eps
 
 
 class IntroVAE(nn.Module):
-    """Encoder + decoder with the config that built them; the object users sample from and export.
+    """Encoder + generator with the :class:`ModelConfig` that built them: what users sample from and export.
 
-    >>> model = IntroVAE(Config(image_size=32, latent_dim=16, channels=(8, 8, 8, 8)))
-    >>> model.sample(4, seed=0).shape
+    >>> model = IntroVAE(ModelConfig(image_size=32, latent_dim=16, channels=(8, 8, 8, 8)))
+    >>> model.eval().sample(4, seed=0).shape
     torch.Size([4, 1, 32, 32])
     """
 
-    def __init__(self, config: Config):
+    def __init__(self, config: ModelConfig):
         super().__init__()
+        if not isinstance(config, ModelConfig):
+            raise ConfigError(f"IntroVAE takes a ModelConfig (TrainConfig.model), got {type(config).__name__}")
         self.config = config
-        kw = dict(image_size=config.image_size, in_channels=config.in_channels,
-                  latent_dim=config.latent_dim, channels=config.stage_channels)
-        self.encoder = Encoder(**kw)
-        self.decoder = Decoder(**kw)
-        self.checkpoint_activations(config.checkpoint_activations)
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+        self.generator_source = "trained"  # or "ema": which generator load_model gave
 
     def checkpoint_activations(self, on: bool = True) -> "IntroVAE":
-        """Recompute each residual block in the backward pass rather than store its activations:
-        the memory of the activations shrinks to the blocks' inputs, for about one more forward pass."""
+        """Recompute each residual block in the backward pass rather than store its activations."""
         for m in self.modules():
             if isinstance(m, ResBlock):
                 m.checkpointed = on
         return self
 
-    # --- inference helpers (eval mode is the caller's choice; the CLI sets it) ---
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self.encoder(x)
+    def with_generator(self, decoder: nn.Module, source: str = "ema") -> "IntroVAE":
+        """An IntroVAE sharing this encoder, with ``decoder`` as its generator (no copies)."""
+        other = IntroVAE.__new__(IntroVAE)
+        nn.Module.__init__(other)
+        other.config, other.encoder, other.decoder, other.generator_source = self.config, self.encoder, decoder, source
+        return other
 
-    def decode(self, z: Tensor) -> Tensor:
-        return self.decoder(z)
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # --- inference (eval mode is the caller's choice; the commands set it) -----------------
+    def latents(self, n: int, *, seed: int | None = None) -> Tensor:
+        """``n`` draws of z ~ N(0, I), made on the CPU so that a seed gives the same z on every device."""
+        g = torch.Generator().manual_seed(seed) if seed is not None else None
+        return torch.randn(n, self.config.latent_dim, generator=g)
 
     @torch.no_grad()
-    def sample(self, n: int, *, seed: int | None = None, z: Tensor | None = None) -> Tensor:
-        """``n`` generated images from z ~ N(0, I); a fixed seed gives the same images."""
-        if z is None:
-            g = torch.Generator().manual_seed(seed) if seed is not None else None
-            z = torch.randn(n, self.config.latent_dim, generator=g)
-        return self.decoder(z.to(self.device))
+    def sample(self, n: int | None = None, *, seed: int | None = None, z: Tensor | None = None,
+               batch_size: int = 256) -> Tensor:
+        """Generated images from ``z`` (default: ``n`` draws with ``seed``), decoded ``batch_size`` at a time
+        on the model's device; returned on that device."""
+        z = self.latents(n, seed=seed) if z is None else z
+        return torch.cat([self.decoder(c.to(self.device)) for c in z.split(batch_size)])
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor, *, sample_z: bool = False) -> Tensor:
-        """Reconstructions of ``x`` through the posterior mean (or a sampled z)."""
+    def reconstruct(self, x: Tensor, *, sample_z: bool = False, generator: torch.Generator | None = None) -> Tensor:
+        """Reconstructions of ``x`` through the posterior mean (or a sampled z), on the model's device."""
         mu, logvar = self.encoder(x.to(self.device))
-        return self.decoder(reparameterize(mu, logvar) if sample_z else mu)
+        if not sample_z:
+            return self.decoder(mu)
+        eps = torch.randn(mu.shape, generator=generator).to(mu.device)  # CPU draws: the same on every device
+        return self.decoder(reparameterize(mu, logvar, eps))
 
     @torch.no_grad()
     def interpolate(self, a: Tensor, b: Tensor, steps: int) -> Tensor:
@@ -198,37 +206,48 @@ class IntroVAE(nn.Module):
         t = torch.linspace(0, 1, steps, device=mu.device)[:, None]
         return self.decoder((1 - t) * mu[0] + t * mu[1])
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
-    # --- export / load: config.json + model.safetensors --------------------------
+    # --- export / load: config.json + model.safetensors ------------------------------------
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` to ``directory``."""
+        """Write ``config.json`` (the :class:`ModelConfig`) and ``model.safetensors`` to ``directory``."""
+        import json
+
         from safetensors.torch import save_file
 
-        from . import __version__
+        from .version import __version__
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        self.config.save(d / "config.json")
+        (d / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(d / "model.safetensors"), metadata={"introvae_version": __version__})
+        save_file(state, str(d / "model.safetensors"), metadata={
+            "introvae_version": __version__, "architecture": str(ARCHITECTURE), "generator": self.generator_source})
         return d
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "IntroVAE":
-        """Load a model written by :meth:`save_pretrained` (strictly: every weight must match)."""
+    def from_pretrained(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> "IntroVAE":
+        """Load a model written by :meth:`save_pretrained` onto ``device`` (strictly: every weight must match)."""
+        import json
+
+        from safetensors import safe_open
         from safetensors.torch import load_file
 
         d = Path(directory)
         for name in ("config.json", "model.safetensors"):
             if not (d / name).is_file():
-                raise FileNotFoundError(f"{d} is not an exported IntroVAE model: {name} is missing")
-        config = Config.load(d / "config.json")
+                raise CheckpointError(f"{d} is not an exported IntroVAE model: {name} is missing")
+        with safe_open(str(d / "model.safetensors"), "pt") as f:
+            meta = f.metadata() or {}
+        if meta.get("architecture") != str(ARCHITECTURE):
+            raise CheckpointError(f"{d} was exported by introvae {meta.get('introvae_version', '0.1')}, whose networks "
+                                  f"differ from this version's (architecture {ARCHITECTURE}); train or export it again")
+        try:
+            config = ModelConfig.from_dict(json.loads((d / "config.json").read_text()))
+        except ValueError as e:
+            raise CheckpointError(f"{d / 'config.json'}: {e}") from None
         model = cls(config)
         load_state_strict(model, load_file(str(d / "model.safetensors")), source=str(d))
-        return model.eval()
+        model.generator_source = meta.get("generator", "trained")
+        return model.to(device).eval()
 
 
 def load_state_strict(model: nn.Module, state: dict[str, Tensor], *, source: str) -> None:
@@ -246,7 +265,7 @@ def load_state_strict(model: nn.Module, state: dict[str, Tensor], *, source: str
         if wrong:
             k = wrong[0]
             parts.append(f"{len(wrong)} of another shape (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
-        raise ValueError(f"weights in {source} do not fit this architecture: " + "; ".join(parts))
+        raise CheckpointError(f"weights in {source} do not fit this architecture: " + "; ".join(parts))
     model.load_state_dict(state)
 
 
@@ -254,10 +273,9 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def describe(config: Config) -> str:
-    """A one-line summary: resolution, schedule and parameter counts."""
-    m = torch.device("meta")
-    with m:
+def describe(config: ModelConfig) -> str:
+    """A one-line summary: resolution, schedule and parameter counts (built on the meta device: no memory)."""
+    with torch.device("meta"):
         model = IntroVAE(config)
     e, g = count_parameters(model.encoder), count_parameters(model.decoder)
     return (f"{config.image_size}px x{config.in_channels}, z={config.latent_dim}, "

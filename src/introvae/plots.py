@@ -6,14 +6,14 @@ from pathlib import Path
 
 
 def plot_kl(rows: list[dict], path: str | Path, *, margin: float, warmup_steps: int = 0,
-            title: str = "") -> Path:
-    """Plot ``kl_real``, ``kl_rec``, ``kl_fake`` (and the reconstruction error) from stats rows."""
+            title: str = "", fids: list[tuple[int, float]] = ()) -> Path:
+    """Plot ``kl_real``, ``kl_rec``, ``kl_fake`` (and the reconstruction error) from stats rows, and the
+    (step, FID) pairs of evaluations during training beside them."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fids = [(r["step"], r["fid"]) for r in rows if r.get("fid") is not None]
     rows = [r for r in rows if "kl_real" in r]
     steps = [r["step"] for r in rows]
     fig, axes = plt.subplots(1, 3 if fids else 2, figsize=(16 if fids else 11, 4))

@@ -1,6 +1,6 @@
 """Mixed precision: autocast for the networks, one gradient scaler (fp16) serving both optimisers.
 
-The losses' sums (KL, hinge, reconstruction) are always taken in fp32 (see ``losses``).
+The losses' sums (KL, hinge, reconstruction) are always taken in fp32 (see ``objectives``).
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+from .config import PRECISIONS
+from .errors import ConfigError
 
 
 @dataclass
@@ -32,18 +33,8 @@ class Precision:
 def make_precision(name: str, device: torch.device) -> Precision:
     """fp32 (no autocast), bf16 (autocast; CPU and GPU), fp16 (autocast + one GradScaler for E and G)."""
     if name not in PRECISIONS:
-        raise ValueError(f"precision: must be one of {', '.join(PRECISIONS)}, got {name!r}")
+        raise ConfigError(f"precision: must be one of {', '.join(PRECISIONS)}, got {name!r}")
     # The losses are sums over pixels and latent dimensions (1e2..1e4), so the default starting
     # scale of 2**16 overflows fp16 at once; 2**10 saves the first steps from being skipped.
     scaler = torch.amp.GradScaler(device.type, init_scale=2.0 ** 10) if name == "fp16" else None
     return Precision(name, device.type, scaler)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto``: the GPU when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {name!r} asked for, but this machine has no CUDA device")
-    return dev

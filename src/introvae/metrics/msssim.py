@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..data import to_float
+
 STANDARD_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
@@ -28,7 +30,7 @@ def ms_ssim_settings(image_size: int) -> tuple[int, int]:
 
 
 def ms_ssim(x: Tensor, y: Tensor, *, image_size: int | None = None) -> Tensor:
-    """MS-SSIM of each pair (x[i], y[i]), float images in [0, 1]; shape (N,)."""
+    """MS-SSIM of each pair (x[i], y[i]), float images in [0, 1]; shape (N,), on their device."""
     from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
     kernel, scales = ms_ssim_settings(image_size or x.shape[-1])
@@ -43,15 +45,30 @@ def ms_ssim(x: Tensor, y: Tensor, *, image_size: int | None = None) -> Tensor:
 
 
 @torch.no_grad()
-def sample_diversity(images: Tensor, *, pairs: int, seed: int = 0, batch: int = 500) -> float:
-    """Mean MS-SSIM over ``pairs`` random pairs of distinct images (lower = more diverse)."""
+def sample_diversity(images: Tensor, *, pairs: int, seed: int = 0, batch: int = 500,
+                     device: torch.device | str = "cpu") -> float:
+    """Mean MS-SSIM over ``pairs`` random pairs of distinct images (lower = more diverse); ``images`` are
+    uint8 or float in [0, 1], on the CPU; each batch of pairs is scored on ``device``."""
     n = len(images)
     if n < 2:
         raise ValueError("MS-SSIM diversity needs at least 2 images")
     g = torch.Generator().manual_seed(seed)
     i = torch.randint(0, n, (pairs,), generator=g)
     j = (i + torch.randint(1, n, (pairs,), generator=g)) % n  # j != i
+    as_float = to_float if images.dtype == torch.uint8 else (lambda t: t)
     total = 0.0
     for k in range(0, pairs, batch):
-        total += float(ms_ssim(images[i[k:k + batch]], images[j[k:k + batch]]).double().sum())
+        a, b = (as_float(images[idx[k:k + batch]].to(device)) for idx in (i, j))
+        total += float(ms_ssim(a, b).double().sum())
     return total / pairs
+
+
+def metric(ctx) -> dict:
+    """MS-SSIM diversity of the scored images, and of real image pairs for reference."""
+    s = ctx.settings
+    kernel, scales = ms_ssim_settings(ctx.image_size)
+    out = {"value": sample_diversity(ctx.samples, pairs=s.pairs, seed=s.seed, device=ctx.device),
+           "pairs": s.pairs, "window": kernel, "scales": scales}
+    if ctx.model is not None:
+        out["real_data_value"] = sample_diversity(ctx.reference, pairs=s.pairs, seed=s.seed, device=ctx.device)
+    return out

@@ -1,0 +1,227 @@
+"""What each ``introvae`` command does with its parsed arguments (the parser is in ``cli``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+from pathlib import Path
+
+from .config import flat_fields, read_config_file
+from .errors import UserError
+
+
+def config_overrides(args: argparse.Namespace) -> dict:
+    """The config fields given on the command line."""
+    return {f.name: getattr(args, f.name) for f in flat_fields() if getattr(args, f.name, None) is not None}
+
+
+def build_config(args: argparse.Namespace):
+    """preset (named, or chosen from --data) <- config file <- command-line flags."""
+    from .presets import get_preset, preset_for_data
+
+    preset = args.preset or preset_for_data(args.data)
+    cfg = get_preset(preset)
+    if args.config:
+        cfg = cfg.replace(**read_config_file(args.config))
+    cfg = cfg.replace(**config_overrides(args))
+    if cfg.data is None:
+        raise UserError(f"data: the preset {preset!r} names no data set; give --data (a folder of images, a zip, "
+                        "an LMDB database or a directory of IDX files)")
+    return cfg
+
+
+def cmd_train(args) -> int:
+    from . import distributed
+    from .checkpoint import latest
+    from . import devices
+    from .model import describe
+    from .trainer import Trainer, resume
+
+    world = distributed.world_from_env()  # several processes under torchrun
+    say = print if world.is_main else (lambda *a, **k: None)
+    if args.resume:
+        if args.data is not None or args.preset is not None or args.config is not None:
+            raise UserError("train: --resume continues a run with its own data and model; give no --data, "
+                            "--preset or --config (runtime flags and --steps/--epochs may change)")
+        trainer = resume(args.resume, config_overrides(args), show_progress=not args.quiet)
+    else:
+        if args.data is None and args.preset is None and args.config is None:
+            raise UserError("train: give --data (faces, fashion-mnist or a path), a --preset or a --config")
+        cfg = build_config(args)
+        if cfg.steps is None and cfg.epochs is None:
+            raise UserError("train: give --steps or --epochs")
+        if args.dry_run:
+            say(json.dumps(cfg.to_dict(), indent=2))
+            say(describe(cfg.model))
+            return 0
+        if args.out:
+            run_dir = Path(args.out)
+        else:
+            distributed.setup(world, devices.resolve_device(cfg.device))  # to agree on the run directory's number
+            run_dir = distributed.broadcast_object(
+                new_run_dir("runs", args.preset or Path(cfg.data).name) if world.is_main else None, world)
+        if latest(run_dir) is not None:
+            raise UserError(f"train: {run_dir} already holds a run; continue it with --resume {run_dir} "
+                            "or choose another --out")
+        trainer = Trainer(cfg, run_dir, show_progress=not args.quiet)
+        procs = f" on {world.size} processes (global batch {trainer.run.global_batch})" if world.enabled else ""
+        say(f"training {describe(cfg.model)} on {trainer.data.name} ({len(trainer.data.train)} train / "
+            f"{len(trainer.data.test)} held-out images) for {trainer.run.total_steps} steps "
+            f"({trainer.run.warmup_steps} VAE warm-up) on {trainer.device}{procs} into {run_dir}")
+    try:
+        trainer.train()
+    finally:
+        distributed.teardown()
+    say(f"done: step {trainer.step}; pictures and kl.png in {trainer.run_dir}")
+    return 0
+
+
+def new_run_dir(root: str | Path, label: str) -> Path:
+    """``root/NNNNN-label``, numbered after the runs already there."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    nums = [int(m.group(1)) for p in root.iterdir() if (m := re.match(r"^(\d{5})-", p.name))]
+    return root / f"{max(nums, default=-1) + 1:05d}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', label)}"
+
+
+def cmd_sample(args) -> int:
+    import torch
+
+    from .data import save_image, to_float, to_uint8
+    from .grids import save_grid
+    from .runstate import load_model
+
+    if args.n < 1 or args.batch_size < 1:
+        raise UserError("sample: -n and --batch-size must be >= 1")
+    model = load_model(args.model, ema=not args.no_ema, device=args.device)
+    z, out = model.latents(args.n, seed=args.seed), Path(args.out)
+    if out.suffix.lower() == ".png":
+        images = torch.cat([to_uint8(model.sample(z=c)).cpu() for c in z.split(args.batch_size)])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_grid(to_float(images), out, nrow=max(1, round(math.sqrt(args.n))))
+        print(f"wrote a grid of {args.n} samples to {out}")
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    k = 0
+    for chunk in z.split(args.batch_size):  # written as generated: 50,000 samples need not fit in memory
+        for img in model.sample(z=chunk).cpu():
+            save_image(img, out / f"sample-{k:05d}.png")
+            k += 1
+    print(f"wrote {args.n} samples to {out}/")
+    return 0
+
+
+def _model_and_images(args, paths: list[str]):
+    """The model on its device, and the image files read at its size and channel count, (N, C, H, W)."""
+    import torch
+
+    from .data import read_image
+    from .runstate import load_model
+
+    model = load_model(args.model, device=args.device)
+    c = model.config
+    images = torch.stack([read_image(p, image_size=c.image_size, in_channels=c.in_channels) for p in paths])
+    return model, images.to(model.device)
+
+
+def cmd_reconstruct(args) -> int:
+    from .data import save_image
+
+    model, x = _model_and_images(args, args.images)
+    rec = model.reconstruct(x).cpu()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for p, r in zip(args.images, rec):
+        save_image(r, out / f"{Path(p).stem}-reconstruction.png")
+    print(f"wrote {len(rec)} reconstructions to {out}/")
+    return 0
+
+
+def cmd_interpolate(args) -> int:
+    from .grids import save_grid
+
+    if args.steps < 2:
+        raise UserError("interpolate: --steps must be >= 2")
+    model, ab = _model_and_images(args, [args.a, args.b])
+    strip = model.interpolate(ab[0], ab[1], args.steps)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_grid(strip, out, nrow=args.steps)
+    print(f"wrote an interpolation strip of {args.steps} images to {out}")
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from .calibrate import calibrate
+
+    if args.steps is None and args.epochs is None:
+        args.steps = 1000
+    result = calibrate(build_config(args), out=args.out, show_progress=not args.quiet)
+    print(result.report())
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.out), steps=args.steps, device=args.device, show_progress=not args.quiet)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate_folder, evaluate_model, format_table
+    from .metrics import EvalSettings
+
+    for name in ("num_samples", "pairs", "ref_images"):
+        if getattr(args, name) < 2:
+            raise UserError(f"evaluate: --{name.replace('_', '-')} must be >= 2")
+    if args.neighbours < 0 or args.batch_size < 1:
+        raise UserError("evaluate: --neighbours must be >= 0 and --batch-size >= 1")
+    settings = EvalSettings(num_samples=args.num_samples, pairs=args.pairs, ref_split=args.ref_split,
+                            ref_images=args.ref_images, neighbours=args.neighbours, batch_size=args.batch_size,
+                            seed=args.seed, ema=not args.no_ema)
+    src = Path(args.source)
+    if not src.exists():
+        raise UserError(f"evaluate: not found: {src}")
+    if src.is_file() or (src / "model.safetensors").is_file() or (src / "checkpoints").is_dir():
+        result = evaluate_model(src, settings, data=args.data, out=args.out, device=args.device,
+                                show_progress=not args.quiet)
+    else:
+        if not args.data or not args.image_size:
+            raise UserError("evaluate: for a folder of images give --data (the real images) and --image-size")
+        from .config import ModelConfig
+
+        ModelConfig(image_size=args.image_size, in_channels=args.in_channels)  # validates, naming the field
+        result = evaluate_folder(src, data=args.data, image_size=args.image_size, in_channels=args.in_channels,
+                                 settings=settings, out=args.out, device=args.device, show_progress=not args.quiet)
+    print(format_table(result))
+    print(f"appended to {result['metrics_file']}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .runstate import load_model
+
+    model = load_model(args.model, ema=not args.no_ema, device="cpu")
+    out = model.save_pretrained(args.out)
+    print(f"exported the {model.generator_source} generator to {out}/ (config.json + model.safetensors)")
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from .model import describe
+    from .presets import PRESETS
+
+    for name, cfg in PRESETS.items():
+        print(f"{name:14s} data={cfg.data or '(give --data)':14s} m={cfg.margin:g} alpha={cfg.alpha:g} "
+              f"beta={cfg.beta:g} batch={cfg.batch_size}  {describe(cfg.model)}")
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train, "sample": cmd_sample, "reconstruct": cmd_reconstruct, "interpolate": cmd_interpolate,
+    "calibrate": cmd_calibrate, "demo": cmd_demo, "export": cmd_export, "presets": cmd_presets,
+    "evaluate": cmd_evaluate,
+}

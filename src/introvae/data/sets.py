@@ -1,0 +1,163 @@
+"""Data sets: a source split into training and held-out images, decoded on access or cached in memory.
+
+:class:`LazyImages` is the one way images are read: a view of a source by index, decoded when
+indexed. A data set that fits in memory is that same view decoded once into a uint8 tensor
+(N, C, H, W) (:func:`cache_in_memory`), which indexes the same way; there unreadable images are
+left out and listed. Larger ones (LMDB, big folders) stay lazy and are decoded in the loader's
+worker processes, an unreadable image replaced by its next readable neighbour.
+"""
+
+from __future__ import annotations
+
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import DataError
+from . import sources
+from .images import DECODE_ERRORS, IMAGE_EXTENSIONS
+from .index import folder_index
+
+SPLIT_SEED = 1234  # the held-out split never depends on the training seed
+# Data sets whose decoded images would take more memory than this are decoded on access instead.
+IN_MEMORY_LIMIT = 8 * 2**30
+
+
+class LazyImages:
+    """Images of a source selected by ``indices``, decoded when indexed (by int, slice or index tensor)."""
+
+    def __init__(self, source: sources.Source, indices):
+        self.source, self.indices = source, np.asarray(indices, dtype=np.int64)
+        self._reported: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, idx) -> Tensor:
+        if isinstance(idx, (int, np.integer)):
+            return torch.from_numpy(self._read(int(self.indices[idx])))
+        chosen = self.indices[idx.cpu().numpy() if isinstance(idx, Tensor) else idx]
+        if len(chosen) == 0:
+            raise IndexError("empty selection of a lazily decoded data set")
+        try:
+            return torch.from_numpy(self.source.read_many(chosen))
+        except DECODE_ERRORS:  # one of them is unreadable: read them one by one
+            return torch.from_numpy(np.stack([self._read(int(k)) for k in chosen]))
+
+    def _read(self, k: int) -> np.ndarray:
+        """Image ``k``; an unreadable one is replaced by the next readable image (and reported once)."""
+        n = len(self.source)
+        for attempt in range(min(n, 64)):
+            key = (k + attempt) % n
+            try:
+                return self.source.read(key)
+            except DECODE_ERRORS as e:
+                if key not in self._reported:
+                    self._reported.add(key)
+                    warnings.warn(f"{self.source.name}: skipping unreadable image {self.source.label(key)} "
+                                  f"({type(e).__name__}: {e}); a neighbouring image is used instead", stacklevel=2)
+        raise DataError(f"{self.source.name}: 64 consecutive images could not be read (from "
+                        f"{self.source.label(k)}); is this an image data set?")
+
+
+def cache_in_memory(images: LazyImages, *, show_progress: bool = False,
+                    chunk: int = 8192) -> tuple[Tensor, list[tuple[str, str]]]:
+    """Every image of ``images`` decoded into one uint8 tensor; unreadable ones are left out and returned
+    as (file, reason)."""
+    from tqdm.auto import tqdm
+
+    src, kept, skipped = images.source, [], []
+    with tqdm(total=len(images), desc=f"decoding {src.name}", unit="img", disable=not show_progress,
+              leave=False) as bar:
+        for start in range(0, len(images), chunk):
+            ks = images.indices[start:start + chunk]
+            try:
+                kept.append(src.read_many(ks))
+            except DECODE_ERRORS:
+                for k in ks:
+                    try:
+                        kept.append(src.read(int(k))[None])
+                    except DECODE_ERRORS as e:
+                        skipped.append((src.label(int(k)), f"{type(e).__name__}: {e}"))
+            bar.update(len(ks))
+    c, s = src.in_channels, src.image_size
+    arr = np.concatenate(kept) if kept else np.zeros((0, c, s, s), np.uint8)
+    return torch.from_numpy(arr), skipped
+
+
+@dataclass
+class ImageSet:
+    """Training and held-out images: uint8 tensors (N, C, H, W), or :class:`LazyImages` for large data."""
+
+    name: str
+    train: Tensor | LazyImages
+    test: Tensor | LazyImages
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+
+    def __post_init__(self) -> None:
+        if len(self.train) == 0:
+            raise DataError(f"{self.name}: no training images")
+
+
+def load(data: str, *, image_size: int, in_channels: int, holdout_fraction: float = 0.1,
+         show_progress: bool = True) -> ImageSet:
+    """A data set by name (``faces``, ``fashion-mnist``) or path (folder, zip, LMDB, IDX directory)."""
+    if data == "faces":
+        return _split(sources.faces(image_size, in_channels), holdout_fraction, show_progress)
+    if data in ("fashion-mnist", "fashion_mnist", "fmnist"):
+        return _idx_set(sources.fashion_mnist_dir(), image_size, in_channels)
+    p = Path(data).expanduser()
+    if not p.exists():
+        raise DataError(f"data: no such file or directory: {p} (or name a built-in set: faces, fashion-mnist)")
+    if p.is_dir() and sources.idx_file(p, sources.IDX_TRAIN):
+        return _idx_set(p, image_size, in_channels)
+    if sources.is_lmdb(p):
+        src = sources.LmdbSource(p, image_size, in_channels)
+    elif p.is_dir():
+        src = sources.FolderSource(p, folder_index(p, IMAGE_EXTENSIONS, show_progress=show_progress), image_size,
+                                   in_channels)
+    elif zipfile.is_zipfile(p):
+        src = sources.ZipSource(p, image_size, in_channels)
+    elif p.suffix.lower() in IMAGE_EXTENSIONS:
+        raise DataError(f"data: {p} is a single image; pass the folder that holds your images")
+    else:
+        raise DataError(f"data: {p} is neither a folder, a zip of images, nor a directory of IDX files")
+    if len(src) == 0:
+        raise DataError(f"data: no images ({', '.join(IMAGE_EXTENSIONS)}) found in {p}")
+    return _split(src, holdout_fraction, show_progress)
+
+
+def _split(src: sources.Source, holdout_fraction: float, show_progress: bool) -> ImageSet:
+    """A fixed held-out split (independent of the run's seed), the same whether cached or streamed."""
+    n = len(src)
+    n_test = int(round(n * holdout_fraction)) if n > 1 else 0
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED)).numpy()
+    train, test = LazyImages(src, perm[n_test:]), LazyImages(src, perm[:n_test])
+    if n * src.in_channels * src.image_size ** 2 > IN_MEMORY_LIMIT or isinstance(src, sources.LmdbSource):
+        return ImageSet(src.name, train, test)
+    (train, bad_train), (test, bad_test) = (cache_in_memory(part, show_progress=show_progress)
+                                            for part in (train, test))
+    skipped = sorted(bad_train + bad_test)
+    if skipped and len(train) + len(test) == 0:
+        raise DataError(f"data: none of the {n} images in {src.name} could be read "
+                        f"(first problem: {skipped[0][0]}: {skipped[0][1]})")
+    if skipped:
+        warnings.warn(f"{src.name}: skipped {len(skipped)} unreadable image(s) of {n} "
+                      f"(first: {skipped[0][0]}: {skipped[0][1]})", stacklevel=3)
+    return ImageSet(src.name, train, test, skipped)
+
+
+def _idx_set(root: Path, image_size: int, in_channels: int) -> ImageSet:
+    """A directory of IDX files: ``train-images-idx3-ubyte[.gz]``, and its own held-out ``t10k`` file if any."""
+    train = sources.ArraySource(root.name, sources.read_idx(sources.idx_file(root, sources.IDX_TRAIN)),
+                                image_size, in_channels)
+    test_file = sources.idx_file(root, sources.IDX_TEST)
+    test = sources.ArraySource(root.name, sources.read_idx(test_file) if test_file else train.images[:0],
+                               image_size, in_channels)
+    return ImageSet(root.name, cache_in_memory(LazyImages(train, np.arange(len(train))))[0],
+                    cache_in_memory(LazyImages(test, np.arange(len(test))))[0])

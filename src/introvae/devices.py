@@ -1,0 +1,47 @@
+"""Devices are passed, never assumed: the one place that turns a ``--device`` name into a device."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import UserError
+
+DEVICE_HELP = "auto (the GPU if there is one, else the CPU), cpu, cuda, cuda:N or mps"
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """The device called ``name``; a device this machine does not have is a :class:`UserError`."""
+    if isinstance(name, torch.device):
+        return name
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise UserError(f"device: {name!r} is not a device; use {DEVICE_HELP}") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(f"device: {name!r} asked for, but this machine has no CUDA device "
+                            f"(torch {torch.__version__}); use --device cpu")
+        if dev.index is not None and dev.index >= count:
+            raise UserError(f"device: {name!r} asked for, but this machine has {count} CUDA device(s): "
+                            f"cuda:0 to cuda:{count - 1}")
+        return dev
+    if dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+            raise UserError(f"device: {name!r} asked for, but this machine has no MPS device; use --device cpu")
+        return dev
+    raise UserError(f"device: {name!r} is not supported; use {DEVICE_HELP}")
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (for timing); nothing to do on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,29 @@
+"""The one exception type for a user's mistake, raised where the problem is found.
+
+A :class:`UserError` names what is wrong (a field, a path, a file, a device) and what to do about
+it. The command line prints its message as one line and exits with status 2; anything else is a
+bug and keeps its traceback. The subclasses only say where the problem was found, for callers of
+the Python API that want to tell them apart.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem with what the user gave; the message names it."""
+
+
+class ConfigError(UserError):
+    """A configuration value is invalid; the message starts with the field's name."""
+
+
+class DataError(UserError):
+    """The data cannot be used; the message says why and where."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint or exported model cannot be used; the message names the file and the reason."""
+
+
+class MetricError(UserError):
+    """A metric cannot be computed as asked (missing weights, too few images, ...)."""

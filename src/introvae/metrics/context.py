@@ -1,0 +1,108 @@
+"""The one options object every metric reads: what to score, against what, on which device, with caches.
+
+A :class:`MetricContext` generates the samples once (in chunks of ``batch_size`` on the device), computes
+their Inception features once, and takes the real images' features from a disk cache keyed by everything
+they depend on (data set, split, count, resolution, channels, network), so that FID, MS-SSIM and the
+nearest neighbours share them.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..data import ImageSet, to_float, to_uint8
+from ..errors import MetricError
+from . import fid as fidlib
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    num_samples: int = 10_000  # generated images for FID
+    pairs: int = 10_000  # random pairs for MS-SSIM
+    ref_split: str = "train"  # real images FID compares with
+    ref_images: int = 10_000  # at most this many of them (a fixed subset)
+    neighbours: int = 8  # samples shown with their nearest training images
+    batch_size: int = 100  # generated, encoded and Inception images per chunk
+    seed: int = 0
+    ema: bool = True  # a run trained with --ema is scored with its averaged generator
+
+
+class MetricContext:
+    """What a metric needs. ``model`` (eval mode, on ``device``) is scored by its samples; without one, the
+    ``images`` given (uint8, e.g. a folder of another program's samples) are. With neither, the context still
+    gives the real images and their features (``reference``, ``features_of``)."""
+
+    def __init__(self, *, data: ImageSet, data_id: str, image_size: int, in_channels: int,
+                 device: torch.device, settings: EvalSettings = EvalSettings(), model=None,
+                 images: Tensor | None = None, features: Callable[[Tensor], Tensor] | None = None,
+                 out_dir: Path | None = None, show_progress: bool = True):
+        self.data, self.data_id, self.image_size, self.in_channels = data, data_id, image_size, in_channels
+        self.device, self.settings, self.model, self._images = device, settings, model, images
+        self._features, self.out_dir, self.show_progress = features, out_dir, show_progress
+
+    @functools.cached_property
+    def feature_fn(self) -> Callable[[Tensor], Tensor]:
+        return self._features or fidlib.load_inception(self.device)
+
+    @functools.cached_property
+    def samples(self) -> Tensor:
+        """The scored images, uint8 on the CPU: ``num_samples`` generated in chunks, or the images given."""
+        if self._images is not None:
+            return self._images
+        if self.model is None:
+            raise MetricError("nothing to score: give a model or images")
+        s = self.settings
+        z = self.model.latents(s.num_samples, seed=s.seed)
+        return torch.cat([to_uint8(self.model.sample(z=c)).cpu() for c in z.split(s.batch_size)])
+
+    @functools.cached_property
+    def sample_features(self) -> Tensor:
+        return self.features_of(self.samples, desc="sample features")
+
+    @functools.cached_property
+    def reference(self) -> Tensor:
+        """A fixed subset (the same every time) of the real images of ``ref_split``, uint8 on the CPU."""
+        split, limit = self.settings.ref_split, self.settings.ref_images
+        images = self.data.train if split == "train" else self.data.test
+        if len(images) == 0:
+            raise MetricError(f"the {split} split of {self.data.name} is empty")
+        if len(images) <= limit:
+            return images[:]
+        idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:limit]
+        return images[idx.sort().values]
+
+    @functools.cached_property
+    def reference_features(self) -> Tensor:
+        """Inception features of :attr:`reference`, cached on disk (custom feature functions are not cached)."""
+        ref = self.reference
+        if self._features is not None:
+            return self.features_of(ref, desc=f"real {self.settings.ref_split} features")
+        key = fidlib.stats_key(data=self.data_id, split=self.settings.ref_split, n=len(ref),
+                               image_size=self.image_size, in_channels=self.in_channels)
+        path = fidlib.cache_dir() / f"features-{key}.pt"
+        if path.is_file():
+            return torch.load(path, weights_only=True)
+        f = self.features_of(ref, desc=f"real {self.settings.ref_split} features")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(f, tmp)
+        tmp.replace(path)
+        return f
+
+    @property
+    def held_out(self) -> Tensor:
+        """The images reconstructions are scored on: the held-out split (the training split if it is empty)."""
+        return self.data.test[:] if len(self.data.test) else self.data.train[:]
+
+    def features_of(self, images: Tensor, *, desc: str) -> Tensor:
+        """Feature vectors (float32, CPU) of uint8 images (N, C, H, W), ``batch_size`` at a time on the device."""
+        b = self.settings.batch_size
+        chunks = (to_float(images[k:k + b].to(self.device)) for k in range(0, len(images), b))
+        return fidlib.inception_features(chunks, self.feature_fn, total=len(images), desc=desc,
+                                         show_progress=self.show_progress).float()

@@ -1,0 +1,229 @@
+"""A run's state at a step, and its ways to and from disk: checkpoints, resume, rollback, ``load_model``.
+
+A checkpoint holds everything an uninterrupted run would still have in memory: both networks, both
+optimisers, the EMA generator, the gradient scaler, the step, the data cursor (epoch, and images of it
+used), the schedule in steps, the rollbacks so far and the RNG states. A run resumed from it ends with
+exactly the weights of one that was never stopped (on a CPU; tested).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import checkpoint
+from .version import __version__
+from . import distributed as dist_
+from .config import TrainConfig, may_change_on_resume
+from . import devices
+from .ema import make_ema
+from .errors import CheckpointError, UserError
+from .model import IntroVAE, load_state_strict
+from .precision import make_precision
+from .step import load_optimizer_state, make_optimizers
+
+
+class RunState:
+    """The model, its optimisers and the counters of a run, built from its config on ``device``."""
+
+    def __init__(self, config: TrainConfig, *, device: torch.device, world: dist_.World, num_train: int):
+        self.config, self.device, self.world = config, device, world
+        torch.manual_seed(config.seed)  # initialisation and the z / eps draws: the same on every process
+        model = IntroVAE(config.model).to(device).checkpoint_activations(config.checkpoint_activations)
+        if config.sync_bn and world.enabled:
+            dist_.convert_sync_batchnorm(model, device)
+        self.model = model.to(memory_format=torch.channels_last) if config.channels_last else model
+        self.optimizers = make_optimizers(self.model, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2))
+        self.ema = make_ema(self.model.decoder) if config.ema > 0 else None
+        self.precision = make_precision(config.precision, device)
+        self.num_train, self.global_batch = num_train, config.batch_size * world.size
+        self.total_steps = config.total_steps(num_train, world.size)
+        self.warmup_steps = config.warmup_steps(num_train, world.size)
+        self.step, self.rollbacks = 0, 0
+        self.epoch, self.epoch_images = 0, 0  # the data cursor: epoch, and images of it used
+        self.step_epoch = 0  # the epoch the last step's batch came from
+
+    @property
+    def sampler(self) -> IntroVAE:
+        """The model to sample from: the trained one, or its encoder with the EMA generator."""
+        return self.model if self.ema is None else self.model.with_generator(self.ema)
+
+    @property
+    def lr(self) -> float:
+        return self.optimizers["encoder"].param_groups[0]["lr"]
+
+    def set_lr(self, lr: float) -> None:
+        for opt in self.optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] = lr
+
+    def advance(self, used: int) -> None:
+        """One step done, having used ``used`` images of the current epoch."""
+        self.step += 1
+        self.step_epoch, self.epoch_images = self.epoch, used
+        if used + self.global_batch > self.num_train:  # no whole batch left in this epoch
+            self.epoch, self.epoch_images = self.epoch + 1, 0
+
+    # --- checkpoints ---------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "format": checkpoint.CHECKPOINT_FORMAT, "version": __version__, "config": self.config.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "scaler": self.precision.scaler.state_dict() if self.precision.scaler else None,
+            "step": self.step, "data_epoch": self.epoch, "data_epoch_images": self.epoch_images,
+            "processes": self.world.size, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
+            "rollbacks": self.rollbacks, "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+        }
+
+    def load_state_dict(self, state: dict, *, source: str, log: Callable[[str], None] = print) -> None:
+        load_state_strict(self.model, state["model"], source=source)
+        for name, opt in self.optimizers.items():
+            load_optimizer_state(opt, state["optimizers"][name])
+        if self.ema is not None:
+            if state.get("ema") is not None:
+                load_state_strict(self.ema, state["ema"], source=f"{source} (EMA generator)")
+            else:  # a run that had no EMA so far: start the average here
+                self.ema.load_state_dict(self.model.decoder.state_dict())
+        if self.precision.scaler and state.get("scaler"):
+            self.precision.scaler.load_state_dict(state["scaler"])
+        self.step, self.rollbacks = int(state["step"]), int(state["rollbacks"])
+        self.epoch, self.epoch_images = int(state["data_epoch"]), int(state["data_epoch_images"])
+        self.total_steps, self.warmup_steps = int(state["total_steps"]), int(state["warmup_steps"])
+        saved_procs = int(state["processes"])
+        if saved_procs != self.world.size:
+            # Another number of processes: keep the run's length (and warm-up) in images seen.
+            old_gb = TrainConfig.from_dict(state["config"]).batch_size * saved_procs
+            rescale = lambda steps: self.step + math.ceil(max(0, steps - self.step) * old_gb / self.global_batch)  # noqa: E731
+            self.total_steps = rescale(self.total_steps)
+            if self.warmup_steps > self.step:
+                self.warmup_steps = rescale(self.warmup_steps)
+            log(f"resuming with {self.world.size} process(es) instead of {saved_procs}: global batch "
+                f"{old_gb} -> {self.global_batch}; {self.total_steps - self.step} steps remain, to see as many images")
+        torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+
+    def resume(self, plan: "Resumption", *, log: Callable[[str], None]) -> None:
+        """Continue from ``plan``'s checkpoint: its state, the longer schedule it asks for, its changes recorded."""
+        self.load_state_dict(plan.state, source=str(plan.path), log=log)
+        names = [name for name, _, _ in plan.changes]
+        if "steps" in names or "epochs" in names:
+            self.total_steps = self.config.total_steps(self.num_train, self.world.size)
+            if self.total_steps < self.step:
+                raise UserError(f"steps: the run is at step {self.step} already; give more steps to extend it")
+        if plan.changes and self.world.is_main:
+            with open(plan.run_dir / "changes.jsonl", "a") as f:
+                for name, old, new in plan.changes:
+                    f.write(json.dumps({"step": self.step, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                        "field": name, "from": old, "to": new}) + "\n")
+        log(f"resuming {plan.run_dir} from step {self.step} of {self.total_steps} ({plan.path.name})"
+            + "".join(f"; {name}: {old!r} -> {new!r}" for name, old, new in plan.changes))
+
+    def weights_finite(self) -> bool:
+        """Whether every weight and BatchNorm statistic is finite (on every process)."""
+        t = [v for v in self.model.state_dict().values() if v.is_floating_point()]
+        ok = torch.stack([torch.isfinite(v).all() for v in t]).all()
+        return dist_.all_true(ok, self.world, self.device)
+
+    def save(self, run_dir: Path, *, keep: int) -> Path | None:
+        """Write this step's checkpoint (rank 0; every process calls it). Raises OSError when the write fails;
+        the previous checkpoint is then intact."""
+        if not self.world.is_main:
+            return None
+        return checkpoint.save(self.state_dict(), checkpoint.checkpoint_path(run_dir, self.step), keep=keep)
+
+    def rollback(self, run_dir: Path, *, factor: float, log: Callable[[str], None]) -> Path:
+        """Back to the newest readable checkpoint, with the learning rate multiplied by ``factor``."""
+        lr = self.lr * factor
+        path, state = newest_readable_checkpoint(run_dir, log)
+        self.load_state_dict(state, source=str(path), log=log)
+        self.set_lr(lr)
+        self.rollbacks += 1
+        return path
+
+
+@dataclass
+class Resumption:
+    """What resuming a run starts from: its newest readable checkpoint, and the config with the changes asked."""
+
+    run_dir: Path
+    path: Path
+    state: dict
+    config: TrainConfig
+    changes: list[tuple[str, Any, Any]]
+
+
+def plan_resume(run_dir: str | Path, overrides: dict | None = None, *,
+                log: Callable[[str], None] = print) -> Resumption:
+    """The newest readable checkpoint of ``run_dir`` (an unreadable newer one is reported and passed over), and
+    its config with ``overrides``. Runtime and logging settings (device, precision, loader workers, cadences, ...)
+    may change, and ``steps`` or ``epochs`` may extend the run, a finished one too; the model, objective, data
+    and optimiser fields may not. The changes are recorded in the run's ``changes.jsonl``."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise UserError(f"--resume: {run_dir} is not a run directory (no config.json)")
+    path, state = newest_readable_checkpoint(run_dir, log)
+    saved = TrainConfig.from_dict(state["config"])
+    config = saved.replace(**(overrides or {}))
+    changes = saved.changes(config)
+    for name, old, new in changes:
+        if not may_change_on_resume(name):
+            raise UserError(f"{name}: a resumed run keeps its value ({old!r}); only runtime and logging settings, "
+                            f"--steps and --epochs may change (start a new run for {name} = {new!r})")
+    return Resumption(run_dir, path, state, config, changes)
+
+
+def newest_readable_checkpoint(run_dir: Path, log: Callable[[str], None]) -> tuple[Path, dict]:
+    """The newest checkpoint that loads; each unreadable newer one is reported and passed over."""
+    found = checkpoint.list_checkpoints(run_dir)
+    if not found:
+        raise UserError(f"{run_dir} has no checkpoint yet")
+    errors = []
+    for path in reversed(found):
+        try:
+            return path, checkpoint.load(path)
+        except CheckpointError as e:
+            errors.append(str(e))
+            log(f"warning: {e}; trying the previous checkpoint")
+    raise UserError(f"no readable checkpoint in {run_dir}: " + "; ".join(errors))
+
+
+def load_model(source: str | Path, *, ema: bool = True, device: str | torch.device = "auto") -> IntroVAE:
+    """An :class:`IntroVAE` in eval mode on ``device`` from a run directory (its newest checkpoint), a
+    checkpoint file, or an exported model directory (``config.json`` + ``model.safetensors``). A run trained
+    with ``--ema`` gives its averaged generator unless ``ema`` is False; ``model.generator_source`` says which
+    ("ema" or "trained"); ``model.step`` is the checkpoint's step (None for an export)."""
+    device = devices.resolve_device(device)
+    p = Path(source)
+    if not p.exists():
+        raise UserError(f"model not found: {p}")
+    if p.is_dir() and (p / "model.safetensors").is_file():
+        model = IntroVAE.from_pretrained(p, device=device)
+        model.step = None
+        return model
+    if p.is_dir():
+        found = checkpoint.latest(p)
+        if found is None:
+            raise UserError(f"{p} holds neither an exported model (model.safetensors) nor checkpoints/")
+        p = found
+    state = checkpoint.load(p)
+    try:
+        model = IntroVAE(TrainConfig.from_dict(state["config"]).model)
+    except UserError as e:
+        raise CheckpointError(f"{p}: its config is not valid here ({e})") from None
+    load_state_strict(model, state["model"], source=str(p))
+    if ema and state.get("ema") is not None:
+        load_state_strict(model.decoder, state["ema"], source=f"{p} (EMA generator)")
+        model.generator_source = "ema"
+    model.step = int(state["step"])
+    return model.to(device).eval()

@@ -1,0 +1,3 @@
+"""The package version (checkpoints and exports record it)."""
+
+__version__ = "0.2.0"

@@ -1,0 +1,152 @@
+"""A stand-in accelerator for CPU-only machines, so that CI catches device mistakes without a GPU.
+
+Inside :func:`fake_accelerator`, tensors moved to (or made on) the ``meta`` device become
+:class:`OnAccelerator` tensors: they report ``device == meta`` but hold real CPU data, so every
+operation computes real values. A :class:`TorchDispatchMode` sees every ATen operation (also those
+of autograd's backward pass, optimisers and TorchScript) and raises, as CUDA does, when one mixes
+accelerator tensors with host tensors. ``torch.cuda``'s ``Expected all tensors to be on the same
+device`` error, which a GPU user meets at the first snapshot or sample, thus appears on a CPU.
+
+Why ``meta`` and not ``cuda``: autograd asks the device's guard for every tensor that requires
+gradients, and a CPU-only build of torch has no CUDA guard (the process aborts); ``meta`` has one.
+
+What CUDA allows is allowed here too: ``copy_`` and ``_to_copy`` across devices, and CPU 0-d
+tensors as scalars in pointwise operations. Stricter than CUDA in one respect: a CPU generator
+cannot drive a draw made on the accelerator (CUDA raises for that as well).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map
+
+ACCELERATOR = torch.device("meta")
+_CROSS_DEVICE = {torch.ops.aten.copy_.default, torch.ops.aten._to_copy.default}
+
+
+class DeviceMixError(RuntimeError):
+    """An operation took tensors on the accelerator and on the host."""
+
+
+class OnAccelerator(torch.Tensor):
+    """A tensor that says it lives on the accelerator; its values live in ``inner`` (a CPU tensor)."""
+
+    @staticmethod
+    def __new__(cls, inner: torch.Tensor, requires_grad: bool | None = None):
+        return torch.Tensor._make_wrapper_subclass(
+            cls, inner.shape, strides=inner.stride(), storage_offset=inner.storage_offset(), dtype=inner.dtype,
+            device=ACCELERATOR, requires_grad=inner.requires_grad if requires_grad is None else requires_grad)
+
+    def __init__(self, inner: torch.Tensor, requires_grad: bool | None = None):
+        self.inner = inner
+
+    def __repr__(self) -> str:
+        return f"OnAccelerator({self.inner!r})"
+
+    # Reading values on the host works as on a GPU (a synchronisation there).
+    def tolist(self):
+        return self.inner.tolist()
+
+    def __format__(self, spec: str) -> str:
+        return self.inner.__format__(spec)
+
+    def __reduce_ex__(self, protocol):
+        # torch.save of accelerator tensors, loaded with map_location="cpu": plain CPU tensors.
+        return self.inner.__reduce_ex__(protocol)
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+        raise RuntimeError(f"{func} on an accelerator tensor outside fake_accelerator()")
+
+
+class _Mode(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = 0  # operations that ran on the accelerator
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        seen = {"accelerator": False, "host": [], "host_scalar": False}
+
+        def unwrap(t):
+            if isinstance(t, OnAccelerator):
+                seen["accelerator"] = True
+                return t.inner
+            if isinstance(t, torch.Tensor) and t.device.type == ACCELERATOR.type:
+                raise RuntimeError(f"{func}: a real {ACCELERATOR} tensor escaped the fake accelerator (a gap in "
+                                   "tests/fake_accelerator.py, not in the code under test)")
+            if isinstance(t, torch.Tensor):
+                if t.dim() == 0 and t.device.type == "cpu":
+                    seen["host_scalar"] = True
+                else:
+                    seen["host"].append(tuple(t.shape))
+            if isinstance(t, torch.Generator) and t.device.type == "cpu":
+                seen["cpu_generator"] = True
+            return t
+
+        a, k = tree_map(unwrap, args), tree_map(unwrap, kwargs)
+        target = k.get("device")
+        to_accelerator = target is not None and torch.device(target).type == ACCELERATOR.type
+        if to_accelerator:
+            k["device"] = torch.device("cpu")
+        on_accelerator = to_accelerator or (target is None and seen["accelerator"])
+        if func not in _CROSS_DEVICE:
+            if seen["accelerator"] and seen["host"]:
+                raise DeviceMixError(f"{func}: Expected all tensors to be on the same device, but found at least "
+                                     f"two devices, {ACCELERATOR} and cpu (host tensor of shape {seen['host'][0]})")
+            if seen["accelerator"] and seen["host_scalar"] and torch.Tag.pointwise not in func.tags:
+                raise DeviceMixError(f"{func}: Expected all tensors to be on the same device, but found at least "
+                                     f"two devices, {ACCELERATOR} and cpu (a 0-d host tensor)")
+            if to_accelerator and seen.get("cpu_generator"):
+                raise DeviceMixError(f"{func}: Expected a '{ACCELERATOR.type}' device type for generator but found "
+                                     "'cpu'")
+        out = func(*a, **k)
+        if func is torch.ops.aten.copy_.default:
+            return args[0]
+        if on_accelerator:
+            self.ops += 1
+            return tree_map(lambda t: OnAccelerator(t) if isinstance(t, torch.Tensor) else t, out)
+        return out
+
+
+class _FromData(TorchFunctionMode):
+    """``torch.tensor(data, device=...)`` and ``torch.as_tensor`` build their tensor below the dispatcher:
+    build it on the host, then move it, so that it becomes an accelerator tensor like any other."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        device = kwargs.get("device")
+        if func in (torch.tensor, torch.as_tensor) and device is not None \
+                and torch.device(device).type == ACCELERATOR.type:
+            return func(*args, **{**kwargs, "device": "cpu"}).to(ACCELERATOR)
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def fake_accelerator():
+    """Run the block with ``meta`` standing in for a GPU (see the module's docstring). Yields the mode,
+    whose ``ops`` counts the operations that ran on the accelerator."""
+    import torch.optim.optimizer as optim_mod
+    import torch.utils._foreach_utils as foreach_utils
+
+    # The fused Adam kernels (the divergence guard's on-device skip) accept accelerator tensors, as on a GPU.
+    real = foreach_utils._get_fused_kernels_supported_devices
+    fused = lambda: [*real(), ACCELERATOR.type]  # noqa: E731
+    saved = [(m, getattr(m, "_get_fused_kernels_supported_devices", None)) for m in (foreach_utils, optim_mod)]
+    for m, _ in saved:
+        m._get_fused_kernels_supported_devices = fused
+    mode = _Mode()
+    try:
+        with _FromData(), mode, warnings.catch_warnings():
+            # load_state_dict warns that copying into a meta parameter does nothing; here it does copy.
+            warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter")
+            yield mode
+    finally:
+        for m, f in saved:
+            if f is not None:
+                m._get_fused_kernels_supported_devices = f

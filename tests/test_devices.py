@@ -1,0 +1,120 @@
+"""Every command on an accelerator, proven on a CPU-only machine (see fake_accelerator.py).
+
+A GPU user's first run used to crash at the first snapshot (a CPU tensor concatenated with one on the
+GPU), and sampling, evaluation and the FID network always ran on the CPU. Here the ``meta`` device stands
+in for the GPU: any operation that mixes it with the host raises as CUDA does, while values are computed
+for real. The same run on the stand-in and on the CPU must also end with the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import tiny_config, write_pngs
+from fake_accelerator import ACCELERATOR, DeviceMixError, OnAccelerator, fake_accelerator
+from introvae import devices
+from introvae.cli import main
+from introvae.runstate import load_model
+from introvae.trainer import Trainer, resume
+from test_metrics import tiny_features
+
+
+@pytest.fixture
+def accelerator(monkeypatch):
+    """``--device cuda`` (and ``auto``) resolve to the stand-in accelerator."""
+    real = devices.resolve_device
+    monkeypatch.setattr(devices, "resolve_device",
+                        lambda name="auto": ACCELERATOR if name in ("auto", "cuda") else real(name))
+    with fake_accelerator() as mode:
+        yield mode
+
+
+def test_the_stand_in_catches_what_a_gpu_rejects():
+    with fake_accelerator():
+        on_device, on_host = torch.ones(3, device=ACCELERATOR), torch.ones(3)
+        assert isinstance(on_device, OnAccelerator) and on_device.device == ACCELERATOR
+        with pytest.raises(DeviceMixError, match="same device"):
+            torch.cat([on_device, on_host])
+        with pytest.raises(DeviceMixError):
+            torch.nn.Linear(3, 2)(on_device)  # weights on the host, input on the device
+        with pytest.raises(DeviceMixError):
+            torch.stack([on_device.sum(), torch.tensor(1.0)])  # a host scalar is no scalar to stack
+        with pytest.raises(DeviceMixError, match="generator"):
+            torch.randn(3, generator=torch.Generator(), device=ACCELERATOR)
+        # what CUDA allows: host scalars in pointwise operations, copies, reading values
+        assert torch.equal((on_device * torch.tensor(2.0)).cpu(), torch.full((3,), 2.0))
+        assert (on_device + 1).sum().item() == 6.0 and on_device.tolist() == [1.0, 1.0, 1.0]
+
+
+def _train(run_dir, data, **kw):
+    cfg = tiny_config(steps=6, vae_steps=2, ema=0.9, eval_every=3, eval_samples=20, **kw)
+    t = Trainer(cfg, run_dir, data=data, show_progress=False, log=lambda s: None)
+    t.feature_fn = tiny_features
+    return t
+
+
+def test_training_snapshots_evaluation_and_resume_run_on_the_accelerator(tmp_path, faces16, accelerator,
+                                                                        monkeypatch):
+    monkeypatch.setenv("INTROVAE_CACHE", str(tmp_path / "cache"))
+    t = _train(tmp_path / "gpu", faces16, device="cuda")
+    assert t.device == ACCELERATOR and t.run.model.device == ACCELERATOR and t.run.ema.to_image.weight.device == ACCELERATOR
+    t.train(stop_after=4)  # a snapshot (step 3), an evaluation during training (step 3), checkpoints
+    r = resume(tmp_path / "gpu", data=faces16, show_progress=False, log=lambda s: None)
+    r.feature_fn = tiny_features
+    r.train()
+    assert r.step == 6 and r.run.model.device == ACCELERATOR and accelerator.ops > 1000
+    assert (tmp_path / "gpu" / "samples-000000006.png").is_file() and (tmp_path / "gpu" / "kl.png").is_file()
+    # The same run on the CPU ends with the same weights: nothing takes another path on the accelerator.
+    with torch.no_grad():
+        gpu = {k: v.cpu() for k, v in r.run.model.state_dict().items()}
+    cpu_run = _train(tmp_path / "cpu", faces16, device="cpu")
+    cpu_run.train()
+    for k, v in cpu_run.run.model.state_dict().items():
+        assert torch.allclose(v.float(), gpu[k].float(), rtol=1e-5, atol=1e-6), k
+
+
+def test_sample_reconstruct_interpolate_evaluate_calibrate_and_demo_on_the_accelerator(tmp_path, faces16, capsys,
+                                                                                      accelerator, monkeypatch):
+    monkeypatch.setenv("INTROVAE_CACHE", str(tmp_path / "cache"))
+    import introvae.metrics.context as context
+
+    monkeypatch.setattr(context.fidlib, "load_inception", lambda device: tiny_features)
+    t = _train(tmp_path / "run", faces16, device="cuda")
+    t.train()
+    model = load_model(tmp_path / "run", device="cuda")
+    assert model.device == ACCELERATOR and model.generator_source == "ema"
+    assert model.sample(5, seed=1, batch_size=2).device == ACCELERATOR
+
+    write_pngs(tmp_path / "imgs", 2, mode="L")
+    a, b = sorted(str(p) for p in (tmp_path / "imgs").glob("*.png"))
+    before = accelerator.ops
+    for argv in (["sample", str(tmp_path / "run"), "-n", "5", "--batch-size", "2", "-o", str(tmp_path / "s.png")],
+                 ["sample", str(tmp_path / "run"), "-n", "3", "-o", str(tmp_path / "samples")],
+                 ["reconstruct", str(tmp_path / "run"), a, b, "-o", str(tmp_path / "rec")],
+                 ["interpolate", str(tmp_path / "run"), a, b, "--steps", "4", "-o", str(tmp_path / "i.png")],
+                 ["evaluate", str(tmp_path / "run"), "--num-samples", "10", "--pairs", "6", "--ref-images", "12",
+                  "--neighbours", "2", "--batch-size", "4", "--quiet"],
+                 ["calibrate", "--data", "faces", "--config", str(tmp_path / "run" / "config.json"), "--steps",
+                  "2", "--quiet"],
+                 ["demo", "--steps", "4", "--out", str(tmp_path / "demo"), "--quiet"]):
+        assert main(argv + ["--device", "cuda"]) == 0, (argv, capsys.readouterr().err)
+        assert accelerator.ops > before, argv  # the work ran on the accelerator
+        before = accelerator.ops
+    result = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert result["device"] == "meta" and result["metrics"]["fid"]["samples"] == 10
+    assert (tmp_path / "demo" / "samples.png").is_file() and (tmp_path / "rec").is_dir()
+
+
+def test_a_device_this_machine_lacks_is_one_line(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    for argv in (["train", "--data", "faces", "--steps", "1", "--device", "cuda", "--out", str(tmp_path / "r")],
+                 ["demo", "--steps", "1", "--device", "cuda:1", "--out", str(tmp_path / "d")],
+                 ["sample", str(tmp_path), "-o", "x.png", "--device", "cuda"],
+                 ["evaluate", str(tmp_path), "--data", "faces", "--image-size", "16", "--device", "cuda:0"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "asked for, but this machine has no CUDA device" in err, err
