@@ -14,7 +14,7 @@ from .model import describe
 from .presets import get_preset
 from .trainer import Trainer
 
-DEMO_STEPS = 1200  # about five minutes on a 2-core laptop CPU (see README)
+DEMO_STEPS = 800  # under five minutes on a 2-core CPU without AVX-512 (see README)
 DEMO_VAE_STEPS = 200
 
 
