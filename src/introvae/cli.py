@@ -53,8 +53,9 @@ def add_config_flags(p: argparse.ArgumentParser, *, exclude: tuple[str, ...] = (
             g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
             continue
         typ = {"int": int, "float": float}.get(base, str)
+        metavar = None if f.metadata["choices"] else {"int": "N", "float": "X", "str": "TEXT"}.get(base, "A,B,...")
         g.add_argument(flag, dest=f.name, type=_typed(typ), default=None, choices=f.metadata["choices"],
-                       metavar=f.name.upper() if not f.metadata["choices"] else None, help=help_)
+                       metavar=metavar, help=help_)
 
 
 def _model_args(p: argparse.ArgumentParser, *, ema: bool = True) -> None:

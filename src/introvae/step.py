@@ -65,8 +65,8 @@ class TrainStep:
             logs[f"loss_{phase}"] = loss.detach().float()
             logs.update({k: v.detach().float() for k, v in values.items()})
         for network, stats in saved.items():  # where(), not a branch: no sync, and NaN statistics are replaced
-            torch._foreach_copy_(self.norm_stats[network],
-                                 [torch.where(ok_per_network[network], b, v) for b, v in zip(self.norm_stats[network], stats)])
+            live = self.norm_stats[network]
+            torch._foreach_copy_(live, [torch.where(ok_per_network[network], b, v) for b, v in zip(live, stats)])
         if self.scaler:
             self.scaler.update()  # once per iteration, after every optimiser
         return {**logs, "skipped": (~ok).float(), "overflow": self.overflow}

@@ -60,8 +60,8 @@ class Trainer:
         self.run = RunState(config, device=self.device, world=self.world, num_train=len(self.data.train))
         if config.sync_bn and not self.world.enabled:
             self.log("note: sync_bn has no effect in a single process (it applies under torchrun)")
-        self.train_step = TrainStep(self.run.model, self.run.optimizers, precision=self.run.precision, world=self.world,
-                              wrappers=self._wrappers())
+        self.train_step = TrainStep(self.run.model, self.run.optimizers, precision=self.run.precision,
+                                    world=self.world, wrappers=self._wrappers())
         self.guard = DivergenceGuard(self.device)
         self.stats = TrainingStats(self.run_dir, self.device, self.world)
         self.snapshots = Snapshots(self.run_dir, self.data, config, self.device)
@@ -150,7 +150,7 @@ class Trainer:
                         bar.n = run.step
                         bar.refresh()
                     if restart or run.step >= end or stop:
-                        self.stop_requested = stop
+                        self.stop_requested = self.stop_requested or stop  # (a signal may come in meanwhile)
                         break
             if self.stop_requested and not dist_.broadcast_object(
                     checkpoint.checkpoint_path(self.run_dir, run.step).exists(), world):
