@@ -13,13 +13,12 @@ import json
 import pytest
 import torch
 
-from conftest import tiny_config, write_pngs
+from conftest import tiny_config, tiny_features, write_pngs
 from fake_accelerator import ACCELERATOR, DeviceMixError, OnAccelerator, fake_accelerator
 from introvae import devices
 from introvae.cli import main
 from introvae.runstate import load_model
 from introvae.trainer import Trainer, resume
-from test_metrics import tiny_features
 
 
 @pytest.fixture

@@ -9,18 +9,7 @@ from introvae.metrics.msssim import ms_ssim, ms_ssim_settings, sample_diversity
 from introvae.metrics.neighbours import nearest_feature, nearest_pixel
 from introvae.metrics.reconstruction import reconstruction_metrics
 
-
-def tiny_features(images: torch.Tensor) -> torch.Tensor:
-    """A fixed random conv net: a stand-in for Inception that runs in milliseconds, on the images' device."""
-    g = torch.Generator().manual_seed(0)
-    w1 = (torch.randn(16, 3, 3, 3, generator=g) * 0.3).to(images.device)
-    w2 = (torch.randn(32, 16, 3, 3, generator=g) * 0.3).to(images.device)
-    x = images.float()
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
-    h = torch.relu(torch.nn.functional.conv2d(x, w1, padding=1))
-    h = torch.relu(torch.nn.functional.conv2d(h, w2, padding=1, stride=2))
-    return h.mean(dim=(2, 3))
+from conftest import tiny_features
 
 
 def test_frechet_distance_of_known_gaussians():
