@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from introvae.errors import MetricError
 from introvae.metrics import fid as fidlib
 from introvae.metrics.msssim import ms_ssim, ms_ssim_settings, sample_diversity
 from introvae.metrics.neighbours import nearest_feature, nearest_pixel
@@ -104,6 +105,8 @@ def test_evaluate_writes_metrics_and_caches_real_features(tmp_path, monkeypatch)
     saved = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())["metrics"]
     assert saved["fid"]["samples"] == 40 and saved["fid"]["reference_images"] == 50
     assert saved["fid"]["value"] > 0 and 0 < saved["ms_ssim"]["value"] <= 1
+    pr = saved["precision_recall"]
+    assert all(0 <= pr[k] <= 1 for k in ("precision", "recall", "coverage")) and pr["k"] == 5 and pr["density"] >= 0
     assert saved["ms_ssim"]["window"] == 3 and saved["reconstruction"]["images"] == 20
     assert result["data"] == "faces" and result["resolution"] == 16 and result["version"] and result["step"] == 2
     assert (tmp_path / "run" / "nearest_neighbours.png").is_file()
@@ -162,3 +165,25 @@ def test_eval_every_records_fid_over_training_and_plots_it(tmp_path, monkeypatch
     rows = read_metrics(tmp_path / "run")
     assert all(r["metrics"]["fid"]["samples"] == 20 and r["during_training"] for r in rows)
     assert (tmp_path / "run" / "kl.png").is_file()
+
+
+def test_precision_recall_density_coverage_on_known_inputs():
+    from introvae.metrics.prdc import precision_recall
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 16, generator=g)
+    same = precision_recall(x, x.clone())
+    assert same["precision"] == same["recall"] == same["coverage"] == 1.0 and same["density"] > 0.9
+    far = precision_recall(x, x + 1000.0)
+    assert far == {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0}
+    # By hand, k = 1: real points 0..9 on a line (each real ball has radius 1); samples at 0.5, 20 and 21
+    # (balls of radius 19.5, 1 and 1).
+    real = torch.arange(10.0)[:, None]
+    fake = torch.tensor([[0.5], [20.0], [21.0]])
+    out = precision_recall(real, fake, k=1)
+    assert out["precision"] == pytest.approx(1 / 3)  # 0.5 lies in the balls of 0 and 1; 20 and 21 in none
+    assert out["recall"] == 1.0  # the ball of 0.5 (radius 19.5) holds every real point
+    assert out["density"] == pytest.approx(2 / 3)  # (2 + 0 + 0) real balls / 3 samples / k
+    assert out["coverage"] == pytest.approx(0.2)  # only the balls of 0 and 1 hold a sample
+    with pytest.raises(MetricError, match="at least k \\+ 2"):
+        precision_recall(real, fake[:2], k=1)

@@ -86,6 +86,13 @@ def format_table(result: dict) -> str:
     if "fid" in m:
         f = m["fid"]
         rows.append(("FID", f"{f['value']:.2f}", f"{f['samples']} images vs {f['reference_images']} of {f['reference']}"))
+    if "precision_recall" in m:
+        pr = m["precision_recall"]
+        if "skipped" in pr:
+            rows.append(("precision", "-", f"precision and recall skipped: {pr['skipped']}"))
+        else:
+            rows.append(("precision", f"{pr['precision']:.4f}", f"recall {pr['recall']:.4f}, density "
+                         f"{pr['density']:.4f}, coverage {pr['coverage']:.4f} (k = {pr['k']}, Inception features)"))
     if "ms_ssim" in m:
         ms = m["ms_ssim"]
         extra = f", real data {ms['real_data_value']:.4f}" if "real_data_value" in ms else ""

@@ -1,7 +1,8 @@
 """The metric registry: name -> function of a :class:`MetricContext`, as ``evaluate`` and training use them.
 
-FID (Inception features of samples against real images), MS-SSIM diversity, reconstruction quality
-of held-out images, and nearest training neighbours (Appendix E). Adding a metric means one function
+FID (Inception features of samples against real images), precision/recall/density/coverage on the same
+features, MS-SSIM diversity, reconstruction quality of held-out images, and nearest training neighbours
+(Appendix E). Adding a metric means one function
 ``metric(ctx) -> dict`` and one line here.
 """
 
@@ -9,18 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import msssim, neighbours, reconstruction
+from . import msssim, neighbours, prdc, reconstruction
 from .context import EvalSettings, MetricContext
 from .fid import fid_metric
 
 METRICS: dict[str, Callable[[MetricContext], dict]] = {
     "fid": fid_metric,
+    "precision_recall": prdc.metric,
     "ms_ssim": msssim.metric,
     "reconstruction": reconstruction.metric,
     "neighbours": neighbours.metric,
 }
 MODEL_METRICS = tuple(METRICS)  # what `introvae evaluate MODEL` computes
-IMAGE_METRICS = ("fid", "ms_ssim")  # what it computes for a folder of images (no encoder to reconstruct with)
+IMAGE_METRICS = ("fid", "precision_recall", "ms_ssim")  # what it computes for a folder of images (no encoder to reconstruct with)
 
 
 def measure(names, ctx: MetricContext) -> dict[str, dict]:
