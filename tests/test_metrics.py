@@ -118,8 +118,13 @@ def test_evaluate_writes_metrics_and_caches_real_features(tmp_path, monkeypatch)
     assert again["metrics"]["fid"]["value"] == pytest.approx(result["metrics"]["fid"]["value"])  # same samples
     assert "FID" in format_table(result) and "MS-SSIM" in format_table(result)
     other = evaluate_model(tmp_path / "run", EvalSettings(num_samples=40, pairs=30, ref_images=49, neighbours=0,
-                                                          batch_size=16), show_progress=False, features=counting)
+                                                          batch_size=16, bn_protocol="recalibrate",
+                                                          encoder_stats="real", bn_samples=32),
+                           show_progress=False, features=counting)
     assert other["metrics"]["neighbours"]["picture"] is None
+    assert (other["bn_protocol"], other["encoder_stats"], result["bn_protocol"]) == ("recalibrate", "real", "eval")
+    assert "generator BatchNorm: recalibrate (batch 16), encoder statistics: real" in format_table(other)
+    assert other["metrics"]["fid"]["value"] != result["metrics"]["fid"]["value"]  # other statistics, other images
     # results are kept per evaluation, with the checkpoint's step: three lines now
     rows = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 2, 2] and rows[-1]["metrics"]["fid"]["reference_images"] == 49
@@ -187,3 +192,47 @@ def test_precision_recall_density_coverage_on_known_inputs():
     assert out["coverage"] == pytest.approx(0.2)  # only the balls of 0 and 1 hold a sample
     with pytest.raises(MetricError, match="at least k \\+ 2"):
         precision_recall(real, fake[:2], k=1)
+
+
+def test_reestimated_statistics_are_the_average_over_the_batches_and_leave_the_model_alone():
+    from introvae.metrics.batchnorm import reestimated
+
+    bn = torch.nn.BatchNorm1d(3).eval()
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randn(8, 3, generator=g) * s + s for s in (1.0, 2.0, 3.0)]
+    out = reestimated(bn, batches)
+    assert not out.training and torch.equal(bn.running_mean, torch.zeros(3))  # the original is untouched
+    assert torch.allclose(out.running_mean, torch.stack([b.mean(0) for b in batches]).mean(0), atol=1e-6)
+    assert torch.allclose(out.running_var, torch.stack([b.var(0) for b in batches]).mean(0), atol=1e-5)
+
+
+def test_bn_protocols_of_the_generator_and_the_encoder(tmp_path):
+    from conftest import tiny_config
+    from introvae import IntroVAE
+    from introvae.data import load
+    from introvae.errors import MetricError
+    from introvae.metrics.batchnorm import encoder_with_stats, generator_with_protocol
+
+    torch.manual_seed(0)
+    model = IntroVAE(tiny_config().model)
+    with torch.no_grad():  # a few training-mode passes give running statistics that differ from the defaults
+        for _ in range(3):
+            model.train().decoder(torch.randn(8, 8) * 3)
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    z = model.latents(8, seed=1)
+    base = model.sample(z=z)
+    train = generator_with_protocol(model, "train", samples=16, batch_size=4, seed=0)
+    # batch statistics: each half of z normalised by its own statistics, so not the eval-mode images
+    halves = torch.cat([train.sample(z=c) for c in z.split(4)])
+    assert not torch.allclose(halves, base, atol=1e-3) and not torch.allclose(halves, train.sample(z=z), atol=1e-4)
+    recal = generator_with_protocol(model, "recalibrate", samples=64, batch_size=16, seed=0)
+    assert not recal.decoder.training and not torch.allclose(recal.sample(z=z), base, atol=1e-3)
+    faces = load("faces", image_size=16, in_channels=1, holdout_fraction=0.2).train
+    real = encoder_with_stats(model, "real", faces, batch_size=20)
+    assert not torch.allclose(real.encoder.stem[1].running_mean, model.encoder.stem[1].running_mean)
+    assert real.decoder is model.decoder and encoder_with_stats(model, "running", faces, batch_size=20) is model
+    for k, v in model.state_dict().items():  # none of it changed the model
+        assert torch.equal(v, before[k]), k
+    with pytest.raises(MetricError, match="bn-protocol"):
+        generator_with_protocol(model, "mixed", samples=4, batch_size=2, seed=0)

@@ -67,6 +67,7 @@ def _model_args(p: argparse.ArgumentParser, *, ema: bool = True) -> None:
 
 
 def make_parser() -> argparse.ArgumentParser:
+    from .config_checks import BN_PROTOCOLS, ENCODER_STATS
     from .presets import PRESETS
 
     p = _Parser(prog="introvae", description="IntroVAE: introspective variational autoencoders "
@@ -142,6 +143,14 @@ def make_parser() -> argparse.ArgumentParser:
     v.add_argument("--in-channels", type=int, choices=(1, 3), default=3, help="for a folder of images")
     v.add_argument("--batch-size", type=int, default=100, help="images generated and scored at a time (default 100)")
     v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--bn-protocol", choices=BN_PROTOCOLS, default="eval",
+                   help="the generator's BatchNorm statistics: eval (the running ones, default), train (those of "
+                        "each generated batch of --batch-size, as Soft-IntroVAE's published FIDs) or recalibrate "
+                        "(re-estimated on --bn-samples fresh samples)")
+    v.add_argument("--encoder-stats", choices=ENCODER_STATS, default="running",
+                   help="the encoder's BatchNorm statistics: running (from training) or real (re-estimated on "
+                        "--bn-samples real training images)")
+    v.add_argument("--bn-samples", type=int, default=10_000, help="images to re-estimate statistics on")
     v.add_argument("--device", default="auto", help="auto (the GPU if there is one), cpu, cuda, cuda:N or mps")
     v.add_argument("-o", "--out", help="where metrics.jsonl goes (default: the run or image folder)")
     v.add_argument("--quiet", action="store_true")

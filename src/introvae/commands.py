@@ -174,14 +174,15 @@ def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_folder, evaluate_model, format_table
     from .metrics import EvalSettings
 
-    for name in ("num_samples", "pairs", "ref_images"):
+    for name in ("num_samples", "pairs", "ref_images", "bn_samples"):
         if getattr(args, name) < 2:
             raise UserError(f"evaluate: --{name.replace('_', '-')} must be >= 2")
     if args.neighbours < 0 or args.batch_size < 1:
         raise UserError("evaluate: --neighbours must be >= 0 and --batch-size >= 1")
     settings = EvalSettings(num_samples=args.num_samples, pairs=args.pairs, ref_split=args.ref_split,
                             ref_images=args.ref_images, neighbours=args.neighbours, batch_size=args.batch_size,
-                            seed=args.seed, ema=not args.no_ema)
+                            seed=args.seed, ema=not args.no_ema, bn_protocol=args.bn_protocol,
+                            encoder_stats=args.encoder_stats, bn_samples=args.bn_samples)
     src = Path(args.source)
     if not src.exists():
         raise UserError(f"evaluate: not found: {src}")

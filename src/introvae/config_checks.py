@@ -13,6 +13,8 @@ from .errors import ConfigError
 
 OBJECTIVES = ("introvae", "vae")
 PRECISIONS = ("fp32", "bf16", "fp16")
+BN_PROTOCOLS = ("eval", "train", "recalibrate")  # the generator's BatchNorm statistics when scored
+ENCODER_STATS = ("running", "real")  # the encoder's
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

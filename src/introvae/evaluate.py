@@ -15,6 +15,7 @@ from .data import load
 from . import devices
 from .errors import UserError
 from .metrics import IMAGE_METRICS, MODEL_METRICS, EvalSettings, MetricContext, measure
+from .metrics.batchnorm import encoder_with_stats, generator_with_protocol
 from .metrics.store import append_metrics
 from .runstate import load_model
 
@@ -27,8 +28,8 @@ def evaluate_model(source: str | Path, settings: EvalSettings = EvalSettings(), 
     ``nearest_neighbours.png``."""
     t0 = time.perf_counter()
     device = devices.resolve_device(device)
-    model = load_model(source, ema=settings.ema, device=device)
-    cfg = model.config
+    loaded = load_model(source, ema=settings.ema, device=device)
+    cfg = loaded.config
     src = Path(source)
     run_cfg = _run_config(src)
     data_id = data or (run_cfg.data if run_cfg else None)
@@ -37,6 +38,9 @@ def evaluate_model(source: str | Path, settings: EvalSettings = EvalSettings(), 
     holdout = run_cfg.holdout_fraction if run_cfg else TrainConfig.holdout_fraction  # the run's held-out split
     images = load(data_id, image_size=cfg.image_size, in_channels=cfg.in_channels, holdout_fraction=holdout,
                   show_progress=show_progress)
+    s = settings
+    model = generator_with_protocol(loaded, s.bn_protocol, samples=s.bn_samples, batch_size=s.batch_size, seed=s.seed)
+    model = encoder_with_stats(model, s.encoder_stats, images.train[:s.bn_samples], batch_size=s.batch_size)
     # Default: the run directory (also for a file inside its checkpoints/), else beside the file.
     out_dir = Path(out) if out else (src if src.is_dir() else
                                      src.parent.parent if src.parent.name == "checkpoints" else src.parent)
@@ -44,10 +48,10 @@ def evaluate_model(source: str | Path, settings: EvalSettings = EvalSettings(), 
     ctx = MetricContext(data=images, data_id=data_id, image_size=cfg.image_size, in_channels=cfg.in_channels,
                         device=device, settings=settings, model=model, features=features, out_dir=out_dir,
                         show_progress=show_progress)
-    result = _record(out_dir, measure(metrics, ctx), step=model.step, data=data_id, resolution=cfg.image_size,
-                     in_channels=cfg.in_channels, seed=settings.seed, model=str(source),
-                     generator=model.generator_source, device=str(device), seconds=time.perf_counter() - t0)
-    return result
+    return _record(out_dir, measure(metrics, ctx), step=loaded.step, data=data_id, resolution=cfg.image_size,
+                   in_channels=cfg.in_channels, seed=s.seed, model=str(source), generator=loaded.generator_source,
+                   bn_protocol=s.bn_protocol, encoder_stats=s.encoder_stats, batch_size=s.batch_size,
+                   device=str(device), seconds=time.perf_counter() - t0)
 
 
 def evaluate_folder(folder: str | Path, *, data: str, image_size: int, in_channels: int,
@@ -105,5 +109,8 @@ def format_table(result: dict) -> str:
             rows.append((f"recon ({name})", f"PSNR {v['psnr']:.2f} dB",
                          f"MSE {v['mse']:.5f}, SSIM {v['ssim']:.4f} on {r['images']} {r['split']} images"))
     w = max(len(a) for a, _, _ in rows)
-    step = f" (step {result['step']})" if result.get("step") is not None else ""
-    return "\n".join([f"{a:<{w}}  {b:>16}  {c}" for a, b, c in rows] + [f"on {result['device']}{step}"])
+    about = f"on {result['device']}" + (f", step {result['step']}" if result.get("step") is not None else "")
+    if "bn_protocol" in result:
+        about += (f"; generator BatchNorm: {result['bn_protocol']} (batch {result['batch_size']}), encoder "
+                  f"statistics: {result['encoder_stats']}")
+    return "\n".join([f"{a:<{w}}  {b:>16}  {c}" for a, b, c in rows] + [about])

@@ -31,6 +31,9 @@ class EvalSettings:
     batch_size: int = 100  # generated, encoded and Inception images per chunk
     seed: int = 0
     ema: bool = True  # a run trained with --ema is scored with its averaged generator
+    bn_protocol: str = "eval"  # the generator's BatchNorm statistics: eval, train or recalibrate (metrics.batchnorm)
+    encoder_stats: str = "running"  # the encoder's: running (training-time averages) or real (re-estimated)
+    bn_samples: int = 10_000  # images the recalibrated statistics are estimated on
 
 
 class MetricContext:
