@@ -108,6 +108,7 @@ def test_evaluate_writes_metrics_and_caches_real_features(tmp_path, monkeypatch)
     pr = saved["precision_recall"]
     assert all(0 <= pr[k] <= 1 for k in ("precision", "recall", "coverage")) and pr["k"] == 5 and pr["density"] >= 0
     assert saved["ms_ssim"]["window"] == 3 and saved["reconstruction"]["images"] == 20
+    assert saved["reconstruction"]["kl_real"] > 0
     assert result["data"] == "faces" and result["resolution"] == 16 and result["version"] and result["step"] == 2
     assert (tmp_path / "run" / "nearest_neighbours.png").is_file()
     assert sum(calls) == 90  # 50 real + 40 generated, each computed once for FID, MS-SSIM and the neighbours

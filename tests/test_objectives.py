@@ -1,3 +1,4 @@
+import contextlib
 import copy
 import math
 
@@ -51,7 +52,7 @@ def test_eq_11_and_12_combine_the_terms_with_alpha_and_beta():
     from types import SimpleNamespace
 
     encoder = lambda t: (t.flatten(1), torch.zeros_like(t.flatten(1)))  # noqa: E731
-    nets = SimpleNamespace(encoder=encoder, decoder=None)
+    nets = SimpleNamespace(encoder=encoder, decoder=None, generated=contextlib.nullcontext)
     img = lambda *kls: torch.tensor([[(2 * k) ** 0.5, 0.0] for k in kls]).view(-1, 1, 1, 2)  # noqa: E731
     x = torch.zeros(2, 1, 1, 2)
     x_r, x_p = img(4.0, 12.0), img(9.0, 9.0)
@@ -269,3 +270,30 @@ def test_the_guard_skips_on_the_device_without_a_host_sync_when_the_optimisers_a
             for key in ("exp_avg", "exp_avg_sq", "step"):
                 assert torch.equal(sa[key], sb[key]), key
     assert not torch.equal(before["decoder.to_image.weight"], model.state_dict()["decoder.to_image.weight"])
+
+
+def test_real_statistics_leave_the_encoders_running_statistics_to_the_real_images():
+    """With real_statistics (config encoder_stats = "real") the encoder's passes over generated images use their
+    batch's statistics as before (same weights after the step) but do not move the running ones: those are
+    exactly what one pass over the real batch gives."""
+    x = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    base = _model()
+    states = {}
+    for real in (False, True):
+        model = copy.deepcopy(base).train()
+        opts = {"encoder": torch.optim.SGD(model.encoder.parameters(), lr=0.05),
+                "decoder": torch.optim.SGD(model.decoder.parameters(), lr=0.05)}
+        torch.manual_seed(3)
+        TrainStep(model, opts, real_statistics=real)(IntroVAELoss(margin=5.0, alpha=0.25, beta=1.0), x)
+        states[real] = model.state_dict()
+    one_real_pass = copy.deepcopy(base.encoder).train()
+    with torch.no_grad():
+        one_real_pass(x)
+    for name, v in one_real_pass.state_dict().items():
+        if name.endswith(("running_mean", "running_var")):
+            assert torch.allclose(states[True]["encoder." + name], v, atol=1e-6), name
+            assert not torch.allclose(states[False]["encoder." + name], v, atol=1e-6), name
+    for name, v in states[False].items():
+        if not name.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            assert torch.allclose(v, states[True][name], atol=1e-6), name

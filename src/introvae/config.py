@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .config_checks import OBJECTIVES, PRECISIONS, check, coerce, read_config_file, validate_fields
+from .config_checks import ENCODER_STATS, OBJECTIVES, PRECISIONS, check, coerce, read_config_file, validate_fields
 from .errors import ConfigError
 
 # The paper's channel schedule at 1024 px, per resolution from 1024 down to 4x4 (Appendix B;
@@ -87,6 +87,10 @@ class TrainConfig:
     vae_steps: int = param(0, "VAE warm-up: train as a plain VAE (alpha = 0) for the first N steps, as the paper "
                               "advises", group="objective")
     vae_epochs: float = param(0.0, "VAE warm-up in epochs (the longer of the two warm-ups wins)", group="objective")
+    encoder_stats: str = param("running", "the encoder's BatchNorm running statistics: running (every pass updates "
+                                          "them) or real (its passes over generated images leave them to the real "
+                                          "images, which eval mode then normalises as in training)",
+                               group="objective", choices=ENCODER_STATS)
 
     lr: float = param(2e-4, "Adam learning rate of both networks (paper: 2e-4, fixed)", group="optimisation")
     adam_beta1: float = param(0.9, "Adam's beta1 (paper: 0.9)", group="optimisation")

@@ -98,6 +98,7 @@ _RULES: dict[str, tuple[Any, str]] = {
     "data": (lambda v: v is None or v != "", "must name a data set or a path"),
     "holdout_fraction": (lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
     "objective": (lambda v: v in OBJECTIVES, f"must be one of {', '.join(OBJECTIVES)}"),
+    "encoder_stats": (lambda v: v in ENCODER_STATS, f"must be one of {', '.join(ENCODER_STATS)}"),
     "margin": (lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0"),
     "alpha": (lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0"),
     "beta": (lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0"),

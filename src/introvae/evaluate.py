@@ -108,6 +108,7 @@ def format_table(result: dict) -> str:
             v = r[key]
             rows.append((f"recon ({name})", f"PSNR {v['psnr']:.2f} dB",
                          f"MSE {v['mse']:.5f}, SSIM {v['ssim']:.4f} on {r['images']} {r['split']} images"))
+        rows.append(("KL of real images", f"{r['kl_real']:.2f} nats", f"the encoder's, on the {r['split']} images"))
     w = max(len(a) for a, _, _ in rows)
     about = f"on {result['device']}" + (f", step {result['step']}" if result.get("step") is not None else "")
     if "bn_protocol" in result:

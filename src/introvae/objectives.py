@@ -8,6 +8,7 @@ mixed precision, several processes) is the generic machinery of :mod:`introvae.s
 ``nets.encoder`` / ``nets.decoder`` are the networks as a phase may use them: the one the phase updates
 (through its DistributedDataParallel or compiled wrapper, if any), and the other one frozen (gradients
 flow through it into the updated network, but none reach its weights and its BatchNorm statistics stay).
+``nets.generated()`` marks the encoder's passes over generated images.
 Every sum (KL, hinge, reconstruction) is taken in fp32, also under autocast.
 """
 
@@ -75,7 +76,8 @@ class IntroVAELoss:
     def encoder_phase(self, nets, f: Pass) -> tuple[Tensor, dict[str, Tensor]]:
         """Eq. 11: L_E = L_REG(Z) + alpha * sum_s [m - L_REG(E(ng(X_s)))]+ + beta * L_AE. ng() keeps L_E from G."""
         kl_real = kl_divergence(f.mu, f.logvar)
-        kl_rec, kl_fake = kl_divergence(*nets.encoder(f.x_r.detach())), kl_divergence(*nets.encoder(f.x_p.detach()))
+        with nets.generated():  # passes over generated images (their BatchNorm statistics: see step.TrainStep)
+            kl_rec, kl_fake = kl_divergence(*nets.encoder(f.x_r.detach())), kl_divergence(*nets.encoder(f.x_p.detach()))
         l_ae = reconstruction_loss(f.x_r, f.x)
         adversarial = hinge(self.margin, kl_rec).mean() + hinge(self.margin, kl_fake).mean()
         loss = kl_real.mean() + self.alpha * adversarial + self.beta * l_ae

@@ -35,14 +35,17 @@ class TrainStep:
 
     ``optimizers`` and ``wrappers`` map the network names ``encoder`` and ``decoder`` to their optimiser and
     to the module to call when a phase updates them (DistributedDataParallel or compiled; default: the network).
+    An objective runs the encoder's passes over generated images inside ``nets.generated()``: with
+    ``real_statistics`` those passes leave the encoder's running statistics to the real images.
     """
 
     def __init__(self, model: nn.Module, optimizers: dict[str, torch.optim.Optimizer], *,
                  precision: Precision | None = None, world: World = SINGLE,
-                 wrappers: dict[str, nn.Module] | None = None, guard: bool = True):
+                 wrappers: dict[str, nn.Module] | None = None, guard: bool = True, real_statistics: bool = False):
         self.networks = {"encoder": model.encoder, "decoder": model.decoder}
         self.wrappers = wrappers or self.networks
         self.optimizers, self.world, self.guard = optimizers, world, guard
+        self.real_statistics = real_statistics  # the encoder's passes over generated images keep its running stats
         self.precision = precision
         self.scaler = precision.scaler if precision else None
         self.norm_stats = {name: [b for n, b in net.named_buffers() if n.endswith(("running_mean", "running_var"))]
@@ -94,7 +97,9 @@ class TrainStep:
     def _nets(self, *, updating: str | None) -> SimpleNamespace:
         """The networks as a phase that updates ``updating`` calls them (the shared pass updates both)."""
         pick = lambda name: self.wrappers[name] if updating in (None, name) else self.networks[name]  # noqa: E731
-        return SimpleNamespace(encoder=pick("encoder"), decoder=pick("decoder"))
+        generated = (lambda: kept_statistics(self.networks["encoder"])) if self.real_statistics \
+            else contextlib.nullcontext
+        return SimpleNamespace(encoder=pick("encoder"), decoder=pick("decoder"), generated=generated)
 
     def _autocast(self):
         return self.precision.autocast() if self.precision else contextlib.nullcontext()
@@ -111,23 +116,33 @@ class TrainStep:
 
 
 @contextlib.contextmanager
+def kept_statistics(*modules: nn.Module) -> Iterator[None]:
+    """Passes through ``modules`` normalise with their batch's statistics as usual, but leave the BatchNorm
+    running statistics unchanged (momentum 0: running = 1 * running + 0 * batch)."""
+    norms = [n for m in modules for n in m.modules() if isinstance(n, nn.modules.batchnorm._BatchNorm)]
+    momenta = [n.momentum for n in norms]
+    for n in norms:
+        n.momentum = 0.0
+    try:
+        yield
+    finally:
+        for n, mom in zip(norms, momenta):
+            n.momentum = mom
+
+
+@contextlib.contextmanager
 def frozen(*modules: nn.Module) -> Iterator[None]:
     """Let gradients flow *through* ``modules`` but into none of their parameters, and keep their BatchNorm
     running statistics unchanged: a phase must not change the networks it does not update."""
     params = [p for m in modules for p in m.parameters() if p.requires_grad]
-    norms = [n for m in modules for n in m.modules() if isinstance(n, nn.modules.batchnorm._BatchNorm)]
-    momenta = [n.momentum for n in norms]
     for p in params:
         p.requires_grad_(False)
-    for n in norms:
-        n.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged
     try:
-        yield
+        with kept_statistics(*modules):
+            yield
     finally:
         for p in params:
             p.requires_grad_(True)
-        for n, mom in zip(norms, momenta):
-            n.momentum = mom
 
 
 def finite(loss: Tensor | None, params: list[nn.Parameter]) -> Tensor:

@@ -61,7 +61,8 @@ class Trainer:
         if config.sync_bn and not self.world.enabled:
             self.log("note: sync_bn has no effect in a single process (it applies under torchrun)")
         self.train_step = TrainStep(self.run.model, self.run.optimizers, precision=self.run.precision,
-                                    world=self.world, wrappers=self._wrappers())
+                                    world=self.world, wrappers=self._wrappers(),
+                                    real_statistics=config.encoder_stats == "real")
         self.guard = DivergenceGuard(self.device)
         self.stats = TrainingStats(self.run_dir, self.device, self.world)
         self.snapshots = Snapshots(self.run_dir, self.data, config, self.device)

@@ -33,10 +33,21 @@ def reconstruction_metrics(model, images: Tensor, *, sample_z: bool = False, bat
             "ssim": float(torch.cat(ssim).mean())}
 
 
+@torch.no_grad()
+def mean_kl(model, images: Tensor, *, batch: int = 256) -> float:
+    """The encoder's mean KL (Eq. 9) of ``images`` (uint8): its "realness" score of real images, in eval mode."""
+    from ..objectives import kl_divergence
+
+    device = getattr(model, "device", torch.device("cpu"))
+    kls = [kl_divergence(*model.encoder(to_float(images[k:k + batch].to(device)))) for k in range(0, len(images), batch)]
+    return float(torch.cat(kls).mean())
+
+
 def metric(ctx) -> dict:
-    """Reconstruction quality of the held-out images, through the posterior mean and a sampled z."""
-    held_out, seed = ctx.held_out, ctx.settings.seed
-    return {"posterior_mean": reconstruction_metrics(ctx.model, held_out, batch=ctx.settings.batch_size),
-            "sampled_z": reconstruction_metrics(ctx.model, held_out, sample_z=True, seed=seed,
-                                                batch=ctx.settings.batch_size),
+    """Reconstruction quality of the held-out images, through the posterior mean and a sampled z, and the
+    encoder's mean KL of them."""
+    held_out, seed, b = ctx.held_out, ctx.settings.seed, ctx.settings.batch_size
+    return {"posterior_mean": reconstruction_metrics(ctx.model, held_out, batch=b),
+            "sampled_z": reconstruction_metrics(ctx.model, held_out, sample_z=True, seed=seed, batch=b),
+            "kl_real": mean_kl(ctx.model, held_out, batch=b),
             "images": len(held_out), "split": "held-out" if len(ctx.data.test) else "train"}
