@@ -40,6 +40,22 @@ def test_the_real_inception_network_loads_offline_and_is_deterministic():
     assert (a >= 0).all()  # pool features after ReLU
 
 
+def test_the_folded_inception_graph_keeps_the_features():
+    """fold_batchnorm folds the 94 BatchNorms into their convolutions: the same features up to float rounding,
+    and the same FID to a millionth of its value."""
+    folded, plain = fidlib.load_inception(), fidlib.load_inception(fold=False)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 3, 32, 32, generator=g)
+    y = (x + 0.3 * torch.rand(6, 3, 32, 32, generator=g)).clamp(0, 1)
+    fx, fy, px, py = folded(x), folded(y), plain(x), plain(y)
+    assert not torch.equal(fx, px)  # another graph really ran ...
+    assert (fx - px).abs().max() <= 1e-4 * px.abs().max()  # ... giving the same features
+    kinds = {n.kind() for n in fidlib._CACHE["cpu:True"].graph.nodes()}
+    assert "aten::batch_norm" not in kinds and "aten::conv2d" in kinds
+    fid_folded, fid_plain = fidlib.fid_from_features(fx, fy), fidlib.fid_from_features(px, py)
+    assert fid_folded == pytest.approx(fid_plain, rel=1e-6)
+
+
 @pytest.mark.parametrize("size, expected", [(16, (3, 3)), (28, (7, 3)), (32, (7, 3)), (64, (11, 3)),
                                             (128, (11, 4)), (256, (11, 5)), (1024, (11, 5))])
 def test_ms_ssim_window_and_scales_fit_the_image(size, expected):

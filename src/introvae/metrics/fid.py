@@ -40,19 +40,52 @@ def inception_path() -> Path:
 
 
 _CACHE: dict[str, torch.jit.ScriptModule] = {}
+GRAPH = "folded-1"  # the inference graph fold_batchnorm makes (part of the real-feature cache key)
 
 
-def load_inception(device: str | torch.device = "cpu") -> Callable[[Tensor], Tensor]:
+def fold_batchnorm(net: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
+    """The network as one frozen graph with every BatchNorm folded into the convolution before it, for fp32
+    inputs: conv(x, W) then BN(mean, var, beta) becomes conv(x, W / s, beta - mean / s), s = sqrt(var + eps).
+
+    The same function up to float rounding (the features differ by about 1e-5 of their scale; tested), in
+    94 convolutions with bias instead of 94 convolutions, 94 casts and 94 BatchNorm passes over activations."""
+    frozen = torch.jit.freeze(net.eval())
+    g = frozen.graph
+    for node in list(g.nodes()):  # weight.to(x.dtype): the weights are fp32 constants, and so are the inputs
+        if node.kind() == "aten::to" and node.inputsAt(0).node().kind() == "prim::Constant":
+            node.output().replaceAllUsesWith(node.inputsAt(0))
+            node.destroy()
+    for bn in list(g.nodes()):
+        conv = bn.inputsAt(0).node() if bn.kind() == "aten::batch_norm" else None
+        if conv is None or conv.kind() != "aten::conv2d" or len(bn.inputsAt(0).uses()) != 1:
+            continue
+        # batch_norm(input, weight, bias, running_mean, running_var, training, momentum, eps, cudnn_enabled)
+        w, b = conv.inputsAt(1).toIValue(), conv.inputsAt(2).toIValue()
+        scale, beta, mean, var, eps = (bn.inputsAt(i).toIValue() for i in (1, 2, 3, 4, 7))
+        s = torch.rsqrt(var + eps) * (scale if scale is not None else 1.0)
+        bias = (beta if beta is not None else 0.0) + ((b if b is not None else 0.0) - mean) * s
+        for i, value in ((1, (w * s[:, None, None, None]).contiguous()), (2, bias)):
+            const = g.insertConstant(value)
+            const.node().moveBefore(conv)
+            conv.replaceInput(i, const)
+        bn.output().replaceAllUsesWith(conv.output())
+        bn.destroy()
+    torch._C._jit_pass_dce(g)
+    return frozen
+
+
+def load_inception(device: str | torch.device = "cpu", *, fold: bool = True) -> Callable[[Tensor], Tensor]:
     """The FID feature network on ``device``: float images in [0, 1], (N, 1 or 3, H, W) -> features (N, 2048),
-    on ``device``."""
+    on ``device``. ``fold`` (default) runs :func:`fold_batchnorm`'s graph, on channels-last inputs."""
     device = torch.device(device)
-    key = str(device)
+    key = f"{device}:{fold}"
     if key not in _CACHE:
         path = inception_path()
         digest = hashlib.sha1(path.read_bytes()).hexdigest()
         if digest != INCEPTION_SHA1:
             raise MetricError(f"{path} has SHA-1 {digest}, not the published {INCEPTION_SHA1}")
-        _CACHE[key] = torch.jit.load(str(path), map_location=device).eval()
+        net = torch.jit.load(str(path), map_location=device).eval()
+        _CACHE[key] = fold_batchnorm(net) if fold else net
     net = _CACHE[key]
 
     @torch.no_grad()
@@ -66,6 +99,8 @@ def load_inception(device: str | torch.device = "cpu") -> Callable[[Tensor], Ten
         if x.shape[-2:] != (299, 299):
             x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
         x = (x / 128.0 - 1.0).clamp(-1.0, 1.0 - 1.0 / 128)
+        if fold:
+            x = x.contiguous(memory_format=torch.channels_last)  # the layout oneDNN and cuDNN convolve fastest
         return net(x).float().flatten(1)
 
     return features
@@ -117,7 +152,7 @@ def cache_dir() -> Path:
 
 def stats_key(**fields) -> str:
     """A cache key from everything the statistics depend on (data set, split, size, count, network)."""
-    blob = json.dumps({**fields, "net": INCEPTION_SHA1}, sort_keys=True)
+    blob = json.dumps({**fields, "net": INCEPTION_SHA1, "graph": GRAPH}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
