@@ -87,9 +87,10 @@ class TrainConfig:
     vae_steps: int = param(0, "VAE warm-up: train as a plain VAE (alpha = 0) for the first N steps, as the paper "
                               "advises", group="objective")
     vae_epochs: float = param(0.0, "VAE warm-up in epochs (the longer of the two warm-ups wins)", group="objective")
-    encoder_stats: str = param("running", "the encoder's BatchNorm running statistics: running (every pass updates "
-                                          "them) or real (its passes over generated images leave them to the real "
-                                          "images, which eval mode then normalises as in training)",
+    encoder_stats: str = param("real", "the encoder's BatchNorm running statistics: real (its passes over "
+                                       "generated images leave them to the real images, so that eval mode "
+                                       "normalises real images as training did; measured better, see README) or "
+                                       "running (every pass updates them, as before 0.2)",
                                group="objective", choices=ENCODER_STATS)
 
     lr: float = param(2e-4, "Adam learning rate of both networks (paper: 2e-4, fixed)", group="optimisation")
