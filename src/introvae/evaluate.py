@@ -8,16 +8,15 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint
-from .version import __version__
+from . import checkpoint, devices
 from .config import TrainConfig
 from .data import load
-from . import devices
 from .errors import UserError
 from .metrics import IMAGE_METRICS, MODEL_METRICS, EvalSettings, MetricContext, measure
 from .metrics.batchnorm import encoder_with_stats, generator_with_protocol
 from .metrics.store import append_metrics
 from .runstate import load_model
+from .version import __version__
 
 
 def evaluate_model(source: str | Path, settings: EvalSettings = EvalSettings(), *, data: str | None = None,

@@ -18,16 +18,15 @@ from typing import Any
 
 import torch
 
-from . import checkpoint
-from .version import __version__
+from . import checkpoint, devices
 from . import distributed as dist_
 from .config import TrainConfig, may_change_on_resume
-from . import devices
 from .ema import make_ema
 from .errors import CheckpointError, UserError
 from .model import IntroVAE, load_state_strict
 from .precision import make_precision
 from .step import load_optimizer_state, make_optimizers
+from .version import __version__
 
 
 class RunState:

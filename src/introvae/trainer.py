@@ -15,14 +15,13 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint
+from . import checkpoint, devices
 from . import distributed as dist_
 from .config import TrainConfig
 from .data import ImageSet, batches, load
-from . import devices
 from .ema import update_ema
-from .model import ResBlock
 from .errors import UserError
+from .model import ResBlock
 from .objectives import make_objective
 from .runstate import RunState, plan_resume
 from .snapshots import Snapshots
