@@ -42,7 +42,8 @@ def test_the_real_inception_network_loads_offline_and_is_deterministic():
 
 def test_the_folded_inception_graph_keeps_the_features():
     """fold_batchnorm folds the 94 BatchNorms into their convolutions: the same features up to float rounding,
-    and the same FID to a millionth of its value."""
+    and the same FID to 1e-5 of its value (6-image covariances are singular, so the matrix square root magnifies
+    float rounding: 2e-6 relative on CI's CPU, below 1e-6 on others)."""
     folded, plain = fidlib.load_inception(), fidlib.load_inception(fold=False)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(6, 3, 32, 32, generator=g)
@@ -53,7 +54,7 @@ def test_the_folded_inception_graph_keeps_the_features():
     kinds = {n.kind() for n in fidlib._CACHE["cpu:True"].graph.nodes()}
     assert "aten::batch_norm" not in kinds and "aten::conv2d" in kinds
     fid_folded, fid_plain = fidlib.fid_from_features(fx, fy), fidlib.fid_from_features(px, py)
-    assert fid_folded == pytest.approx(fid_plain, rel=1e-6)
+    assert fid_folded == pytest.approx(fid_plain, rel=1e-5)
 
 
 @pytest.mark.parametrize("size, expected", [(16, (3, 3)), (28, (7, 3)), (32, (7, 3)), (64, (11, 3)),
