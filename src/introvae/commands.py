@@ -216,8 +216,10 @@ def cmd_presets(args) -> int:
     from .presets import PRESETS
 
     for name, cfg in PRESETS.items():
-        print(f"{name:14s} data={cfg.data or '(give --data)':14s} m={cfg.margin:g} alpha={cfg.alpha:g} "
-              f"beta={cfg.beta:g} batch={cfg.batch_size}  {describe(cfg.model)}")
+        weights = (f"beta_rec={cfg.beta_rec:g} beta_kl={cfg.beta_kl:g} beta_neg={cfg.beta_neg:g}"
+                   if cfg.objective == "soft-introvae" else f"m={cfg.margin:g} alpha={cfg.alpha:g} beta={cfg.beta:g}")
+        print(f"{name:18s} data={cfg.data or '(give --data)':14s} {cfg.objective:13s} {weights} "
+              f"batch={cfg.batch_size}  {describe(cfg.model)}")
     return 0
 
 

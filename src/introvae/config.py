@@ -75,7 +75,8 @@ class TrainConfig:
     holdout_fraction: float = param(0.1, "fraction of the images held out for reconstructions and evaluation (a "
                                          "fixed split; IDX data uses its own test file)", group="data")
 
-    objective: str = param("introvae", "introvae (Algorithm 1) or vae (the same networks as a plain VAE)",
+    objective: str = param("introvae", "introvae (Algorithm 1), vae (the same networks as a plain VAE) or "
+                                       "soft-introvae (Daniel & Tamar 2021: no margin; see --beta-neg)",
                            group="objective", choices=OBJECTIVES)
     margin: float = param(110.0, "m, the hinge margin of Eq. 11: the encoder pushes the KL of generated images up "
                                  "to m; choose it with `introvae calibrate` (1.5x the KL a plain VAE reaches)",
@@ -84,6 +85,15 @@ class TrainConfig:
                          group="objective")
     beta: float = param(0.5, "weight of the reconstruction error L_AE in Eq. 11-12; larger improves "
                              "reconstructions, may reduce diversity and needs a larger margin", group="objective")
+    beta_rec: float = param(1.0, "soft-introvae: weight of the reconstruction error (a plain sum of squares) in "
+                                 "both phases", group="objective")
+    beta_kl: float = param(1.0, "soft-introvae: weight of the KL of real images (encoder phase) and of "
+                                "reconstructed and sampled images (generator phase)", group="objective")
+    beta_neg: float = param(256.0, "soft-introvae: weight of the KL in the ELBO of generated images inside the "
+                                   "encoder's exp(-2 s ELBO) term: the knob; of the order of the latent size (too "
+                                   "small and kl_fake falls below kl_real)", group="objective")
+    gamma_r: float = param(1e-8, "soft-introvae: weight of the generated images' own reconstruction in the "
+                                 "generator phase (authors: 1e-8)", group="objective")
     vae_steps: int = param(0, "VAE warm-up: train as a plain VAE (alpha = 0) for the first N steps, as the paper "
                               "advises", group="objective")
     vae_epochs: float = param(0.0, "VAE warm-up in epochs (the longer of the two warm-ups wins)", group="objective")

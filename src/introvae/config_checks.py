@@ -11,7 +11,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-OBJECTIVES = ("introvae", "vae")
+OBJECTIVES = ("introvae", "vae", "soft-introvae")
 PRECISIONS = ("fp32", "bf16", "fp16")
 BN_PROTOCOLS = ("eval", "train", "recalibrate")  # the generator's BatchNorm statistics when scored
 ENCODER_STATS = ("running", "real")  # the encoder's
@@ -102,6 +102,10 @@ _RULES: dict[str, tuple[Any, str]] = {
     "margin": (lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0"),
     "alpha": (lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0"),
     "beta": (lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0"),
+    "beta_rec": (lambda v: math.isfinite(v) and v > 0, "must be a finite number > 0"),
+    "beta_kl": (lambda v: math.isfinite(v) and v > 0, "must be a finite number > 0"),
+    "beta_neg": (lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0"),
+    "gamma_r": (lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0"),
     "vae_steps": (lambda v: v >= 0, "must be >= 0"),
     "vae_epochs": (lambda v: math.isfinite(v) and v >= 0, "must be >= 0"),
     "lr": (lambda v: math.isfinite(v) and v > 0, "must be > 0"),

@@ -1,4 +1,4 @@
-"""The objectives: IntroVAE's losses (Eq. 9-12) and the plain VAE, as phases of Algorithm 1.
+"""The objectives: IntroVAE's losses (Eq. 9-12), Soft-IntroVAE's, and the plain VAE, as phases of Algorithm 1.
 
 An objective holds only the maths. ``forward`` is the pass both phases share; each phase method
 returns its loss and the values to log, and ``phases`` says which one network each phase updates.
@@ -41,6 +41,11 @@ def reconstruction_loss(x_r: Tensor, x: Tensor) -> Tensor:
     return reconstruction_error(x_r, x).mean()
 
 
+def squared_error(y: Tensor, x: Tensor) -> Tensor:
+    """Soft-IntroVAE's rec(x, y) per image: the plain sum of squares (no 1/2, unlike Eq. 10). Shape (B,)."""
+    return (y.float() - x.float()).pow(2).flatten(1).sum(dim=1)
+
+
 def hinge(margin: float, kl: Tensor) -> Tensor:
     """Eq. 11's per-sample hinge [m - KL]+ (shape of ``kl``)."""
     return torch.clamp(margin - kl.float(), min=0.0)
@@ -55,6 +60,7 @@ class Pass:
     logvar: Tensor
     x_r: Tensor
     x_p: Tensor | None = None
+    noise: Noise | None = None  # for the phases that draw more z (Soft-IntroVAE re-encodes generated images)
 
 
 class IntroVAELoss:
@@ -113,8 +119,67 @@ class VAELoss:
         return self.beta * reconstruction_loss(f.x_r, f.x), {}
 
 
+class SoftIntroVAELoss:
+    """Soft-IntroVAE (Daniel & Tamar, CVPR 2021; ../shared/paper/SOFT_INTROVAE.md): Algorithm 1 with the hinge
+    [m - KL]+ on generated images replaced by a smooth exponential of their whole ELBO, so no margin.
+
+    ``s = 1 / (C*H*W)`` scales every sum to a per-dimension value; for 2D points (two values) it is the
+    authors' 0.5. ``rec`` is a plain sum of squares (:func:`squared_error`), as in the authors' code."""
+
+    phases = {"encoder": "encoder", "generator": "decoder"}
+
+    def __init__(self, *, beta_rec: float, beta_kl: float, beta_neg: float, gamma_r: float):
+        self.beta_rec, self.beta_kl, self.beta_neg, self.gamma_r = beta_rec, beta_kl, beta_neg, gamma_r
+
+    def forward(self, nets, x: Tensor, noise: Noise) -> Pass:
+        """As IntroVAE's: x_r = G(reparam(E(x))), x_p = G(z_p); the phases re-encode both."""
+        mu, logvar = nets.encoder(x)
+        x_r = nets.decoder(reparameterize(mu.float(), logvar.float(), noise(mu.shape)))
+        x_p = nets.decoder(noise(mu.shape))
+        return Pass(x, mu, logvar, x_r, x_p, noise)
+
+    def _through_vae(self, nets, y: Tensor, noise: Noise, *, detach_z: bool) -> tuple[Tensor, Tensor]:
+        """KL(y) and rec(y, G(reparam(E(y)))) per image; with ``detach_z`` no gradient flows back into E
+        through G's input (the generator phase's ng(z'))."""
+        mu, logvar = nets.encoder(y)
+        z = reparameterize(mu.float(), logvar.float(), noise(mu.shape))
+        y_r = nets.decoder(z.detach() if detach_z else z)
+        return kl_divergence(mu, logvar), squared_error(y_r, y.detach())
+
+    def encoder_phase(self, nets, f: Pass) -> tuple[Tensor, dict[str, Tensor]]:
+        """L_E = s (beta_rec rec(x, x_r) + beta_kl KL(x)) + 1/4 sum_{y = ng(x_r), ng(x_p)} mean exp(-2 s ELBO(y)),
+        ELBO(y) = beta_rec rec(y, G(reparam(E(y)))) + beta_neg KL(y), each generated image through the VAE."""
+        s = 1.0 / f.x[0].numel()
+        kl_real, rec = kl_divergence(f.mu, f.logvar), squared_error(f.x_r, f.x)
+        with nets.generated():  # passes over generated images (their BatchNorm statistics: see step.TrainStep)
+            kl_rec, rec_rec = self._through_vae(nets, f.x_r.detach(), f.noise, detach_z=False)
+            kl_fake, rec_fake = self._through_vae(nets, f.x_p.detach(), f.noise, detach_z=False)
+        elbo_rec = self.beta_rec * rec_rec + self.beta_neg * kl_rec
+        elbo_fake = self.beta_rec * rec_fake + self.beta_neg * kl_fake
+        exp_elbo = torch.exp(-2 * s * elbo_rec).mean() + torch.exp(-2 * s * elbo_fake).mean()
+        loss = s * (self.beta_rec * rec.mean() + self.beta_kl * kl_real.mean()) + 0.25 * exp_elbo
+        return loss, {"reconstruction": reconstruction_loss(f.x_r, f.x), "kl_real": kl_real.mean(),
+                      "kl_rec": kl_rec.mean(), "kl_fake": kl_fake.mean(), "exp_elbo": exp_elbo / 2}
+
+    def generator_phase(self, nets, f: Pass) -> tuple[Tensor, dict[str, Tensor]]:
+        """L_G = s (beta_rec rec(x, x_r) + beta_kl/2 (KL(x_r) + KL(x_p))
+        + gamma_r beta_rec/2 (rec(ng(x_r), G(ng(z_r'))) + rec(ng(x_p), G(ng(z_p'))))), through the encoder as it now is."""
+        s = 1.0 / f.x[0].numel()
+        kl_rec, rec_rec = self._through_vae(nets, f.x_r, f.noise, detach_z=True)
+        kl_fake, rec_fake = self._through_vae(nets, f.x_p, f.noise, detach_z=True)
+        loss = s * (self.beta_rec * squared_error(f.x_r, f.x).mean()
+                    + self.beta_kl * 0.5 * (kl_rec.mean() + kl_fake.mean())
+                    + self.gamma_r * self.beta_rec * 0.5 * (rec_rec.mean() + rec_fake.mean()))
+        return loss, {}
+
+
 def make_objective(config, *, warmup: bool = False):
     """The objective a :class:`TrainConfig` trains with (the plain VAE during the warm-up, and for alpha = 0)."""
+    if config.objective == "soft-introvae":
+        if warmup:  # the same VAE in Soft-IntroVAE's weights: s (beta_rec 2 L_AE + beta_kl KL) = s beta_kl VAELoss
+            return VAELoss(beta=2 * config.beta_rec / config.beta_kl)
+        return SoftIntroVAELoss(beta_rec=config.beta_rec, beta_kl=config.beta_kl, beta_neg=config.beta_neg,
+                                gamma_r=config.gamma_r)
     if config.objective == "vae" or warmup or config.alpha == 0:
         return VAELoss(beta=config.beta)
     return IntroVAELoss(margin=config.margin, alpha=config.alpha, beta=config.beta)

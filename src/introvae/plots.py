@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def plot_kl(rows: list[dict], path: str | Path, *, margin: float, warmup_steps: int = 0,
+def plot_kl(rows: list[dict], path: str | Path, *, margin: float | None, warmup_steps: int = 0,
             title: str = "", fids: list[tuple[int, float]] = ()) -> Path:
     """Plot ``kl_real``, ``kl_rec``, ``kl_fake`` (and the reconstruction error) from stats rows, and the
-    (step, FID) pairs of evaluations during training beside them."""
+    (step, FID) pairs of evaluations during training beside them. ``margin`` None: an objective without one."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -23,7 +23,8 @@ def plot_kl(rows: list[dict], path: str | Path, *, margin: float, warmup_steps: 
         pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
         if pts:
             ax.plot(*zip(*pts), label=f"KL {label}", color=color)
-    ax.axhline(margin, color="k", linestyle="--", linewidth=1, label=f"margin m = {margin:g}")
+    if margin is not None:
+        ax.axhline(margin, color="k", linestyle="--", linewidth=1, label=f"margin m = {margin:g}")
     if warmup_steps:
         ax.axvspan(0, warmup_steps, color="0.9", label="VAE warm-up (alpha = 0)")
     ax.set_xlabel("step")

@@ -47,5 +47,6 @@ class Snapshots:
             return None
         from .metrics.store import read_metrics
 
-        return plot_kl(rows, self.run_dir / "kl.png", margin=self.config.margin, warmup_steps=warmup_steps,
+        return plot_kl(rows, self.run_dir / "kl.png", margin=self.config.margin if self.config.objective == "introvae" else None,
+                       warmup_steps=warmup_steps,
                        title=f"{self.data_name}: encoder KL (Fig. 5)", fids=read_metrics(self.run_dir, "fid"))

@@ -2,7 +2,7 @@
 
 One row every ``log_every`` steps: step, epoch, alpha, images/s and the means of the objective's
 logged values (``loss_encoder``, ``loss_generator``, ``reconstruction``, ``kl_real``, ``kl_rec``,
-``kl_fake``) over the steps the divergence guard did not skip, plus the skips, rollbacks and the
+``kl_fake``, Soft-IntroVAE's ``exp_elbo``) over the steps the divergence guard did not skip, plus the skips, rollbacks and the
 learning rate. Nothing is read on the host between rows.
 """
 
@@ -16,7 +16,8 @@ import torch
 
 from . import distributed as dist_
 
-LOGGED = ("loss_encoder", "loss_generator", "reconstruction", "kl_real", "kl_rec", "kl_fake")
+LOGGED = ("loss_encoder", "loss_generator", "reconstruction", "kl_real", "kl_rec", "kl_fake",
+          "exp_elbo")  # soft-introvae: the mean of exp(-2 s ELBO) of generated images (else None)
 
 
 class TrainingStats:
