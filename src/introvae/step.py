@@ -69,7 +69,9 @@ class TrainStep:
             logs.update({k: v.detach().float() for k, v in values.items()})
         for network, stats in saved.items():  # where(), not a branch: no sync, and NaN statistics are replaced
             live = self.norm_stats[network]
-            torch._foreach_copy_(live, [torch.where(ok_per_network[network], b, v) for b, v in zip(live, stats)])
+            if live:  # networks without BatchNorm (the 2D MLPs) have none
+                torch._foreach_copy_(live, [torch.where(ok_per_network[network], b, v)
+                                            for b, v in zip(live, stats)])
         if self.scaler:
             self.scaler.update()  # once per iteration, after every optimiser
         return {**logs, "skipped": (~ok).float(), "overflow": self.overflow}

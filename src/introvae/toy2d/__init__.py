@@ -1,0 +1,8 @@
+"""The 2D density benchmark of Soft-IntroVAE (Section 5.1): toy densities, MLP networks, KL/JSD scores, and
+training with any of the objectives (``introvae train --data 8gaussians --objective soft-introvae``)."""
+
+from .densities import DENSITIES, RADIUS, sample
+from .networks import ToyVAE
+from .run import ToyConfig, evaluate, is_run, load_run, train
+
+__all__ = ["DENSITIES", "RADIUS", "ToyConfig", "ToyVAE", "evaluate", "is_run", "load_run", "sample", "train"]

@@ -1,0 +1,170 @@
+"""Training and scoring a model of a 2D density (Soft-IntroVAE's Section 5.1) with any objective.
+
+The objectives and the generic step are those of the image models (``objectives``, ``step``); only the data
+(fresh points every batch), the MLP networks and the schedule (Adam 2e-4, divided by 10 at 10,000 and
+15,000 steps) are the benchmark's own. A run directory holds ``toy2d.json`` (the config), ``stats.jsonl``,
+``model.pt``, ``scores.json`` and ``density.png`` (data, samples, and the model's density exp(-ELBO loss)).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config_checks import OBJECTIVES
+from ..errors import ConfigError, UserError
+from ..objectives import make_objective
+from ..step import TrainStep, make_optimizers
+from .densities import DENSITIES, RADIUS, sample
+from .networks import ToyVAE
+from .scores import scores
+
+# The authors' weights per density: (beta_kl, beta_rec, beta_neg).
+AUTHORS_WEIGHTS = {"8gaussians": (0.3, 0.2, 0.9), "2spirals": (0.5, 0.2, 1.0), "checkerboard": (0.1, 0.2, 0.2),
+                   "rings": (0.2, 0.2, 1.0)}
+CONFIG_FILE = "toy2d.json"
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    density: str = "8gaussians"
+    objective: str = "soft-introvae"
+    steps: int = 30_000
+    vae_steps: int = 2_000  # the first steps as a plain VAE (the authors' warm-up), for both introspective VAEs
+    batch_size: int = 512
+    lr: float = 2e-4
+    lr_milestones: tuple[int, ...] = (10_000, 15_000)  # the rate is divided by 10 at each
+    beta_kl: float | None = None  # None: the authors' value for the density
+    beta_rec: float | None = None
+    beta_neg: float | None = None
+    gamma_r: float = 1e-8
+    margin: float | None = None  # introvae only: calibrate it (benchmarks/objectives.py shows how)
+    alpha: float = 0.25
+    seed: int = 0
+    log_every: int = 500
+    eval_points: int = 5_000
+    device: str = "cpu"
+
+    def __post_init__(self):
+        if self.density not in DENSITIES:
+            raise ConfigError(f"density: unknown 2D density {self.density!r} (known: {', '.join(DENSITIES)})")
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"objective: must be one of {', '.join(OBJECTIVES)}")
+        if self.objective == "introvae" and self.margin is None:
+            raise ConfigError("margin: IntroVAE needs a margin on 2D data; train a vae first and use 1.5x its "
+                              "kl_real (see benchmarks/objectives.py)")
+        for name in ("steps", "batch_size", "eval_points", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be >= 1")
+        kl, rec, neg = AUTHORS_WEIGHTS[self.density]
+        for name, default in (("beta_kl", kl), ("beta_rec", rec), ("beta_neg", neg)):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
+
+    @property
+    def beta(self) -> float:
+        """IntroVAE's and the plain VAE's weight on Eq. 10 (1/2 sum of squares) with Soft-IntroVAE's ratio of
+        reconstruction to KL: KL + beta L_AE is s beta_kl (KL + 2 beta_rec / beta_kl L_AE) / (s beta_kl)."""
+        return 2 * self.beta_rec / self.beta_kl
+
+    def warmup_steps(self) -> int:
+        return 0 if self.objective == "vae" else self.vae_steps
+
+
+def train(config: ToyConfig, out: str | Path, *, progress: bool = True) -> dict:
+    """Train, then score and draw; returns the scores (also written to ``scores.json``)."""
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    device = torch.device(config.device)
+    torch.manual_seed(config.seed)
+    model = ToyVAE().to(device)
+    optimizers = make_optimizers(model, lr=config.lr, betas=(0.9, 0.999))
+    schedules = [torch.optim.lr_scheduler.MultiStepLR(o, list(config.lr_milestones), 0.1)
+                 for o in optimizers.values()]
+    step = TrainStep(model, optimizers)
+    objectives = (make_objective(config, warmup=True), make_objective(config))
+    data = torch.Generator().manual_seed(config.seed + 1)
+    rows, t0 = [], time.perf_counter()
+    with open(out / "stats.jsonl", "w") as log:
+        for i in tqdm(range(config.steps), desc=f"{config.objective} on {config.density}", disable=not progress,
+                      unit="step", mininterval=2):
+            x = sample(config.density, config.batch_size, generator=data).to(device)
+            logs = step(objectives[i >= config.warmup_steps()], x)
+            for s in schedules:
+                s.step()
+            if (i + 1) % config.log_every == 0 or i + 1 == config.steps:
+                row = {"step": i + 1, **{k: round(v.item(), 5) for k, v in logs.items() if k != "overflow"}}
+                rows.append(row)
+                log.write(json.dumps(row) + "\n")
+    seconds = time.perf_counter() - t0
+    torch.save(model.state_dict(), out / "model.pt")
+    result = {**evaluate(model, config), "seconds": round(seconds, 1)}
+    (out / "scores.json").write_text(json.dumps(result, indent=2) + "\n")
+    draw(model, config, out / "density.png")
+    return result
+
+
+def evaluate(model: ToyVAE, config: ToyConfig, *, seed: int = 0) -> dict:
+    """KL and JSD between histograms of ``eval_points`` model samples and as many fresh data points."""
+    model.eval()
+    fake = model.sample(config.eval_points, seed=seed).cpu().numpy()
+    real = sample(config.density, config.eval_points, seed=seed).numpy()
+    return scores(fake, real, RADIUS[config.density])
+
+
+def load_run(run_dir: str | Path) -> tuple[ToyVAE, ToyConfig]:
+    run_dir = Path(run_dir)
+    try:
+        d = json.loads((run_dir / CONFIG_FILE).read_text())
+        d["lr_milestones"] = tuple(d["lr_milestones"])
+        config = ToyConfig(**d)
+        model = ToyVAE()
+        model.load_state_dict(torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True))
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as e:
+        raise UserError(f"{run_dir}: not a finished 2D run ({str(e).splitlines()[0]})") from None
+    return model, config
+
+
+def is_run(path: str | Path) -> bool:
+    return (Path(path) / CONFIG_FILE).is_file()
+
+
+def draw(model: ToyVAE, config: ToyConfig, path: Path, *, grid: int = 200) -> Path:
+    """Three panels: the data, the model's samples, and the model's density exp(-ELBO loss) on a grid."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    r = 2 * RADIUS[config.density]
+    model.eval()
+    real = sample(config.density, config.eval_points, seed=0).numpy()
+    fake = model.sample(config.eval_points, seed=0).cpu().numpy()
+    axis = torch.linspace(-r, r, grid)
+    xx, yy = torch.meshgrid(axis, axis, indexing="xy")
+    points = torch.stack([xx.flatten(), yy.flatten()], dim=1).to(next(model.parameters()).device)
+    loss = model.elbo_loss(points, beta_rec=config.beta_rec, beta_kl=config.beta_kl, samples=8)
+    density = torch.exp(-loss).reshape(grid, grid).cpu().numpy()
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
+    for ax, pts, title in ((axes[0], real, "data"), (axes[1], fake, f"{config.objective}: samples")):
+        ax.hist2d(pts[:, 0], pts[:, 1], bins=100, range=[[-r, r], [-r, r]], cmap="viridis")
+        ax.set_title(title)
+    axes[2].imshow(density, origin="lower", extent=(-r, r, -r, r), cmap="viridis")
+    axes[2].set_title("density exp(-ELBO loss)")
+    for ax in axes:
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"{config.density}, {config.steps} steps")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
