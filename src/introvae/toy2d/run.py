@@ -137,7 +137,7 @@ def is_run(path: str | Path) -> bool:
     return (Path(path) / CONFIG_FILE).is_file()
 
 
-def draw(model: ToyVAE, config: ToyConfig, path: Path, *, grid: int = 200) -> Path:
+def draw(model: ToyVAE, config: ToyConfig, path: Path, *, grid: int = 150) -> Path:
     """Three panels: the data, the model's samples, and the model's density exp(-ELBO loss) on a grid."""
     import matplotlib
 
@@ -151,7 +151,7 @@ def draw(model: ToyVAE, config: ToyConfig, path: Path, *, grid: int = 200) -> Pa
     axis = torch.linspace(-r, r, grid)
     xx, yy = torch.meshgrid(axis, axis, indexing="xy")
     points = torch.stack([xx.flatten(), yy.flatten()], dim=1).to(next(model.parameters()).device)
-    loss = model.elbo_loss(points, beta_rec=config.beta_rec, beta_kl=config.beta_kl, samples=8)
+    loss = model.elbo_loss(points, beta_rec=config.beta_rec, beta_kl=config.beta_kl, samples=4)
     density = torch.exp(-loss).reshape(grid, grid).cpu().numpy()
     fig, axes = plt.subplots(1, 3, figsize=(12, 4))
     for ax, pts, title in ((axes[0], real, "data"), (axes[1], fake, f"{config.objective}: samples")):

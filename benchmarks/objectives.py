@@ -1,0 +1,151 @@
+"""VAE, IntroVAE and Soft-IntroVAE on the four 2D densities (and optionally Fashion-MNIST), at equal steps.
+
+    python benchmarks/objectives.py --steps 30000 --seeds 0,1,2 --out bench-runs/objectives
+    python benchmarks/objectives.py --steps 3000 --densities 8gaussians --seeds 0 --fashion-steps 0
+
+Per density and seed: the plain VAE first; IntroVAE's margin is then calibrated the way the README tells
+users to (1.5x the KL of real data the VAE reaches: `introvae.calibrate.suggest_margin` of the mean
+``kl_real`` over the VAE's last logged rows); then IntroVAE and Soft-IntroVAE with the authors' weights
+(SOFT_INTROVAE.md). Finished runs are reused, so an interrupted benchmark resumes. Prints the markdown table
+(mean +- std over seeds of KL and JSD, the authors' way and the textbook way), writes it with the raw numbers
+to ``OUT/objectives.json`` and a figure of every model's samples to ``OUT/samples.png``.
+
+With ``--fashion-steps N`` it also trains the three objectives on Fashion-MNIST (the ``fashion-mnist``
+preset's networks; Soft-IntroVAE with the authors' weights) for N steps and scores them with `evaluate`
+(FID in eval mode and with the generator's BatchNorm in train mode, precision/recall, MS-SSIM, PSNR).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+from pathlib import Path
+
+import torch
+
+from introvae.calibrate import suggest_margin
+from introvae.toy2d import DENSITIES, ToyConfig, load_run, train
+from introvae.toy2d.densities import RADIUS
+from introvae.toy2d.densities import sample as data_sample
+
+OBJECTIVES = ("vae", "introvae", "soft-introvae")
+SCORES = ("kl", "jsd", "kl_textbook", "jsd_textbook")
+
+
+def run_2d(density: str, objective: str, seed: int, args, margin: float | None = None) -> dict:
+    out = Path(args.out) / f"{density}-{objective}-s{seed}"
+    if (out / "scores.json").is_file():
+        return json.loads((out / "scores.json").read_text())
+    cfg = ToyConfig(density=density, objective=objective, steps=args.steps, vae_steps=args.vae_steps,
+                    batch_size=args.batch_size, seed=seed, margin=margin,
+                    lr_milestones=tuple(int(args.steps * f) for f in (1 / 3, 1 / 2)))
+    return train(cfg, out)
+
+
+def vae_kl(density: str, seed: int, args) -> float:
+    rows = [json.loads(line) for line in (Path(args.out) / f"{density}-vae-s{seed}" / "stats.jsonl").open()]
+    tail = rows[-max(1, len(rows) // 10):]
+    return statistics.mean(r["kl_real"] for r in tail)
+
+
+def mean_std(values: list[float]) -> str:
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+
+
+def figure(results: dict, densities: list[str], args, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(densities), 4, figsize=(12, 3 * len(densities)), squeeze=False)
+    for row, density in zip(axes, densities):
+        r = 2 * RADIUS[density]
+        panels = [("data", data_sample(density, 5000, seed=0).numpy())]
+        for objective in OBJECTIVES:
+            model, _ = load_run(Path(args.out) / f"{density}-{objective}-s{args.seeds[0]}")
+            panels.append((objective, model.sample(5000, seed=0).numpy()))
+        for ax, (title, pts) in zip(row, panels):
+            ax.hist2d(pts[:, 0], pts[:, 1], bins=100, range=[[-r, r], [-r, r]], cmap="viridis")
+            ax.set_title(f"{density}: {title}", fontsize=9)
+            ax.set_xticks([]), ax.set_yticks([]), ax.set_aspect("equal")
+    fig.tight_layout()
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
+
+
+def fashion(args) -> list[dict]:
+    from introvae import checkpoint, get_preset
+    from introvae.evaluate import evaluate_model
+    from introvae.metrics import EvalSettings
+    from introvae.trainer import Trainer, resume
+
+    base = get_preset("fashion-mnist").replace(steps=args.fashion_steps, image_every=max(1, args.fashion_steps // 2))
+    settings = EvalSettings(num_samples=args.fashion_samples, pairs=args.fashion_samples,
+                            ref_images=args.fashion_samples, encoder_stats="real")
+    rows = []
+    for objective in OBJECTIVES:
+        cfg = base.replace(objective=objective, vae_steps=args.fashion_vae_steps if objective == "introvae" else 0)
+        run = Path(args.out) / f"fashion-mnist-{objective}-{args.fashion_steps}"
+        (resume(run) if checkpoint.latest(run) else Trainer(cfg, run)).train()
+        for protocol in ("eval", "train"):
+            m = evaluate_model(run, dataclasses.replace(settings, bn_protocol=protocol),
+                               metrics=("fid", "precision_recall", "ms_ssim", "reconstruction")
+                               if protocol == "eval" else ("fid", "precision_recall"))["metrics"]
+            rows.append({"objective": objective, "bn_protocol": protocol, **m})
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--densities", default=",".join(DENSITIES))
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--steps", type=int, default=30_000, help="per 2D run (the authors: 30,000)")
+    p.add_argument("--vae-steps", type=int, default=2_000, help="VAE warm-up of the introspective runs")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--fashion-steps", type=int, default=0, help="also Fashion-MNIST, for this many steps (0: no)")
+    p.add_argument("--fashion-vae-steps", type=int, default=200)
+    p.add_argument("--fashion-samples", type=int, default=5000)
+    p.add_argument("--out", default="bench-runs/objectives")
+    args = p.parse_args()
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    densities = [d for d in args.densities.split(",") if d]
+    results, margins = {}, {}
+    for density in densities:
+        for seed in args.seeds:
+            results[(density, "vae", seed)] = run_2d(density, "vae", seed, args)
+            margins[(density, seed)] = suggest_margin(vae_kl(density, seed, args))
+            results[(density, "introvae", seed)] = run_2d(density, "introvae", seed, args, margins[(density, seed)])
+            results[(density, "soft-introvae", seed)] = run_2d(density, "soft-introvae", seed, args)
+    lines = ["| density | objective | KL (authors) | JSD (authors) | KL (textbook) | JSD (textbook, nats) | "
+             "minutes per run |", "|---|---|---|---|---|---|---|"]
+    for density in densities:
+        for objective in OBJECTIVES:
+            rs = [results[(density, objective, s)] for s in args.seeds]
+            cells = [mean_std([r[k] for r in rs]) for k in SCORES]
+            lines.append(f"| {density} | {objective} | {' | '.join(cells)} | "
+                         f"{statistics.mean(r['seconds'] for r in rs) / 60:.1f} |")
+    print(f"\n{args.steps} steps, batch {args.batch_size}, seeds {args.seeds}; IntroVAE margins: "
+          + ", ".join(f"{d} s{s}: {m:g}" for (d, s), m in margins.items()) + "\n")
+    print("\n".join(lines))
+    out = Path(args.out)
+    figure(results, densities, args, out / "samples.png")
+    report = {"args": vars(args), "table": lines, "margins": {f"{d}-s{s}": m for (d, s), m in margins.items()},
+              "runs": {f"{d}-{o}-s{s}": r for (d, o, s), r in results.items()}}
+    if args.fashion_steps:
+        report["fashion"] = fashion(args)
+        print("\n| objective | generator BN | FID | precision | recall | MS-SSIM | PSNR |\n|---|---|---|---|---|---|---|")
+        for r in report["fashion"]:
+            pr = r["precision_recall"]
+            ms = f"{r['ms_ssim']['value']:.4f}" if "ms_ssim" in r else "-"
+            psnr = f"{r['reconstruction']['posterior_mean']['psnr']:.2f}" if "reconstruction" in r else "-"
+            print(f"| {r['objective']} | {r['bn_protocol']} | {r['fid']['value']:.1f} | {pr['precision']:.3f} | "
+                  f"{pr['recall']:.3f} | {ms} | {psnr} |")
+    (out / "objectives.json").write_text(json.dumps(report, indent=2, default=str))
+    print(f"\nsamples of every model: {out / 'samples.png'}")
+
+
+if __name__ == "__main__":
+    main()
