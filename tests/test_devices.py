@@ -75,6 +75,25 @@ def test_training_snapshots_evaluation_and_resume_run_on_the_accelerator(tmp_pat
         assert torch.allclose(v.float(), gpu[k].float(), rtol=1e-5, atol=1e-6), k
 
 
+def test_soft_introvae_and_a_2d_density_run_on_the_accelerator(tmp_path, faces16, accelerator, capsys):
+    runs = {}
+    for device in ("cuda", "cpu"):
+        cfg = tiny_config(objective="soft-introvae", beta_neg=8.0, steps=4, vae_steps=1, device=device)
+        runs[device] = Trainer(cfg, tmp_path / device, data=faces16, show_progress=False, log=lambda s: None)
+        runs[device].train()
+    assert runs["cuda"].run.model.device == ACCELERATOR and (tmp_path / "cuda" / "kl.png").is_file()
+    with torch.no_grad():
+        gpu = {k: v.cpu() for k, v in runs["cuda"].run.model.state_dict().items()}
+    for k, v in runs["cpu"].run.model.state_dict().items():
+        assert torch.allclose(v.float(), gpu[k].float(), rtol=1e-5, atol=1e-6), k
+    ops = accelerator.ops
+    assert main(["train", "--data", "rings", "--objective", "soft-introvae", "--steps", "4", "--vae-steps", "1",
+                 "--batch-size", "32", "--log-every", "2", "--device", "cuda", "--out", str(tmp_path / "toy"),
+                 "--quiet"]) == 0
+    assert "on meta" in capsys.readouterr().out and accelerator.ops > ops + 100
+    assert (tmp_path / "toy" / "density.png").is_file()
+
+
 def test_sample_reconstruct_interpolate_evaluate_calibrate_and_demo_on_the_accelerator(tmp_path, faces16, capsys,
                                                                                       accelerator, monkeypatch):
     monkeypatch.setenv("INTROVAE_CACHE", str(tmp_path / "cache"))

@@ -46,8 +46,8 @@ class ToyVAE(nn.Module):
         density on a grid is exp(-this), the picture of the paper's Fig. 2."""
         from ..objectives import kl_divergence, squared_error
 
-        g = torch.Generator(device=x.device).manual_seed(seed)
+        g = torch.Generator().manual_seed(seed)  # drawn on the host: the same density on every device
         mu, logvar = self.encoder(x)
         rec = torch.stack([squared_error(self.decoder(reparameterize(
-            mu, logvar, torch.randn(mu.shape, generator=g, device=x.device))), x) for _ in range(samples)]).mean(0)
+            mu, logvar, torch.randn(mu.shape, generator=g).to(x.device))), x) for _ in range(samples)]).mean(0)
         return 0.5 * (beta_rec * rec + beta_kl * kl_divergence(mu, logvar))
