@@ -164,7 +164,7 @@ def draw(model: ToyVAE, config: ToyConfig, path: Path, *, grid: int = 150) -> Pa
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(f"{config.density}, {config.steps} steps")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
