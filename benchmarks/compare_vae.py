@@ -8,8 +8,9 @@ coverage, MS-SSIM, held-out reconstruction) with the generator's BatchNorm in ev
 FID and precision/recall again under the other BatchNorm protocols given (``--protocols
 eval,train,recalibrate``, on ``--protocol-samples`` images), adds two real-data references (FID
 of two disjoint halves of the training split, and of the test split against the training split,
-each with as many images as the samples), and prints a markdown table. FID grows as the number
-of images shrinks: compare only numbers taken with the same counts.
+each with as many images as the samples), prints a markdown table, and draws both objectives'
+samples from the same z. FID grows as the number of images shrinks: compare only numbers taken
+with the same counts.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from introvae import checkpoint, get_preset
 from introvae.data import load
 from introvae.devices import resolve_device
 from introvae.evaluate import evaluate_model
+from introvae.grids import save_grid
 from introvae.metrics import EvalSettings, MetricContext
 from introvae.metrics import fid as fidlib
+from introvae.runstate import load_model
 from introvae.trainer import Trainer, resume
 
 
@@ -46,6 +49,14 @@ def real_references(cfg, n: int, device) -> dict[str, float]:
         test = context("test", n)
         out["test vs train half A"] = fidlib.fid_from_features(test.features_of(test.reference, desc="test"), fa)
     return out
+
+
+def side_by_side(runs: dict[str, Path], path: Path, device, n: int = 16) -> Path:
+    """Samples of every objective from the same z: one row each, in the order of ``runs``."""
+    models = [load_model(run, device=device) for run in runs.values()]
+    z = models[0].latents(n, seed=0)
+    with torch.no_grad():
+        return save_grid(torch.cat([m.sample(z=z).cpu() for m in models]), path, nrow=n)
 
 
 def main() -> None:
@@ -73,10 +84,10 @@ def main() -> None:
     settings = EvalSettings(num_samples=args.num_samples, pairs=args.pairs, ref_images=args.ref_images,
                             encoder_stats=args.encoder_stats)
     protocols = [p for p in args.protocols.split(",") if p and p != "eval"]
-    rows = {}
+    rows, runs = {}, {}
     for objective in ("introvae", "vae"):
         cfg = base.replace(objective=objective, vae_steps=args.vae_steps if objective == "introvae" else 0)
-        run = Path(args.out) / f"{args.preset}-{objective}-{args.steps}"
+        run = runs[objective] = Path(args.out) / f"{args.preset}-{objective}-{args.steps}"
         # A finished run is reused, an unfinished one continued.
         trainer = resume(run) if checkpoint.latest(run) else Trainer(cfg, run)
         trainer.train()
@@ -100,6 +111,8 @@ def main() -> None:
         table.append(f"| real: {name} | - | - | {args.num_samples} | {v:.1f} | - | - | - | - | - | - |")
     print(f"\nFID: {args.num_samples} images vs {args.ref_images} training images; MS-SSIM: {args.pairs} pairs\n")
     print("\n".join(table))
+    picture = side_by_side(runs, Path(args.out) / f"{args.preset}-{args.steps}-samples.png", device)
+    print(f"samples from the same z (IntroVAE above, VAE below): {picture}")
     (Path(args.out) / f"{args.preset}-{args.steps}.json").write_text(
         json.dumps({"rows": [{"objective": o, "bn_protocol": p, **r} for (o, p), r in rows.items()],
                     "references": refs, "args": vars(args)}, indent=2, default=str))
