@@ -23,8 +23,6 @@ import json
 import statistics
 from pathlib import Path
 
-import torch
-
 from introvae.calibrate import suggest_margin
 from introvae.toy2d import DENSITIES, ToyConfig, load_run, train
 from introvae.toy2d.densities import RADIUS

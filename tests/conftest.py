@@ -75,3 +75,16 @@ def png_folder(tmp_path: Path) -> Path:
     folder = tmp_path / "images"
     write_pngs(folder, 20)
     return folder
+
+
+def model_and_reference(seed: int = 0):
+    """For tests against a hand-written reference step: the tiny config, a tiny IntroVAE, a deep copy of it
+    and a batch of 4 random 16 px images."""
+    import copy
+
+    from introvae import IntroVAE
+
+    torch.manual_seed(seed)
+    cfg = tiny_config()
+    model = IntroVAE(cfg.model)
+    return cfg, model, copy.deepcopy(model), torch.rand(4, 1, 16, 16)

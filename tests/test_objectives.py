@@ -7,19 +7,22 @@ import torch
 from torch.nn import functional as F
 
 from introvae import IntroVAE
-from introvae.objectives import (IntroVAELoss, Pass, VAELoss, hinge, kl_divergence, reconstruction_loss)
+from introvae.objectives import (IntroVAELoss, Pass, SoftIntroVAELoss, VAELoss, hinge, kl_divergence,
+                                 reconstruction_loss)
 from introvae.step import TrainStep
 
-from conftest import tiny_config
+from conftest import model_and_reference, tiny_config
 
 
 def _model(**kw):
     return IntroVAE(tiny_config(**kw).model)
 
 
-def train_step(model, opt_e, opt_g, x, *, margin, alpha, beta, **kw):
-    """One Algorithm 1 iteration of IntroVAE (or the plain VAE when alpha is 0) through the generic machinery."""
-    objective = IntroVAELoss(margin=margin, alpha=alpha, beta=beta) if alpha > 0 else VAELoss(beta=beta)
+def train_step(model, opt_e, opt_g, x, *, margin, alpha, beta, objective=None, **kw):
+    """One Algorithm 1 iteration of IntroVAE (or the plain VAE when alpha is 0, or ``objective``) through the
+    generic machinery."""
+    if objective is None:
+        objective = IntroVAELoss(margin=margin, alpha=alpha, beta=beta) if alpha > 0 else VAELoss(beta=beta)
     return TrainStep(model, {"encoder": opt_e, "decoder": opt_g}, **kw)(objective, x)
 
 
@@ -75,7 +78,9 @@ def _params(m):
     return {k: v.detach().clone() for k, v in m.state_dict().items()}
 
 
-def test_encoder_step_reaches_only_the_encoder_and_generator_step_leaves_it_unchanged():
+@pytest.mark.parametrize("objective", [None, SoftIntroVAELoss(beta_rec=0.7, beta_kl=1.3, beta_neg=2.0, gamma_r=0.3)],
+                         ids=["introvae", "soft-introvae"])
+def test_encoder_step_reaches_only_the_encoder_and_generator_step_leaves_it_unchanged(objective):
     torch.manual_seed(0)
     model = _model()
     x = torch.rand(4, 1, 16, 16)
@@ -95,7 +100,7 @@ def test_encoder_step_reaches_only_the_encoder_and_generator_step_leaves_it_unch
             return super().step(closure)
 
     opt_e, opt_g = Spy(model.encoder.parameters(), "E"), Spy(model.decoder.parameters(), "G")
-    train_step(model, opt_e, opt_g, x, margin=5.0, alpha=0.25, beta=1.0)
+    train_step(model, opt_e, opt_g, x, margin=5.0, alpha=0.25, beta=1.0, objective=objective)
     # Encoder phase: every encoder parameter has a gradient, no decoder parameter has one.
     assert all(seen["E"]["enc_grads"]) and not any(seen["E"]["dec_grads"])
     # Generator phase: every decoder parameter has a gradient (the encoder's: next test) ...
@@ -107,7 +112,9 @@ def test_encoder_step_reaches_only_the_encoder_and_generator_step_leaves_it_unch
             assert torch.equal(v, after[k]), k
 
 
-def test_generator_phase_puts_no_gradient_into_the_encoder():
+@pytest.mark.parametrize("objective", [None, SoftIntroVAELoss(beta_rec=0.7, beta_kl=1.3, beta_neg=2.0, gamma_r=0.3)],
+                         ids=["introvae", "soft-introvae"])
+def test_generator_phase_puts_no_gradient_into_the_encoder(objective):
     torch.manual_seed(0)
     model = _model()
     opt_e = torch.optim.SGD(model.encoder.parameters(), lr=0.0)
@@ -120,7 +127,8 @@ def test_generator_phase_puts_no_gradient_into_the_encoder():
         return orig_step(*a, **k)
 
     opt_e.step = record
-    train_step(model, opt_e, opt_g, torch.rand(4, 1, 16, 16), margin=5.0, alpha=0.25, beta=1.0)
+    train_step(model, opt_e, opt_g, torch.rand(4, 1, 16, 16), margin=5.0, alpha=0.25, beta=1.0,
+               objective=objective)
     for n, p in model.encoder.named_parameters():
         assert torch.equal(p.grad, enc_grads_after_e[n]), n  # the G phase added nothing
 
@@ -132,11 +140,7 @@ def _kl(E, x):
 
 def test_one_step_matches_a_plain_tensor_reference_of_algorithm_1():
     """Algorithm 1 written out with autograd.grad and hand SGD updates, against train_step."""
-    torch.manual_seed(0)
-    cfg = tiny_config()
-    model = IntroVAE(cfg.model)
-    ref = copy.deepcopy(model)
-    x = torch.rand(4, 1, 16, 16)
+    cfg, model, ref, x = model_and_reference()
     m, alpha, beta, lr = 3.0, 0.25, 0.7, 0.05
 
     torch.manual_seed(123)

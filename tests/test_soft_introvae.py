@@ -1,8 +1,8 @@
-"""Soft-IntroVAE (SOFT_INTROVAE.md) as one more objective: its two phases on hand-made inputs, the gradient
-routing of the generic step, one step against a plain-tensor reference, and short runs through the trainer."""
+"""Soft-IntroVAE (SOFT_INTROVAE.md) as one more objective: its two phases on hand-made inputs, one step against
+a plain-tensor reference, and short runs through the trainer. (Its gradient routing is tested beside
+IntroVAE's, in test_objectives.py.)"""
 
 import contextlib
-import copy
 import json
 import math
 from types import SimpleNamespace
@@ -18,7 +18,7 @@ from introvae.stats import read_stats
 from introvae.step import TrainStep
 from introvae.trainer import Trainer, resume
 
-from conftest import tiny_config
+from conftest import model_and_reference, tiny_config
 
 
 def _soft(**kw):
@@ -58,40 +58,6 @@ def test_both_phases_on_hand_made_inputs():
     assert SoftIntroVAELoss.phases == {"encoder": "encoder", "generator": "decoder"}
 
 
-def _params(m):
-    return {k: v.detach().clone() for k, v in m.state_dict().items()}
-
-
-def test_each_phase_reaches_only_its_network():
-    torch.manual_seed(0)
-    model = IntroVAE(tiny_config().model)
-    seen = {}
-
-    class Spy(torch.optim.SGD):
-        def __init__(self, params, tag):
-            super().__init__(params, lr=0.1)
-            self.tag = tag
-
-        def step(self, closure=None):
-            seen[self.tag] = {"enc": [p.grad.clone() if p.grad is not None else None
-                                      for p in model.encoder.parameters()],
-                              "dec": [p.grad is not None for p in model.decoder.parameters()],
-                              "enc_state": _params(model.encoder)}
-            return super().step(closure)
-
-    step = TrainStep(model, {"encoder": Spy(model.encoder.parameters(), "E"),
-                             "decoder": Spy(model.decoder.parameters(), "G")})
-    step(_soft(), torch.rand(4, 1, 16, 16))
-    assert all(g is not None for g in seen["E"]["enc"]) and not any(seen["E"]["dec"])
-    assert all(seen["G"]["dec"])
-    # the generator phase put no gradient into the encoder, nor changed its weights or statistics
-    for before, p in zip(seen["E"]["enc"], model.encoder.parameters()):
-        assert torch.equal(before, p.grad)
-    after = _params(model.encoder)
-    for k, v in seen["G"]["enc_state"].items():
-        assert torch.equal(v, after[k]), k
-
-
 def _kl(mu, logvar):
     return 0.5 * (mu ** 2 + logvar.exp() - logvar - 1).sum(1)
 
@@ -102,11 +68,7 @@ def _sq(a, b):
 
 def test_one_step_matches_a_plain_tensor_reference():
     """SOFT_INTROVAE.md's two phases written out with autograd.grad and hand SGD updates, against TrainStep."""
-    torch.manual_seed(0)
-    cfg = tiny_config()
-    model = IntroVAE(cfg.model)
-    ref = copy.deepcopy(model)
-    x = torch.rand(4, 1, 16, 16)
+    cfg, model, ref, x = model_and_reference()
     b_rec, b_kl, b_neg, g_r, lr = 0.7, 1.3, 2.0, 0.3, 0.05
     s = 1.0 / (16 * 16)
 
