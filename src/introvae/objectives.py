@@ -77,7 +77,7 @@ class IntroVAELoss:
         mu, logvar = nets.encoder(x)
         x_r = nets.decoder(reparameterize(mu.float(), logvar.float(), noise(mu.shape)))
         x_p = nets.decoder(noise(mu.shape))  # a separate pass: its own BatchNorm statistics, as in Algorithm 1
-        return Pass(x, mu, logvar, x_r, x_p)
+        return Pass(x, mu, logvar, x_r, x_p, noise)
 
     def encoder_phase(self, nets, f: Pass) -> tuple[Tensor, dict[str, Tensor]]:
         """Eq. 11: L_E = L_REG(Z) + alpha * sum_s [m - L_REG(E(ng(X_s)))]+ + beta * L_AE. ng() keeps L_E from G."""
@@ -131,12 +131,7 @@ class SoftIntroVAELoss:
     def __init__(self, *, beta_rec: float, beta_kl: float, beta_neg: float, gamma_r: float):
         self.beta_rec, self.beta_kl, self.beta_neg, self.gamma_r = beta_rec, beta_kl, beta_neg, gamma_r
 
-    def forward(self, nets, x: Tensor, noise: Noise) -> Pass:
-        """As IntroVAE's: x_r = G(reparam(E(x))), x_p = G(z_p); the phases re-encode both."""
-        mu, logvar = nets.encoder(x)
-        x_r = nets.decoder(reparameterize(mu.float(), logvar.float(), noise(mu.shape)))
-        x_p = nets.decoder(noise(mu.shape))
-        return Pass(x, mu, logvar, x_r, x_p, noise)
+    forward = IntroVAELoss.forward  # the same shared pass; the phases re-encode x_r and x_p
 
     def _through_vae(self, nets, y: Tensor, noise: Noise, *, detach_z: bool) -> tuple[Tensor, Tensor]:
         """KL(y) and rec(y, G(reparam(E(y)))) per image; with ``detach_z`` no gradient flows back into E
@@ -173,11 +168,17 @@ class SoftIntroVAELoss:
         return loss, {}
 
 
+def vae_beta(beta_rec: float, beta_kl: float) -> float:
+    """The plain VAE's beta (weight of Eq. 10's 1/2 sum of squares) with Soft-IntroVAE's balance of
+    reconstruction and KL: s (beta_rec rec + beta_kl KL) = s beta_kl (KL + beta L_AE) for beta = 2 beta_rec / beta_kl."""
+    return 2 * beta_rec / beta_kl
+
+
 def make_objective(config, *, warmup: bool = False):
     """The objective a :class:`TrainConfig` trains with (the plain VAE during the warm-up, and for alpha = 0)."""
     if config.objective == "soft-introvae":
-        if warmup:  # the same VAE in Soft-IntroVAE's weights: s (beta_rec 2 L_AE + beta_kl KL) = s beta_kl VAELoss
-            return VAELoss(beta=2 * config.beta_rec / config.beta_kl)
+        if warmup:
+            return VAELoss(beta=vae_beta(config.beta_rec, config.beta_kl))
         return SoftIntroVAELoss(beta_rec=config.beta_rec, beta_kl=config.beta_kl, beta_neg=config.beta_neg,
                                 gamma_r=config.gamma_r)
     if config.objective == "vae" or warmup or config.alpha == 0:

@@ -18,7 +18,7 @@ import torch
 
 from ..config_checks import OBJECTIVES
 from ..errors import ConfigError, UserError
-from ..objectives import make_objective
+from ..objectives import make_objective, vae_beta
 from ..step import TrainStep, make_optimizers
 from .densities import DENSITIES, RADIUS, sample
 from .networks import ToyVAE
@@ -68,9 +68,8 @@ class ToyConfig:
 
     @property
     def beta(self) -> float:
-        """IntroVAE's and the plain VAE's weight on Eq. 10 (1/2 sum of squares) with Soft-IntroVAE's ratio of
-        reconstruction to KL: KL + beta L_AE is s beta_kl (KL + 2 beta_rec / beta_kl L_AE) / (s beta_kl)."""
-        return 2 * self.beta_rec / self.beta_kl
+        """IntroVAE's and the plain VAE's weight on Eq. 10, with Soft-IntroVAE's balance (objectives.vae_beta)."""
+        return vae_beta(self.beta_rec, self.beta_kl)
 
     def warmup_steps(self) -> int:
         return 0 if self.objective == "vae" else self.vae_steps
