@@ -27,6 +27,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from introvae import devices
 from introvae.devices import resolve_device, synchronize
 from introvae.model import IntroVAE, count_parameters
 from introvae.objectives import make_objective
@@ -36,10 +37,10 @@ from introvae.step import TrainStep, make_optimizers
 
 
 def cpu_flags() -> str:
-    try:
-        flags = next(ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return platform.processor()
+    """The CPU flags that decide its fp32 and bf16 speed."""
+    flags = devices.cpu_flags()
+    if not flags:
+        return platform.processor() or "-"
     return " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags) or "-"
 
 

@@ -99,7 +99,7 @@ def test_sample_reconstruct_interpolate_evaluate_calibrate_and_demo_on_the_accel
     monkeypatch.setenv("INTROVAE_CACHE", str(tmp_path / "cache"))
     import introvae.metrics.context as context
 
-    monkeypatch.setattr(context.fidlib, "load_inception", lambda device: tiny_features)
+    monkeypatch.setattr(context.fidlib, "load_inception", lambda device, **_: tiny_features)
     t = _train(tmp_path / "run", faces16, device="cuda")
     t.train()
     model = load_model(tmp_path / "run", device="cuda")

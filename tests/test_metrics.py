@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from introvae import devices
 from introvae.errors import MetricError
 from introvae.metrics import fid as fidlib
 from introvae.metrics.msssim import ms_ssim, ms_ssim_settings, sample_diversity
@@ -51,10 +52,40 @@ def test_the_folded_inception_graph_keeps_the_features():
     fx, fy, px, py = folded(x), folded(y), plain(x), plain(y)
     assert not torch.equal(fx, px)  # another graph really ran ...
     assert (fx - px).abs().max() <= 1e-4 * px.abs().max()  # ... giving the same features
-    kinds = {n.kind() for n in fidlib._CACHE["cpu:True"].graph.nodes()}
+    kinds = {n.kind() for n in fidlib._CACHE["cpu:True:fp32"].graph.nodes()}
     assert "aten::batch_norm" not in kinds and "aten::conv2d" in kinds
     fid_folded, fid_plain = fidlib.fid_from_features(fx, fy), fidlib.fid_from_features(px, py)
     assert fid_folded == pytest.approx(fid_plain, rel=1e-5)
+
+
+def test_the_bf16_inception_graph_runs_in_bf16_near_the_fp32_features():
+    """--feature-precision bf16: every weight of the folded graph is bf16, the features come back as fp32 and
+    stay within bf16 rounding of the fp32 ones (about 3 % of their norm after 94 layers); FID's own bound is
+    measured on real sets by benchmarks/fid_speed.py, not here."""
+    bf16, fp32 = fidlib.load_inception(precision="bf16"), fidlib.load_inception()
+    dtypes = {n.output().toIValue().dtype for n in fidlib._CACHE["cpu:True:bf16"].graph.nodes()
+              if n.kind() == "prim::Constant" and n.output().type().kind() == "TensorType"}
+    assert dtypes == {torch.bfloat16}
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    a, b = fp32(x), bf16(x)
+    assert b.dtype == torch.float32 and not torch.equal(a, b)
+    assert (a - b).norm() < 0.06 * a.norm()
+    with pytest.raises(MetricError, match="feature-precision"):
+        fidlib.load_inception(precision="fp8")
+
+
+def test_auto_feature_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx2", "avx512f"})
+    assert fidlib.resolve_feature_precision("auto", cpu) == "fp32"  # emulated bf16 is slow: keep fp32
+    for flag in ("avx512_bf16", "amx_bf16"):
+        monkeypatch.setattr(devices, "cpu_flags", lambda flag=flag: {"avx2", flag})
+        assert fidlib.resolve_feature_precision("auto", cpu) == "bf16"
+    assert fidlib.resolve_feature_precision("fp32", cpu) == "fp32"
+    assert fidlib.resolve_feature_precision("auto", torch.device("meta")) == "fp32"
+    # The real-feature cache keeps fp32 and bf16 features apart (and fp32 keys as they were).
+    assert fidlib.stats_key(data="x", n=3) == fidlib.stats_key(data="x", n=3, precision="fp32")
+    assert fidlib.stats_key(data="x", n=3, precision="bf16") != fidlib.stats_key(data="x", n=3)
 
 
 @pytest.mark.parametrize("size, expected", [(16, (3, 3)), (28, (7, 3)), (32, (7, 3)), (64, (11, 3)),
@@ -156,7 +187,7 @@ def test_real_features_are_cached_under_a_key_of_what_they_depend_on(tmp_path, m
 
     monkeypatch.setenv("INTROVAE_CACHE", str(tmp_path / "cache"))
     calls = []
-    monkeypatch.setattr(fidlib, "load_inception", lambda device="cpu": (lambda x: calls.append(len(x)) or
+    monkeypatch.setattr(fidlib, "load_inception", lambda device="cpu", **_: (lambda x: calls.append(len(x)) or
                                                                          tiny_features(x)))
     data = load("faces", image_size=16, in_channels=1, holdout_fraction=0.2)
 

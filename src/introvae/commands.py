@@ -216,7 +216,8 @@ def cmd_evaluate(args) -> int:
     settings = EvalSettings(num_samples=args.num_samples, pairs=args.pairs, ref_split=args.ref_split,
                             ref_images=args.ref_images, neighbours=args.neighbours, batch_size=args.batch_size,
                             seed=args.seed, ema=not args.no_ema, bn_protocol=args.bn_protocol,
-                            encoder_stats=args.encoder_stats, bn_samples=args.bn_samples)
+                            encoder_stats=args.encoder_stats, bn_samples=args.bn_samples,
+                            feature_precision=args.feature_precision)
     src = Path(args.source)
     if not src.exists():
         raise UserError(f"evaluate: not found: {src}")

@@ -41,6 +41,25 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     raise UserError(f"device: {name!r} is not supported; use {DEVICE_HELP}")
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux reports them (an empty set where /proc/cpuinfo is not there)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return set(next(line for line in f if line.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        return set()
+
+
+def has_native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 in hardware: a CUDA device that supports it, or a CPU with
+    AVX512-BF16 or AMX. Elsewhere oneDNN emulates bf16, many times slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+    return False
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work (for timing); nothing to do on the CPU."""
     if device.type == "cuda":

@@ -88,7 +88,8 @@ def format_table(result: dict) -> str:
     m, rows = result["metrics"], []
     if "fid" in m:
         f = m["fid"]
-        rows.append(("FID", f"{f['value']:.2f}", f"{f['samples']} images vs {f['reference_images']} of {f['reference']}"))
+        rows.append(("FID", f"{f['value']:.2f}", f"{f['samples']} images vs {f['reference_images']} of {f['reference']}"
+                     + (f", Inception in {f['feature_precision']}" if "feature_precision" in f else "")))
     if "precision_recall" in m:
         pr = m["precision_recall"]
         if "skipped" in pr:

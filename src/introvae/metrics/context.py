@@ -34,6 +34,7 @@ class EvalSettings:
     bn_protocol: str = "eval"  # the generator's BatchNorm statistics: eval, train or recalibrate (metrics.batchnorm)
     encoder_stats: str = "running"  # the encoder's: running (training-time averages) or real (re-estimated)
     bn_samples: int = 10_000  # images the recalibrated statistics are estimated on
+    feature_precision: str = "fp32"  # the Inception network's arithmetic: auto, fp32 or bf16 (fid.load_inception)
 
 
 class MetricContext:
@@ -50,8 +51,15 @@ class MetricContext:
         self._features, self.out_dir, self.show_progress = features, out_dir, show_progress
 
     @functools.cached_property
+    def feature_precision(self) -> str:
+        """The Inception network's precision in force (``auto`` resolved; ``custom`` for a feature function given)."""
+        if self._features is not None:
+            return "custom"
+        return fidlib.resolve_feature_precision(self.settings.feature_precision, self.device)
+
+    @functools.cached_property
     def feature_fn(self) -> Callable[[Tensor], Tensor]:
-        return self._features or fidlib.load_inception(self.device)
+        return self._features or fidlib.load_inception(self.device, precision=self.feature_precision)
 
     @functools.cached_property
     def samples(self) -> Tensor:
@@ -87,7 +95,8 @@ class MetricContext:
         if self._features is not None:
             return self.features_of(ref, desc=f"real {self.settings.ref_split} features")
         key = fidlib.stats_key(data=self.data_id, split=self.settings.ref_split, n=len(ref),
-                               image_size=self.image_size, in_channels=self.in_channels)
+                               image_size=self.image_size, in_channels=self.in_channels,
+                               precision=self.feature_precision)
         path = fidlib.cache_dir() / f"features-{key}.pt"
         if path.is_file():
             return torch.load(path, weights_only=True)

@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from ..cache import cache_root
+from ..config_checks import FEATURE_PRECISIONS
 from ..errors import MetricError
 
 INCEPTION_FILE = "default_1.pt"
@@ -41,6 +42,20 @@ def inception_path() -> Path:
 
 _CACHE: dict[str, torch.jit.ScriptModule] = {}
 GRAPH = "folded-1"  # the inference graph fold_batchnorm makes (part of the real-feature cache key)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def resolve_feature_precision(name: str, device: torch.device) -> str:
+    """``fp32`` or ``bf16`` for ``--feature-precision``: ``auto`` is bf16 on a CPU that computes bf16 in hardware
+    (AVX512-BF16 or AMX), where its FID was measured within the stated bound of fp32's (README), and fp32
+    elsewhere: on a GPU fp32 is fast enough and no bound was measured there, and emulated bf16 is slow."""
+    if name not in FEATURE_PRECISIONS:
+        raise MetricError(f"feature-precision: must be one of {', '.join(FEATURE_PRECISIONS)}, got {name!r}")
+    if name != "auto":
+        return name
+    from ..devices import has_native_bf16
+
+    return "bf16" if device.type == "cpu" and has_native_bf16(device) else "fp32"
 
 
 def fold_batchnorm(net: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
@@ -74,19 +89,42 @@ def fold_batchnorm(net: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
     return frozen
 
 
-def load_inception(device: str | torch.device = "cpu", *, fold: bool = True) -> Callable[[Tensor], Tensor]:
-    """The FID feature network on ``device``: float images in [0, 1], (N, 1 or 3, H, W) -> features (N, 2048),
-    on ``device``. ``fold`` (default) runs :func:`fold_batchnorm`'s graph, on channels-last inputs."""
+def cast_constants(frozen: torch.jit.ScriptModule, dtype: torch.dtype) -> torch.jit.ScriptModule:
+    """The frozen graph with every floating-point weight constant cast to ``dtype``, to run on ``dtype`` inputs.
+    Weights are folded in fp32 first, then rounded once; the convolutions accumulate in fp32 (oneDNN, cuDNN)."""
+    g = frozen.graph
+    for node in list(g.nodes()):
+        if node.kind() != "prim::Constant" or node.output().type().kind() != "TensorType":
+            continue
+        value = node.output().toIValue()
+        if value.is_floating_point() and value.dtype != dtype:
+            const = g.insertConstant(value.to(dtype))
+            const.node().moveBefore(node)
+            node.output().replaceAllUsesWith(const)
+            node.destroy()
+    torch._C._jit_pass_dce(g)
+    return frozen
+
+
+def load_inception(device: str | torch.device = "cpu", *, fold: bool = True,
+                   precision: str = "fp32") -> Callable[[Tensor], Tensor]:
+    """The FID feature network on ``device``: float images in [0, 1], (N, 1 or 3, H, W) -> features (N, 2048,
+    fp32), on ``device``. ``fold`` (default) runs :func:`fold_batchnorm`'s graph, on channels-last inputs;
+    ``precision`` ``bf16`` runs that graph in bf16 (after the fp32 quantisation and resizing)."""
     device = torch.device(device)
-    key = f"{device}:{fold}"
+    precision = resolve_feature_precision(precision, device)
+    if precision != "fp32" and not fold:
+        raise MetricError(f"feature-precision {precision} needs the folded graph")
+    key = f"{device}:{fold}:{precision}"
     if key not in _CACHE:
         path = inception_path()
         digest = hashlib.sha1(path.read_bytes()).hexdigest()
         if digest != INCEPTION_SHA1:
             raise MetricError(f"{path} has SHA-1 {digest}, not the published {INCEPTION_SHA1}")
         net = torch.jit.load(str(path), map_location=device).eval()
-        _CACHE[key] = fold_batchnorm(net) if fold else net
-    net = _CACHE[key]
+        net = fold_batchnorm(net) if fold else net
+        _CACHE[key] = cast_constants(net, DTYPES[precision]) if precision != "fp32" else net
+    net, dtype = _CACHE[key], DTYPES[precision]
 
     @torch.no_grad()
     def features(images: Tensor) -> Tensor:
@@ -100,7 +138,7 @@ def load_inception(device: str | torch.device = "cpu", *, fold: bool = True) -> 
             x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
         x = (x / 128.0 - 1.0).clamp(-1.0, 1.0 - 1.0 / 128)
         if fold:
-            x = x.contiguous(memory_format=torch.channels_last)  # the layout oneDNN and cuDNN convolve fastest
+            x = x.to(dtype).contiguous(memory_format=torch.channels_last)  # oneDNN and cuDNN's fastest layout
         return net(x).float().flatten(1)
 
     return features
@@ -150,13 +188,15 @@ def cache_dir() -> Path:
     return cache_root() / "fid-stats"
 
 
-def stats_key(**fields) -> str:
-    """A cache key from everything the statistics depend on (data set, split, size, count, network)."""
-    blob = json.dumps({**fields, "net": INCEPTION_SHA1, "graph": GRAPH}, sort_keys=True)
+def stats_key(*, precision: str = "fp32", **fields) -> str:
+    """A cache key from everything the statistics depend on (data set, split, size, count, network, precision)."""
+    extra = {} if precision == "fp32" else {"precision": precision}  # fp32 keys stay those of earlier versions
+    blob = json.dumps({**fields, **extra, "net": INCEPTION_SHA1, "graph": GRAPH}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
 def fid_metric(ctx) -> dict:
     """FID of the scored images against the reference images (both through the Inception network)."""
     return {"value": fid_from_features(ctx.sample_features, ctx.reference_features), "samples": len(ctx.samples),
-            "reference": f"{ctx.data_id}:{ctx.settings.ref_split}", "reference_images": len(ctx.reference)}
+            "reference": f"{ctx.data_id}:{ctx.settings.ref_split}", "reference_images": len(ctx.reference),
+            "feature_precision": ctx.feature_precision}
