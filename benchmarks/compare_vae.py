@@ -2,6 +2,12 @@
 
     python benchmarks/compare_vae.py --preset fashion-mnist --steps 1000 --num-samples 1000 \
         --ref-images 1000 --pairs 1000 --out bench-runs
+    python benchmarks/compare_vae.py --steps 1875,9375 --train-only     # 1 and 5 epochs, training only
+
+Several step counts (``--steps 1875,9375``) train each objective once: the run of each count is a copy of
+the previous count's run, extended (a resumed run ends with the weights of an uninterrupted one), so every
+count is scored on the same trajectory. ``--train-only`` trains (or finishes) the runs and scores nothing;
+a later call without it reuses them.
 
 Trains both objectives from the same seed, evaluates both (FID, precision, recall, density,
 coverage, MS-SSIM, held-out reconstruction) with the generator's BatchNorm in eval mode, scores
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -51,7 +58,23 @@ def real_references(cfg, n: int, device) -> dict[str, float]:
     return out
 
 
-def side_by_side(runs: dict[str, Path], path: Path, device, n: int = 16) -> Path:
+def train_stage(cfg, run: Path, steps: int, previous: Path | None) -> Path:
+    """``run`` trained to ``steps``: reused when finished, continued when stopped, else started as a copy of
+    ``previous`` (the same objective's run of fewer steps) extended to ``steps``, or from scratch."""
+    if checkpoint.latest(run):
+        trainer = resume(run)
+    elif previous is not None:
+        shutil.copytree(previous, run)
+        trainer = resume(run, {"steps": steps})
+    else:
+        trainer = Trainer(cfg.replace(steps=steps), run)
+    trainer.train()
+    if trainer.step < steps:  # stopped (Ctrl-C, SIGTERM): the next stage must not extend an unfinished run
+        raise SystemExit(f"{run} stopped at step {trainer.step} of {steps}; run the same command again to go on")
+    return run
+
+
+def side_by_side(runs: dict, path: Path, device, n: int = 16) -> Path:
     """Samples of every objective from the same z: one row each, in the order of ``runs``."""
     models = [load_model(run, device=device) for run in runs.values()]
     z = models[0].latents(n, seed=0)
@@ -62,7 +85,7 @@ def side_by_side(runs: dict[str, Path], path: Path, device, n: int = 16) -> Path
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="fashion-mnist")
-    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--steps", default="1000", help="training steps; several, comma-separated, extend one run")
     p.add_argument("--vae-steps", type=int, default=200, help="IntroVAE's VAE warm-up")
     p.add_argument("--num-samples", type=int, default=10_000)
     p.add_argument("--ref-images", type=int, default=10_000)
@@ -77,44 +100,55 @@ def main() -> None:
                    help="the encoder's BatchNorm statistics for reconstruction (see `introvae evaluate --help`)")
     p.add_argument("--no-references", action="store_true",
                    help="skip the real-data reference FIDs (three more feature passes of --num-samples images)")
+    p.add_argument("--train-only", action="store_true", help="train (or finish) the runs, score nothing")
+    p.add_argument("--objectives", default="introvae,vae",
+                   help="which objectives, comma-separated (e.g. one per process, to train them side by side)")
+    p.add_argument("--feature-precision", default="fp32", choices=("fp32", "bf16"),
+                   help="the Inception network's precision (see `introvae evaluate --help`)")
     args = p.parse_args()
+    stages = sorted(int(s) for s in args.steps.split(","))
 
-    base = get_preset(args.preset).replace(steps=args.steps, image_every=max(1, args.steps // 2), device=args.device)
+    base = get_preset(args.preset).replace(image_every=max(1, stages[0] // 2), device=args.device)
     device = resolve_device(args.device)
     settings = EvalSettings(num_samples=args.num_samples, pairs=args.pairs, ref_images=args.ref_images,
-                            encoder_stats=args.encoder_stats)
+                            encoder_stats=args.encoder_stats, feature_precision=args.feature_precision)
     protocols = [p for p in args.protocols.split(",") if p and p != "eval"]
     rows, runs = {}, {}
-    for objective in ("introvae", "vae"):
+    for objective in args.objectives.split(","):
         cfg = base.replace(objective=objective, vae_steps=args.vae_steps if objective == "introvae" else 0)
-        run = runs[objective] = Path(args.out) / f"{args.preset}-{objective}-{args.steps}"
-        # A finished run is reused, an unfinished one continued.
-        trainer = resume(run) if checkpoint.latest(run) else Trainer(cfg, run)
-        trainer.train()
-        rows[(objective, "eval")] = evaluate_model(run, settings, device=device)["metrics"]
+        previous = None
+        for steps in stages:
+            run = runs[(objective, steps)] = train_stage(cfg, Path(args.out) / f"{args.preset}-{objective}-{steps}",
+                                                         steps, previous)
+            previous = run
+    if args.train_only:
+        return
+    for (objective, steps), run in runs.items():
+        rows[(objective, steps, "eval")] = evaluate_model(run, settings, device=device)["metrics"]
         for protocol in protocols:
             other = dataclasses.replace(settings, bn_protocol=protocol,
                                         num_samples=args.protocol_samples or args.num_samples)
-            rows[(objective, protocol)] = evaluate_model(run, other, device=device,
-                                                         metrics=("fid", "precision_recall"))["metrics"]
+            rows[(objective, steps, protocol)] = evaluate_model(run, other, device=device,
+                                                                metrics=("fid", "precision_recall"))["metrics"]
     refs = {} if args.no_references else real_references(base, args.num_samples, device)
     table = ["| objective | steps | generator BN | samples | FID | precision | recall | density | coverage "
              "| MS-SSIM (real data) | PSNR held-out (dB) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for (name, protocol), r in rows.items():
+    for (name, steps, protocol), r in rows.items():
         pr = r["precision_recall"]
         ms = f"{r['ms_ssim']['value']:.4f} ({r['ms_ssim']['real_data_value']:.4f})" if "ms_ssim" in r else "-"
         psnr = f"{r['reconstruction']['posterior_mean']['psnr']:.2f}" if "reconstruction" in r else "-"
-        table.append(f"| {name} | {args.steps} | {protocol} | {r['fid']['samples']} | {r['fid']['value']:.1f} | "
+        table.append(f"| {name} | {steps} | {protocol} | {r['fid']['samples']} | {r['fid']['value']:.1f} | "
                      f"{pr['precision']:.3f} | {pr['recall']:.3f} | {pr['density']:.3f} | {pr['coverage']:.3f} | "
                      f"{ms} | {psnr} |")
     for name, v in refs.items():
         table.append(f"| real: {name} | - | - | {args.num_samples} | {v:.1f} | - | - | - | - | - | - |")
     print(f"\nFID: {args.num_samples} images vs {args.ref_images} training images; MS-SSIM: {args.pairs} pairs\n")
     print("\n".join(table))
-    picture = side_by_side(runs, Path(args.out) / f"{args.preset}-{args.steps}-samples.png", device)
-    print(f"samples from the same z (IntroVAE above, VAE below): {picture}")
-    (Path(args.out) / f"{args.preset}-{args.steps}.json").write_text(
-        json.dumps({"rows": [{"objective": o, "bn_protocol": p, **r} for (o, p), r in rows.items()],
+    name = f"{args.preset}-{'-'.join(map(str, stages))}"
+    picture = side_by_side(runs, Path(args.out) / f"{name}-samples.png", device)
+    print(f"samples from the same z (one row per run: {', '.join(f'{o} {n}' for o, n in runs)}): {picture}")
+    (Path(args.out) / f"{name}.json").write_text(
+        json.dumps({"rows": [{"objective": o, "steps": n, "bn_protocol": p, **r} for (o, n, p), r in rows.items()],
                     "references": refs, "args": vars(args)}, indent=2, default=str))
 
 
