@@ -139,6 +139,7 @@ def test_a_short_run_logs_the_soft_terms_plots_without_a_margin_and_resumes_exac
     straight.train()
     rows = read_stats(tmp_path / "a")
     assert rows[0]["kl_fake"] is None and rows[-1]["kl_fake"] > 0 and 0 < rows[-1]["exp_elbo"] <= 1
+    assert rows[0]["alpha"] == 0.0 and rows[-1]["alpha"] is None  # IntroVAE's alpha means nothing here
     assert (tmp_path / "a" / "kl.png").is_file()
     assert json.loads((tmp_path / "a" / "config.json").read_text())["objective"] == "soft-introvae"
     first = _run(tmp_path / "b", faces16, steps=8, vae_steps=2, checkpoint_every=100)

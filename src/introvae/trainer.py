@@ -96,9 +96,12 @@ class Trainer:
         """The number of steps trained so far."""
         return self.run.step
 
-    def alpha_at(self, step: int) -> float:
-        """alpha, or 0 during the VAE warm-up and for the plain-VAE objective."""
-        return 0.0 if self.config.objective == "vae" or step < self.run.warmup_steps else self.config.alpha
+    def alpha_at(self, step: int) -> float | None:
+        """alpha, or 0 during the VAE warm-up and for the plain-VAE objective; None (no such weight) for
+        Soft-IntroVAE after its warm-up, whose adversarial weights are beta_neg and gamma_r."""
+        if self.config.objective == "vae" or step < self.run.warmup_steps:
+            return 0.0
+        return None if self.config.objective == "soft-introvae" else self.config.alpha
 
     # --- the loop ----------------------------------------------------------------------------
     def train(self, *, stop_after: int | None = None) -> Path:
