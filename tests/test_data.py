@@ -105,6 +105,46 @@ def test_batches_depend_only_on_seed_and_epoch_and_can_start_mid_epoch():
     assert 0.0 <= full[0][1].min() and full[0][1].max() <= 9 / 255 + 1e-6
 
 
+def test_mirrored_batches_flip_about_half_the_images_the_same_way_every_time_and_after_a_resume():
+    """--mirror (default): the same order as without it, each image flipped left-right or not as drawn from
+    (seed, epoch), so a run resumed mid-epoch, or split over processes, flips the same images."""
+    n = 64
+    data = torch.arange(n * 4, dtype=torch.uint8).view(n, 1, 1, 4)  # row k: 4k .. 4k+3, left to right
+    plain = list(batches(data, 8, seed=5, epoch=1))
+    flipped = list(batches(data, 8, seed=5, epoch=1, mirror=True))
+    assert [i for i, _ in flipped] == [i for i, _ in plain]
+    was_flipped = []
+    for (_, x), (_, y) in zip(plain, flipped):
+        assert torch.equal(x.sort(-1).values, y.sort(-1).values)  # the same images, in the same order
+        for a, b in zip(x, y):
+            assert torch.equal(b, a) or torch.equal(b, a.flip(-1))
+            was_flipped.append(not torch.equal(b, a))
+    assert 20 <= sum(was_flipped) <= 44  # about half of 64
+    again = list(batches(data, 8, seed=5, epoch=1, mirror=True))
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(flipped, again))
+    tail = list(batches(data, 8, seed=5, epoch=1, start=16, mirror=True))
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(flipped[2:], tail))
+    halves = [list(batches(data, 4, seed=5, epoch=1, rank=r, world_size=2, mirror=True)) for r in (0, 1)]
+    assert torch.equal(torch.cat([halves[0][3][1], halves[1][3][1]]), flipped[3][1])
+    other_epoch = [not torch.equal(b, a) for (_, x), (_, y) in zip(list(batches(data, 8, seed=5, epoch=2)),
+                                                                  list(batches(data, 8, seed=5, epoch=2, mirror=True)))
+                   for a, b in zip(x, y)]
+    assert other_epoch != was_flipped
+
+
+def test_a_checkpoint_from_before_mirroring_resumes_without_it(tmp_path):
+    from introvae import checkpoint
+
+    from conftest import tiny_config
+
+    cfg = tiny_config().to_dict()
+    del cfg["mirror"]  # as 0.2 wrote it
+    path = tmp_path / "step-000000001.pt"
+    torch.save({"format": checkpoint.CHECKPOINT_FORMAT, "version": "0.2.0", "config": cfg}, path)
+    assert checkpoint.load(path)["config"]["mirror"] is False
+    assert tiny_config().mirror is True  # new runs mirror by default
+
+
 def test_batches_of_several_processes_are_slices_of_the_global_batch():
     data = torch.arange(20, dtype=torch.uint8).view(20, 1, 1, 1).contiguous()
     whole = list(batches(data, 6, seed=3, epoch=0))

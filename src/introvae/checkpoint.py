@@ -15,6 +15,9 @@ from .errors import CheckpointError
 # Bumped whenever the layout of the checkpoint dict changes; a mismatch is a clear error.
 # 2: introvae 0.2 (model and run configs apart; the authors' block order and decoder channels).
 CHECKPOINT_FORMAT = 2
+# Run settings added within a format, with the value that reproduces what a run written before them did: a
+# resumed old run goes on as it started (0.3 mirrors training images by default; earlier runs never did).
+ADDED_SETTINGS = {"mirror": False}
 _NAME = re.compile(r"^step-(\d+)\.pt$")
 
 
@@ -67,6 +70,8 @@ def load(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} has checkpoint format {state['format']} (written by introvae "
                               f"{state.get('version', '?')}); this version reads format {CHECKPOINT_FORMAT}, whose "
                               "networks differ: train again, or use the introvae version that wrote it")
+    if isinstance(state.get("config"), dict):
+        state["config"] = {**ADDED_SETTINGS, **state["config"]}
     return state
 
 

@@ -74,6 +74,10 @@ class TrainConfig:
                              group="data")
     holdout_fraction: float = param(0.1, "fraction of the images held out for reconstructions and evaluation (a "
                                          "fixed split; IDX data uses its own test file)", group="data")
+    mirror: bool = param(True, "flip each training image left-right with probability 1/2 (the authors' is_mirror); "
+                               "the flips follow the seed and epoch, so a resumed run sees the same ones. Turn off "
+                               "(--no-mirror) for data that a flip makes unreal: text, digits, asymmetric layouts",
+                         group="data")
 
     objective: str = param("introvae", "introvae (Algorithm 1), vae (the same networks as a plain VAE) or "
                                        "soft-introvae (Daniel & Tamar 2021: no margin; see --beta-neg)",

@@ -127,7 +127,8 @@ class Trainer:
                 restart = False  # a rollback restarts the batches at the restored data cursor
                 for used, x in batches(self.data.train, cfg.batch_size, seed=cfg.seed, epoch=run.epoch,
                                        start=run.epoch_images, rank=world.rank, world_size=world.size,
-                                       workers=cfg.loader_workers, pin_memory=self.device.type == "cuda"):
+                                       workers=cfg.loader_workers, pin_memory=self.device.type == "cuda",
+                                       mirror=cfg.mirror):
                     x = x.to(self.device, non_blocking=True)
                     if cfg.channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)

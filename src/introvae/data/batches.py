@@ -1,4 +1,5 @@
-"""The order in which a run sees its training images: a function of (seed, epoch) alone.
+"""The order in which a run sees its training images, and which of them it sees mirrored: a function of
+(seed, epoch) alone.
 
 So a resumed run sees exactly the batches an uninterrupted one would, also with another number
 of processes (each step takes a global batch, and each process its slice of it).
@@ -13,27 +14,34 @@ from .images import to_float
 
 
 def epoch_plan(num_images: int, batch_size: int, *, seed: int, epoch: int, start: int = 0, rank: int = 0,
-               world_size: int = 1) -> list[tuple[int, Tensor]]:
-    """(images of the epoch used after the step, this process's indices) for each step of one epoch.
+               world_size: int = 1, mirror: bool = False) -> list[tuple[int, Tensor, Tensor | None]]:
+    """(images of the epoch used after the step, this process's indices, which of them to flip left-right or
+    None) for each step of one epoch.
 
     ``start`` counts the images of the epoch already used. With several processes each step takes a global
     batch of ``world_size * batch_size`` images and process ``rank`` gets its consecutive slice, so the
-    global batches are the same whatever the split. An incomplete last batch is dropped.
+    global batches are the same whatever the split. An incomplete last batch is dropped. The flips are drawn
+    after the order, from the same generator, so the order is the same with and without ``mirror``.
     """
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     perm = torch.randperm(num_images, generator=g)
+    flips = torch.rand(num_images, generator=g) < 0.5 if mirror else None
     step = batch_size * world_size
-    return [(i + step, perm[i + rank * batch_size:i + (rank + 1) * batch_size])
-            for i in range(start, num_images - step + 1, step)]
+    plan = []
+    for i in range(start, num_images - step + 1, step):
+        mine = slice(i + rank * batch_size, i + (rank + 1) * batch_size)
+        plan.append((i + step, perm[mine], None if flips is None else flips[mine]))
+    return plan
 
 
 def batches(train, batch_size: int, *, seed: int, epoch: int, start: int = 0, rank: int = 0,
-            world_size: int = 1, workers: int = 0, pin_memory: bool = False):
+            world_size: int = 1, workers: int = 0, pin_memory: bool = False, mirror: bool = False):
     """Yield (images of the epoch used so far, float batch on the CPU) for the steps of one epoch (see
-    :func:`epoch_plan`). With ``workers`` > 0 the batches are gathered (and, for streamed data, decoded) in
-    that many worker processes, ahead of the training step, into pinned memory if asked."""
+    :func:`epoch_plan`), with the planned images flipped left-right if ``mirror``. With ``workers`` > 0 the
+    batches are gathered (and, for streamed data, decoded) in that many worker processes, ahead of the training
+    step, into pinned memory if asked."""
     plan = _PlannedBatches(train, epoch_plan(len(train), batch_size, seed=seed, epoch=epoch, start=start,
-                                             rank=rank, world_size=world_size))
+                                             rank=rank, world_size=world_size, mirror=mirror))
     if workers == 0:
         yield from (plan[k] for k in range(len(plan)))
     else:
@@ -51,5 +59,8 @@ class _PlannedBatches(torch.utils.data.Dataset):
         return len(self.plan)
 
     def __getitem__(self, k: int):
-        used, idx = self.plan[k]
-        return used, to_float(self.images[idx])
+        used, idx, flip = self.plan[k]
+        x = to_float(self.images[idx])
+        if flip is not None and flip.any():
+            x[flip] = x[flip].flip(-1)
+        return used, x
