@@ -116,7 +116,7 @@ def test_help_explains_the_hyper_parameters(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     for words in ("hinge margin of Eq. 11", "plain VAE", "reconstruction error L_AE", "Algorithm 1",
-                  "(default: from the preset, else 110.0)", "--no-channels-last", "--holdout-fraction",
+                  "(default: from the preset, else auto)", "--no-channels-last", "--holdout-fraction",
                   "--adam-beta1", "--keep-checkpoints", "--max-bad-steps", "--grid-size", "--checkpoint-minutes"):
         assert words in out, words
     # every config field is a flag of train

@@ -208,7 +208,7 @@ def test_a_folder_with_no_readable_image_fails_before_any_work(tmp_path):
 FLAG_VALUES = {  # flag: (values that run, values that fail)
     "--image-size": (["16"], ["48", "2048", "32"]), "--latent-dim": (["1", "3", "8"], ["0", "2.5"]),
     "--channels": (["4,8,8", "2,2,2,2,2"], ["4;8", "4,-8,8", "8"]), "--in-channels": (["1", "3"], ["2"]),
-    "--margin": (["0", "5", "1e6"], ["-3", "nan"]), "--alpha": (["0", "0.25", "3"], ["-1"]),
+    "--margin": (["0", "5", "1e6", "auto"], ["-3", "nan", "automatic"]), "--alpha": (["0", "0.25", "3"], ["-1"]),
     "--beta": (["0.5", "2", "1e-9"], ["0", "inf"]), "--batch-size": (["2", "3", "4"], ["1", "200"]),
     "--steps": (["1", "2"], ["0", "two"]), "--epochs": (["0.05", "0.1"], ["-2", "1e309"]),
     "--vae-steps": (["0", "1", "5"], ["-1"]), "--seed": (["0", "7", "-4"], ["x"]),

@@ -52,23 +52,31 @@ def test_scores_follow_the_authors_kl_div_and_the_textbook():
 
 
 def test_every_objective_trains_and_writes_its_run(tmp_path):
-    for objective, extra in (("vae", {}), ("introvae", {"margin": 3.0}), ("soft-introvae", {})):
+    for name, objective, extra in (("vae", "vae", {}), ("introvae", "introvae", {"margin": 3.0}),
+                                   ("introvae-auto", "introvae", {}), ("soft-introvae", "soft-introvae", {})):
         cfg = ToyConfig(density="rings", objective=objective, steps=12, vae_steps=4, batch_size=64, log_every=4,
                         eval_points=500, **extra)
-        out = tmp_path / objective
+        out = tmp_path / name
         result = train(cfg, out, progress=False)
         assert all(math.isfinite(result[k]) for k in ("kl", "jsd", "kl_textbook", "jsd_textbook"))
         rows = [json.loads(line) for line in (out / "stats.jsonl").read_text().splitlines()]
         assert [r["step"] for r in rows] == [4, 8, 12]
         assert ("kl_fake" in rows[-1]) == (objective != "vae") and "kl_fake" not in rows[0]
         assert (out / "density.png").stat().st_size > 1000
+        if objective == "introvae":  # the margin in force is logged: the number given, or auto's
+            assert rows[0].get("margin") is None  # warm-up: no game, no margin
+            expected = 3.0 if extra else 1.5 * rows[0]["kl_real"]  # auto: 1.5x the (averaged) kl_real so far
+            assert rows[1]["margin"] == pytest.approx(expected, rel=1.0 if not extra else 1e-6)
+            assert rows[1]["margin"] > 0
         model, loaded = load_run(out)
         assert loaded == cfg and evaluate(model, loaded) == pytest.approx(
             {k: result[k] for k in ("kl", "jsd", "kl_textbook", "jsd_textbook")})
-    # the authors' weights are the defaults; IntroVAE needs a margin
+    # the authors' weights are the defaults; IntroVAE's margin is auto unless given
     assert (ToyConfig(density="checkerboard").beta_kl, ToyConfig(density="checkerboard").beta_neg) == (0.1, 0.2)
-    with pytest.raises(ConfigError, match="^margin"):
-        ToyConfig(objective="introvae")
+    assert ToyConfig(objective="introvae").margin == "auto"
+    for bad in (-1.0, "big", float("nan")):
+        with pytest.raises(ConfigError, match="^margin"):
+            ToyConfig(objective="introvae", margin=bad)
     with pytest.raises(ConfigError, match="^density"):
         ToyConfig(density="moons")
 

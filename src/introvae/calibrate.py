@@ -11,6 +11,7 @@ import torch
 
 from .config import TrainConfig
 from .data import to_float
+from .margin import RATIO
 from .objectives import kl_divergence, reconstruction_error
 
 
@@ -22,6 +23,7 @@ class Calibration:
     kl_train_eval: float  # the same in eval mode (BatchNorm running statistics), on up to EVAL_IMAGES of them
     reconstruction: float  # L_AE per image at the end
     suggested_margin: float
+    auto_margin: float  # where --margin auto would start the game after this warm-up (margin.AutoMargin)
     run_dir: Path | None
 
     def report(self) -> str:
@@ -32,14 +34,16 @@ class Calibration:
                 f"  reconstruction error L_AE: {self.reconstruction:.1f} per image\n"
                 f"suggested margin: --margin {self.suggested_margin:g}  (the paper advises a little above the VAE's KL; "
                 f"we leave {HEADROOM:g}x because the KL of real images rises once alpha > 0. Check kl.png: "
-                f"kl_real should stay below m. A larger --beta needs a larger margin.)")
+                f"kl_real should stay below m. A larger --beta needs a larger margin.)\n"
+                f"--margin auto (the default) would start the game at m = {self.auto_margin:.1f} after this warm-up "
+                f"({HEADROOM:g}x the moving average of kl_real) and follow kl_real from there.")
 
 
 # Once the introspective terms start, the encoder's KL of *real* images rises above the plain
 # VAE's (on the built-in faces: 22.7 nats as a VAE, about 30 under IntroVAE with m = 35), and the
 # paper's key to stability is keeping it below m. A margin 10 % above the VAE's KL left every KL
-# above m there, so we suggest half as much again.
-HEADROOM = 1.5
+# above m there, so we suggest half as much again (the ratio --margin auto keeps).
+HEADROOM = RATIO
 EVAL_IMAGES = 4096  # the eval-mode KL is measured on at most this many training images
 
 
@@ -55,7 +59,7 @@ def calibrate(config: TrainConfig, *, out: str | Path | None = None, show_progre
     from .stats import read_stats
     from .trainer import Trainer
 
-    cfg = config.replace(objective="vae", image_every=10**9)
+    cfg = config.replace(objective="vae", image_every=10**9, margin="auto")  # auto: to say where it would start
     with tempfile.TemporaryDirectory(prefix="introvae-calibrate-") as tmp:
         run_dir = Path(out) if out else Path(tmp)
         trainer = Trainer(cfg, run_dir, show_progress=show_progress, log=lambda s: None)
@@ -75,4 +79,5 @@ def calibrate(config: TrainConfig, *, out: str | Path | None = None, show_progre
         return Calibration(config=config, steps=trainer.step, kl_train=kl_train,
                            kl_train_eval=float(torch.cat(kls).mean()),
                            reconstruction=float(torch.cat(recs).mean()),
-                           suggested_margin=suggest_margin(kl_train), run_dir=Path(out) if out else None)
+                           suggested_margin=suggest_margin(kl_train), auto_margin=float(trainer.run.margin.value),
+                           run_dir=Path(out) if out else None)

@@ -13,6 +13,7 @@ import sys
 
 from .version import __version__
 from .config import flat_fields
+from .config_checks import WORDS_FOR_NUMBERS
 from .errors import UserError
 
 EXIT_USAGE = 2
@@ -23,12 +24,15 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message} (see --help)")
 
 
-def _typed(typ):
+def _typed(typ, words: tuple[str, ...] = ()):
     def convert(text: str):
+        if text in words:
+            return text
         try:
             v = typ(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {typ.__name__}, got {text!r}") from None
+            expected = " or ".join((*words, typ.__name__))
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
         if isinstance(v, float) and not math.isfinite(v):
             raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
         return v
@@ -54,7 +58,10 @@ def add_config_flags(p: argparse.ArgumentParser, *, exclude: tuple[str, ...] = (
             continue
         typ = {"int": int, "float": float}.get(base, str)
         metavar = None if f.metadata["choices"] else {"int": "N", "float": "X", "str": "TEXT"}.get(base, "A,B,...")
-        g.add_argument(flag, dest=f.name, type=_typed(typ), default=None, choices=f.metadata["choices"],
+        words = WORDS_FOR_NUMBERS.get(f.name, ())
+        if words:
+            metavar = "|".join((*words, metavar))
+        g.add_argument(flag, dest=f.name, type=_typed(typ, words), default=None, choices=f.metadata["choices"],
                        metavar=metavar, help=help_)
 
 

@@ -82,9 +82,12 @@ class TrainConfig:
     objective: str = param("introvae", "introvae (Algorithm 1), vae (the same networks as a plain VAE) or "
                                        "soft-introvae (Daniel & Tamar 2021: no margin; see --beta-neg)",
                            group="objective", choices=OBJECTIVES)
-    margin: float = param(110.0, "m, the hinge margin of Eq. 11: the encoder pushes the KL of generated images up "
-                                 "to m; choose it with `introvae calibrate` (1.5x the KL a plain VAE reaches)",
-                          group="objective")
+    margin: float | str = param("auto", "m, the hinge margin of Eq. 11: the encoder pushes the KL of generated "
+                                        "images up to m. auto: 1.5x a moving average of the KL of real images "
+                                        "(about 200 steps), measured on the VAE during the warm-up and followed "
+                                        "afterwards, so kl_real stays below m (the paper's rule for stability); or "
+                                        "a number (the paper's presets; `introvae calibrate` helps choose one)",
+                                group="objective")
     alpha: float = param(0.25, "weight of the introspective (adversarial) terms of Eq. 11-12 (paper: 0.25)",
                          group="objective")
     beta: float = param(0.5, "weight of the reconstruction error L_AE in Eq. 11-12; larger improves "

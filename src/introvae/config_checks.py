@@ -15,6 +15,7 @@ OBJECTIVES = ("introvae", "vae", "soft-introvae")
 PRECISIONS = ("fp32", "bf16", "fp16")
 BN_PROTOCOLS = ("eval", "train", "recalibrate")  # the generator's BatchNorm statistics when scored
 FEATURE_PRECISIONS = ("auto", "fp32", "bf16")  # the FID Inception network's arithmetic (metrics.fid)
+WORDS_FOR_NUMBERS = {"margin": ("auto",)}  # number fields that also take these words
 ENCODER_STATS = ("running", "real")  # the encoder's
 
 
@@ -64,6 +65,8 @@ def coerce(f: dataclasses.Field, v: Any) -> Any:
         if base == "float":
             if isinstance(v, bool):
                 raise ValueError
+            if "str" in t and isinstance(v, str) and v.strip() in WORDS_FOR_NUMBERS.get(f.name, ()):
+                return v.strip()  # a field that takes a number or a word (margin: auto)
             return float(v)
         if not isinstance(v, str):
             raise ValueError
@@ -100,7 +103,8 @@ _RULES: dict[str, tuple[Any, str]] = {
     "holdout_fraction": (lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
     "objective": (lambda v: v in OBJECTIVES, f"must be one of {', '.join(OBJECTIVES)}"),
     "encoder_stats": (lambda v: v in ENCODER_STATS, f"must be one of {', '.join(ENCODER_STATS)}"),
-    "margin": (lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0"),
+    "margin": (lambda v: v == "auto" or (isinstance(v, float) and math.isfinite(v) and v >= 0),
+               "must be auto or a finite number >= 0"),
     "alpha": (lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0"),
     "beta": (lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0"),
     "beta_rec": (lambda v: math.isfinite(v) and v > 0, "must be a finite number > 0"),

@@ -46,7 +46,7 @@ def squared_error(y: Tensor, x: Tensor) -> Tensor:
     return (y.float() - x.float()).pow(2).flatten(1).sum(dim=1)
 
 
-def hinge(margin: float, kl: Tensor) -> Tensor:
+def hinge(margin: float | Tensor, kl: Tensor) -> Tensor:
     """Eq. 11's per-sample hinge [m - KL]+ (shape of ``kl``)."""
     return torch.clamp(margin - kl.float(), min=0.0)
 
@@ -69,8 +69,8 @@ class IntroVAELoss:
 
     phases = {"encoder": "encoder", "generator": "decoder"}  # phase -> the network it updates
 
-    def __init__(self, *, margin: float, alpha: float, beta: float):
-        self.margin, self.alpha, self.beta = margin, alpha, beta
+    def __init__(self, *, margin: float | Callable[[Tensor], Tensor], alpha: float, beta: float):
+        self.margin, self.alpha, self.beta = margin, alpha, beta  # a number, or kl_real -> m (margin.AutoMargin)
 
     def forward(self, nets, x: Tensor, noise: Noise) -> Pass:
         """Z <- reparam(E(X)); X_r <- G(Z); X_p <- G(Z_p), Z_p ~ N(0, I)."""
@@ -82,13 +82,14 @@ class IntroVAELoss:
     def encoder_phase(self, nets, f: Pass) -> tuple[Tensor, dict[str, Tensor]]:
         """Eq. 11: L_E = L_REG(Z) + alpha * sum_s [m - L_REG(E(ng(X_s)))]+ + beta * L_AE. ng() keeps L_E from G."""
         kl_real = kl_divergence(f.mu, f.logvar)
+        m = self.margin(kl_real) if callable(self.margin) else torch.tensor(float(self.margin), device=kl_real.device)
         with nets.generated():  # passes over generated images (their BatchNorm statistics: see step.TrainStep)
             kl_rec, kl_fake = kl_divergence(*nets.encoder(f.x_r.detach())), kl_divergence(*nets.encoder(f.x_p.detach()))
         l_ae = reconstruction_loss(f.x_r, f.x)
-        adversarial = hinge(self.margin, kl_rec).mean() + hinge(self.margin, kl_fake).mean()
+        adversarial = hinge(m, kl_rec).mean() + hinge(m, kl_fake).mean()
         loss = kl_real.mean() + self.alpha * adversarial + self.beta * l_ae
         return loss, {"reconstruction": l_ae, "kl_real": kl_real.mean(), "kl_rec": kl_rec.mean(),
-                      "kl_fake": kl_fake.mean()}
+                      "kl_fake": kl_fake.mean(), "margin": m}
 
     def generator_phase(self, nets, f: Pass) -> tuple[Tensor, dict[str, Tensor]]:
         """Eq. 12: L_G = alpha * sum_s L_REG(E(X_s)) + beta * L_AE, through the encoder as it now is."""
@@ -174,8 +175,9 @@ def vae_beta(beta_rec: float, beta_kl: float) -> float:
     return 2 * beta_rec / beta_kl
 
 
-def make_objective(config, *, warmup: bool = False):
-    """The objective a :class:`TrainConfig` trains with (the plain VAE during the warm-up, and for alpha = 0)."""
+def make_objective(config, *, warmup: bool = False, margin=None):
+    """The objective a :class:`TrainConfig` trains with (the plain VAE during the warm-up, and for alpha = 0).
+    ``margin``: the run's margin object (:func:`introvae.margin.make_margin`); default ``config.margin``."""
     if config.objective == "soft-introvae":
         if warmup:
             return VAELoss(beta=vae_beta(config.beta_rec, config.beta_kl))
@@ -183,4 +185,7 @@ def make_objective(config, *, warmup: bool = False):
                                 gamma_r=config.gamma_r)
     if config.objective == "vae" or warmup or config.alpha == 0:
         return VAELoss(beta=config.beta)
-    return IntroVAELoss(margin=config.margin, alpha=config.alpha, beta=config.beta)
+    margin = config.margin if margin is None else margin
+    if margin == "auto":
+        raise ValueError("margin 'auto' is a margin.AutoMargin the run owns: pass it as margin=")
+    return IntroVAELoss(margin=margin, alpha=config.alpha, beta=config.beta)

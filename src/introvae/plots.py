@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def plot_kl(rows: list[dict], path: str | Path, *, margin: float | None, warmup_steps: int = 0,
+def plot_kl(rows: list[dict], path: str | Path, *, margin: float | str | None, warmup_steps: int = 0,
             title: str = "", fids: list[tuple[int, float]] = ()) -> Path:
     """Plot ``kl_real``, ``kl_rec``, ``kl_fake`` (and the reconstruction error) from stats rows, and the
-    (step, FID) pairs of evaluations during training beside them. ``margin`` None: an objective without one."""
+    (step, FID) pairs of evaluations during training beside them. ``margin``: a number (a line), ``auto`` (the
+    rows' ``margin``, as it moved) or None (an objective without one)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -23,7 +24,11 @@ def plot_kl(rows: list[dict], path: str | Path, *, margin: float | None, warmup_
         pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
         if pts:
             ax.plot(*zip(*pts), label=f"KL {label}", color=color)
-    if margin is not None:
+    if margin == "auto":
+        pts = [(r["step"], r["margin"]) for r in rows if r.get("margin") is not None]
+        if pts:
+            ax.plot(*zip(*pts), color="k", linestyle="--", linewidth=1, label=f"margin m (auto), now {pts[-1][1]:.3g}")
+    elif margin is not None:
         ax.axhline(margin, color="k", linestyle="--", linewidth=1, label=f"margin m = {margin:g}")
     if warmup_steps:
         ax.axvspan(0, warmup_steps, color="0.9", label="VAE warm-up (alpha = 0)")

@@ -22,6 +22,7 @@ from . import checkpoint, devices
 from . import distributed as dist_
 from .config import TrainConfig, may_change_on_resume
 from .ema import make_ema
+from .margin import AutoMargin, make_margin
 from .errors import CheckpointError, UserError
 from .model import IntroVAE, load_state_strict
 from .precision import make_precision
@@ -42,6 +43,7 @@ class RunState:
         self.optimizers = make_optimizers(self.model, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2))
         self.ema = make_ema(self.model.decoder) if config.ema > 0 else None
         self.precision = make_precision(config.precision, device)
+        self.margin = make_margin(config.margin, device, world=world)  # a number, or margin.AutoMargin
         self.num_train, self.global_batch = num_train, config.batch_size * world.size
         self.total_steps = config.total_steps(num_train, world.size)
         self.warmup_steps = config.warmup_steps(num_train, world.size)
@@ -78,6 +80,7 @@ class RunState:
             "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "scaler": self.precision.scaler.state_dict() if self.precision.scaler else None,
+            "auto_margin": self.margin.state_dict() if isinstance(self.margin, AutoMargin) else None,
             "step": self.step, "data_epoch": self.epoch, "data_epoch_images": self.epoch_images,
             "processes": self.world.size, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
             "rollbacks": self.rollbacks, "torch_rng": torch.get_rng_state(),
@@ -95,6 +98,8 @@ class RunState:
                 self.ema.load_state_dict(self.model.decoder.state_dict())
         if self.precision.scaler and state.get("scaler"):
             self.precision.scaler.load_state_dict(state["scaler"])
+        if isinstance(self.margin, AutoMargin) and state.get("auto_margin") is not None:
+            self.margin.load_state_dict(state["auto_margin"])
         self.step, self.rollbacks = int(state["step"]), int(state["rollbacks"])
         self.epoch, self.epoch_images = int(state["data_epoch"]), int(state["data_epoch_images"])
         self.total_steps, self.warmup_steps = int(state["total_steps"]), int(state["warmup_steps"])

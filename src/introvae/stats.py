@@ -2,8 +2,8 @@
 
 One row every ``log_every`` steps: step, epoch, alpha, images/s and the means of the objective's
 logged values (``loss_encoder``, ``loss_generator``, ``reconstruction``, ``kl_real``, ``kl_rec``,
-``kl_fake``, Soft-IntroVAE's ``exp_elbo``) over the steps the divergence guard did not skip, plus the skips, rollbacks and the
-learning rate. Nothing is read on the host between rows.
+``kl_fake``, Soft-IntroVAE's ``exp_elbo``, IntroVAE's ``margin`` in force) over the steps the divergence guard did
+not skip, plus the skips, rollbacks and the learning rate. Nothing is read on the host between rows.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import torch
 from . import distributed as dist_
 
 LOGGED = ("loss_encoder", "loss_generator", "reconstruction", "kl_real", "kl_rec", "kl_fake",
-          "exp_elbo")  # soft-introvae: the mean of exp(-2 s ELBO) of generated images (else None)
+          "exp_elbo",  # soft-introvae: the mean of exp(-2 s ELBO) of generated images (else None)
+          "margin")  # introvae after its warm-up: m in force (a number, or margin.AutoMargin's)
 
 
 class TrainingStats:

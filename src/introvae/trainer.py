@@ -20,6 +20,7 @@ from . import distributed as dist_
 from .config import TrainConfig
 from .data import ImageSet, batches, load
 from .ema import update_ema
+from .margin import AutoMargin
 from .errors import UserError
 from .model import ResBlock
 from .objectives import make_objective
@@ -115,7 +116,7 @@ class Trainer:
         if dist_.broadcast_object(checkpoint.latest(self.run_dir) is None, world):
             self.save_checkpoint()  # step 0: even a run killed at once, or diverging at once, has one
         end = run.total_steps if stop_after is None else min(run.total_steps, stop_after)
-        objectives = (make_objective(cfg, warmup=True), make_objective(cfg))
+        objectives = (make_objective(cfg, warmup=True), make_objective(cfg, margin=run.margin))
         run.model.train()
         self.stats.reset()
         self.last_checkpoint = time.monotonic()
@@ -169,9 +170,12 @@ class Trainer:
 
     # --- between steps -----------------------------------------------------------------------
     def _record(self, logs: dict[str, torch.Tensor], *, images: int) -> None:
-        """A step's values into the stats and the guard's counters, its update into the EMA (all on the device)."""
+        """A step's values into the stats and the guard's counters, its update into the EMA and its kl_real into
+        the automatic margin (all on the device)."""
         self.stats.add(logs, images=images)
         self.guard.record(logs["skipped"])
+        if isinstance(self.run.margin, AutoMargin):
+            self.run.margin.observe(logs["kl_real"], ok=logs["skipped"] == 0)
         if self.run.ema is not None:
             update_ema(self.run.ema, self.run.model.decoder, self.config.ema, weight=1.0 - logs["skipped"])
 

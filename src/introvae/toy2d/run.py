@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 
 from ..config_checks import OBJECTIVES
 from ..errors import ConfigError, UserError
+from ..margin import AutoMargin, make_margin
 from ..objectives import make_objective, vae_beta
 from ..step import TrainStep, make_optimizers
 from .densities import DENSITIES, RADIUS, sample
@@ -43,7 +45,7 @@ class ToyConfig:
     beta_rec: float | None = None
     beta_neg: float | None = None
     gamma_r: float = 1e-8
-    margin: float | None = None  # introvae only: calibrate it (benchmarks/objectives.py shows how)
+    margin: float | str = "auto"  # introvae only: auto (margin.AutoMargin) or a number
     alpha: float = 0.25
     seed: int = 0
     log_every: int = 500
@@ -55,9 +57,9 @@ class ToyConfig:
             raise ConfigError(f"density: unknown 2D density {self.density!r} (known: {', '.join(DENSITIES)})")
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"objective: must be one of {', '.join(OBJECTIVES)}")
-        if self.objective == "introvae" and self.margin is None:
-            raise ConfigError("margin: IntroVAE needs a margin on 2D data; train a vae first and use 1.5x its "
-                              "kl_real (see benchmarks/objectives.py)")
+        if not (self.margin == "auto" or (isinstance(self.margin, (int, float)) and math.isfinite(self.margin)
+                                          and self.margin >= 0)):
+            raise ConfigError(f"margin: must be auto or a finite number >= 0, got {self.margin!r}")
         for name in ("steps", "batch_size", "eval_points", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1")
@@ -89,7 +91,8 @@ def train(config: ToyConfig, out: str | Path, *, progress: bool = True) -> dict:
     schedules = [torch.optim.lr_scheduler.MultiStepLR(o, list(config.lr_milestones), 0.1)
                  for o in optimizers.values()]
     step = TrainStep(model, optimizers)
-    objectives = (make_objective(config, warmup=True), make_objective(config))
+    margin = make_margin(config.margin, device)
+    objectives = (make_objective(config, warmup=True), make_objective(config, margin=margin))
     data = torch.Generator().manual_seed(config.seed + 1)
     rows, t0 = [], time.perf_counter()
     with open(out / "stats.jsonl", "w") as log:
@@ -97,6 +100,8 @@ def train(config: ToyConfig, out: str | Path, *, progress: bool = True) -> dict:
                       unit="step", mininterval=2):
             x = sample(config.density, config.batch_size, generator=data).to(device)
             logs = step(objectives[i >= config.warmup_steps()], x)
+            if isinstance(margin, AutoMargin):
+                margin.observe(logs["kl_real"], ok=logs["skipped"] == 0)
             for s in schedules:
                 s.step()
             if (i + 1) % config.log_every == 0 or i + 1 == config.steps:

@@ -1,0 +1,109 @@
+"""--margin auto (introvae.margin.AutoMargin): the controller's arithmetic, its place in a run, the CLI."""
+
+import math
+
+import pytest
+import torch
+
+from introvae.config import TrainConfig
+from introvae.errors import ConfigError, UserError
+from introvae.margin import DECAY, RATIO, AutoMargin, make_margin
+from introvae.objectives import IntroVAELoss, make_objective
+from introvae.stats import read_stats
+from introvae.trainer import Trainer, resume
+
+from conftest import tiny_config
+
+CPU = torch.device("cpu")
+
+
+def test_before_any_step_the_margin_is_ratio_times_the_batch_kl():
+    m = AutoMargin(CPU)
+    assert math.isnan(m.value.item())
+    assert m(torch.tensor([10.0, 20.0])).item() == pytest.approx(RATIO * 15.0)
+
+
+def test_the_margin_is_ratio_times_the_bias_corrected_moving_average_of_kl_real():
+    m = AutoMargin(CPU, decay=0.9)
+    seen = [10.0, 30.0, 20.0]
+    for k in seen:
+        m.observe(torch.tensor(k))
+    # by hand: the decay-weighted mean of 10, 30, 20 with weights 0.9^2, 0.9, 1 (times 0.1 each, cancelled)
+    w = [0.81, 0.9, 1.0]
+    expected = RATIO * sum(a * b for a, b in zip(w, seen)) / sum(w)
+    assert m.value.item() == pytest.approx(expected, rel=1e-6)
+    assert m(torch.tensor([1000.0])).item() == pytest.approx(expected, rel=1e-6)  # the batch no longer decides
+    constant = AutoMargin(CPU)
+    for _ in range(7):
+        constant.observe(torch.tensor(12.0))
+    assert constant.value.item() == pytest.approx(18.0, rel=1e-6)  # a constant KL: exactly 1.5x it, at once
+
+
+def test_skipped_steps_and_non_finite_values_leave_the_margin_alone():
+    m = AutoMargin(CPU)
+    m.observe(torch.tensor(10.0))
+    before = m.value.item()
+    m.observe(torch.tensor(float("nan")))
+    m.observe(torch.tensor(float("inf")))
+    m.observe(torch.tensor(500.0), ok=torch.tensor(False))
+    assert m.value.item() == before == pytest.approx(15.0)
+
+
+def test_state_round_trips():
+    a, b = AutoMargin(CPU), AutoMargin(CPU)
+    for k in (3.0, 4.0, 8.0):
+        a.observe(torch.tensor(k))
+    b.load_state_dict(a.state_dict())
+    assert b.value.item() == a.value.item()
+    a.observe(torch.tensor(5.0))
+    b.observe(torch.tensor(5.0))
+    assert torch.equal(a.average, b.average) and torch.equal(a.weight, b.weight)
+
+
+def test_make_margin_and_the_objective_log_the_margin_in_force():
+    assert make_margin(7.0, CPU) == 7.0 and isinstance(make_margin("auto", CPU), AutoMargin)
+    cfg = tiny_config(margin="auto")
+    with pytest.raises(ValueError, match="AutoMargin"):
+        make_objective(cfg)  # "auto" alone is not a number: the run's AutoMargin must be passed
+    auto = AutoMargin(CPU)
+    assert isinstance(make_objective(cfg, margin=auto), IntroVAELoss)
+
+
+def test_config_and_cli_take_auto_or_a_number_and_name_the_field_otherwise():
+    from introvae.cli import make_parser
+
+    assert TrainConfig().margin == "auto"
+    assert tiny_config(margin="auto").margin == "auto" and tiny_config(margin="7").margin == 7.0
+    for bad in ("big", -1.0, float("nan")):
+        with pytest.raises(ConfigError, match="^margin"):
+            tiny_config(margin=bad)
+    args = make_parser().parse_args(["train", "--data", "faces", "--margin", "auto"])
+    assert args.margin == "auto"
+    assert make_parser().parse_args(["train", "--data", "faces", "--margin", "12.5"]).margin == 12.5
+    with pytest.raises(UserError, match="--margin: expected auto or float, got 'large'"):
+        make_parser().parse_args(["train", "--data", "faces", "--margin", "large"])
+
+
+def _train(path, data, **kw):
+    return Trainer(tiny_config(margin="auto", **kw), path, data=data, show_progress=False, log=lambda s: None)
+
+
+def test_a_run_logs_the_auto_margin_follows_kl_real_and_resumes_exactly(tmp_path, faces16):
+    straight = _train(tmp_path / "a", faces16, steps=10, vae_steps=3, checkpoint_every=100, log_every=1)
+    straight.train()
+    rows = read_stats(tmp_path / "a")
+    assert all(r["margin"] is None for r in rows[:3])  # the warm-up plays no game
+    # Step 4 is the first introspective step: its margin is 1.5x the average of the three warm-up KLs.
+    w = [DECAY ** 2, DECAY, 1.0]
+    expected = RATIO * sum(a * r["kl_real"] for a, r in zip(w, rows[:3])) / sum(w)
+    assert rows[3]["margin"] == pytest.approx(expected, rel=1e-5)
+    assert all(r["margin"] > r["kl_real"] for r in rows[3:])  # kl_real below m, the paper's rule
+    first = _train(tmp_path / "b", faces16, steps=10, vae_steps=3, checkpoint_every=100, log_every=1)
+    first.train(stop_after=5)
+    second = resume(tmp_path / "b", data=faces16, show_progress=False, log=lambda s: None)
+    assert torch.equal(second.run.margin.average, first.run.margin.average)
+    second.train()
+    a, b = straight.run.model.state_dict(), second.run.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["margin"] for r in read_stats(tmp_path / "b")] == [r["margin"] for r in rows]
+    assert (tmp_path / "b" / "kl.png").stat().st_size > 1000  # with the margin's curve
