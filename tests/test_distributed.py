@@ -44,8 +44,9 @@ def test_two_processes_with_sync_bn_match_one_process_with_twice_the_batch(tmp_p
     variance kernel), about 1e-7 relative per sum. After 5 Adam steps at lr 2e-4 that stays far below
     1e-4 of each tensor's scale, while a real difference (per-process BatchNorm statistics, a missing
     all-reduce, unsynchronised noise) changes weights by 1e-2 to 1 of their scale (measured: 1.16 without
-    --sync-bn), so the tolerance separates the two by orders of magnitude."""
-    cfg = tiny_config(steps=5, batch_size=8, vae_steps=2, checkpoint_every=100, image_every=100)
+    --sync-bn), so the tolerance separates the two by orders of magnitude. The margin is auto: its average
+    of kl_real is all-reduced every step, so both processes hinge at the one-process margin."""
+    cfg = tiny_config(steps=5, batch_size=8, vae_steps=2, checkpoint_every=100, image_every=100, margin="auto")
     cfg_file = tmp_path / "tiny.json"
     cfg.save(cfg_file)
     out = torchrun(2, "-m", "introvae", "train", "--config", str(cfg_file), "--batch-size", "4", "--sync-bn", "--checkpoint-activations",
@@ -64,6 +65,9 @@ def test_two_processes_with_sync_bn_match_one_process_with_twice_the_batch(tmp_p
     for ra, rb in zip(rows_a, rows_b):  # the logged losses are the means over both processes
         for k in ("loss_encoder", "loss_generator", "reconstruction", "kl_real"):
             assert rb[k] == pytest.approx(ra[k], rel=1e-4), (ra["step"], k)
+    assert rows_b[-1]["margin"] == pytest.approx(rows_a[-1]["margin"], rel=1e-4)
+    two = final_state(tmp_path / "two")["auto_margin"]  # rank 0's; rank 1's is the same by the all-reduce
+    assert two["average"].item() == pytest.approx(final_state(tmp_path / "one")["auto_margin"]["average"].item(), rel=1e-4)
     assert rows_b[-1]["kl_fake"] == pytest.approx(rows_a[-1]["kl_fake"], rel=1e-4)
 
 
