@@ -84,9 +84,10 @@ class TrainConfig:
                            group="objective", choices=OBJECTIVES)
     margin: float | str = param("auto", "m, the hinge margin of Eq. 11: the encoder pushes the KL of generated "
                                         "images up to m. auto: 1.5x a moving average of the KL of real images "
-                                        "(about 200 steps), measured on the VAE during the warm-up and followed "
-                                        "afterwards, so kl_real stays below m (the paper's rule for stability); or "
-                                        "a number (the paper's presets; `introvae calibrate` helps choose one)",
+                                        "(about 50 steps), measured on the VAE during the warm-up (--vae-steps) "
+                                        "and followed afterwards, so kl_real stays below m (the paper's rule for "
+                                        "stability); or a number (the paper's presets; `introvae calibrate` helps "
+                                        "choose one)",
                                 group="objective")
     alpha: float = param(0.25, "weight of the introspective (adversarial) terms of Eq. 11-12 (paper: 0.25)",
                          group="objective")

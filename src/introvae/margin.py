@@ -21,7 +21,7 @@ from torch import Tensor
 from . import distributed as dist_
 
 RATIO = 1.5
-DECAY = 0.995  # about 200 steps of memory: longer than the batch noise, shorter than a short run's warm-up
+DECAY = 0.98  # about 50 steps of memory: longer than the batch noise, short enough to forget the warm-up's first steps
 
 
 class AutoMargin:

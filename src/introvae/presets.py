@@ -39,11 +39,12 @@ PRESETS: dict[str, TrainConfig] = {
                                                         channels=(32, 64, 128, 256)),
                                       data="fashion-mnist", objective="soft-introvae", beta_rec=1.0, beta_kl=1.0,
                                       beta_neg=256.0, batch_size=128, log_every=50, image_every=500),
-    # A starting point for a folder of your own RGB photographs. Not calibrated (no RGB data set
-    # ships offline): run `introvae calibrate` on your data before trusting m and beta.
+    # A starting point for a folder of your own RGB photographs: no RGB data set ships offline to calibrate a
+    # margin on, so it is auto (margin.AutoMargin: 1.5x the encoder's moving KL of real images).
     "rgb64": TrainConfig(model=ModelConfig(image_size=64, in_channels=3, latent_dim=128,
                                            channels=(32, 64, 128, 256, 256)),
-                         margin=60.0, alpha=0.25, beta=5.0, batch_size=16, log_every=25, image_every=250),
+                         margin="auto", alpha=0.25, beta=5.0, batch_size=16, vae_steps=500, log_every=25,
+                         image_every=250),
 }
 
 
