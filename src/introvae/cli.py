@@ -173,6 +173,17 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--out", required=True, help="output directory")
     e.add_argument("--no-ema", action="store_true", help="export the trained generator even if the run kept an EMA")
 
+    s = sub.add_parser("serve", help="a local web page to explore a model: sample, reconstruct, interpolate, edit",
+                       description="Starts a local web app (Gradio; pip install 'introvae[app]') on a model and "
+                                   "prints its address: samples from a seed and temperature, reconstructions of "
+                                   "uploaded images with the encoder's KL, interpolation, latent editing along "
+                                   "the principal directions of the training codes, nearest training images.")
+    s.add_argument("model", help="a run directory (its newest checkpoint), a checkpoint file, or an exported model")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    s.add_argument("--device", default="auto", help="auto (the GPU if there is one), cpu, cuda, cuda:N or mps")
+    s.add_argument("--data", help="the training data, for an exported model (edit directions, neighbours)")
+
     sub.add_parser("presets", help="list the named presets with their hyper-parameters and sizes")
     return p
 

@@ -253,6 +253,13 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from .serve import serve
+
+    serve(args.model, host=args.host, port=args.port, device=args.device, data=args.data)
+    return 0
+
+
 def cmd_presets(args) -> int:
     from .model import describe
     from .presets import PRESETS
@@ -269,5 +276,5 @@ def cmd_presets(args) -> int:
 COMMANDS = {
     "train": cmd_train, "sample": cmd_sample, "reconstruct": cmd_reconstruct, "interpolate": cmd_interpolate,
     "calibrate": cmd_calibrate, "demo": cmd_demo, "export": cmd_export, "presets": cmd_presets,
-    "evaluate": cmd_evaluate,
+    "evaluate": cmd_evaluate, "serve": cmd_serve,
 }

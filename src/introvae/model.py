@@ -200,11 +200,43 @@ class IntroVAE(nn.Module):
         return self.decoder(reparameterize(mu, logvar, eps))
 
     @torch.no_grad()
+    def encode(self, x: Tensor, *, batch_size: int = 256) -> tuple[Tensor, Tensor]:
+        """The posterior (mu, logvar) of images ``x`` in [0, 1], (N, C, H, W), on the model's device."""
+        outs = [self.encoder(c.to(self.device)) for c in x.split(batch_size)]
+        return torch.cat([m for m, _ in outs]), torch.cat([v for _, v in outs])
+
+    @torch.no_grad()
+    def decode(self, z: Tensor, *, batch_size: int = 256) -> Tensor:
+        """Images from latent codes ``z`` (N, latent_dim), on the model's device."""
+        return torch.cat([self.decoder(c.to(self.device)) for c in z.split(batch_size)])
+
+    @torch.no_grad()
+    def kl(self, x: Tensor) -> Tensor:
+        """The encoder's KL to the prior of each image (Eq. 9), shape (N,): IntroVAE's encoder learns to give real
+        images a small one and generated images at least the margin, so a large value reads as "unlike the
+        training images" (an anomaly score)."""
+        mu, logvar = self.encode(x)
+        mu, logvar = mu.float(), logvar.float()
+        return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1).sum(dim=1)
+
+    @torch.no_grad()
     def interpolate(self, a: Tensor, b: Tensor, steps: int) -> Tensor:
         """Decode ``steps`` points on the line between the posterior means of images ``a`` and ``b`` (Fig. 6)."""
         mu, _ = self.encoder(torch.stack([a, b]).to(self.device))
         t = torch.linspace(0, 1, steps, device=mu.device)[:, None]
         return self.decoder((1 - t) * mu[0] + t * mu[1])
+
+    @torch.no_grad()
+    def latent_directions(self, images: Tensor, k: int = 8) -> tuple[Tensor, Tensor, Tensor]:
+        """The main directions of the latent space on ``images``: the principal components of their posterior
+        means. Returns (mean (M,), directions (k, M) with unit norm, standard deviation along each (k,)), on the
+        CPU, largest first; move a code by ``s * std[i] * directions[i]`` to edit along direction ``i``."""
+        mu = self.encode(images)[0].float().cpu()
+        mean = mu.mean(dim=0)
+        _, singular, vh = torch.linalg.svd(mu - mean, full_matrices=False)
+        k = min(k, vh.shape[0])
+        std = singular[:k] / max(1, len(mu) - 1) ** 0.5
+        return mean, vh[:k], std
 
     # --- export / load: config.json + model.safetensors ------------------------------------
     def save_pretrained(self, directory: str | Path) -> Path:
