@@ -74,15 +74,22 @@ def test_the_bf16_inception_graph_runs_in_bf16_near_the_fp32_features():
         fidlib.load_inception(precision="fp8")
 
 
-def test_auto_feature_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch):
+def test_the_cpu_flags_say_where_bf16_is_native(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx2", "avx512f"})
-    assert fidlib.resolve_feature_precision("auto", cpu) == "fp32"  # emulated bf16 is slow: keep fp32
+    assert not devices.has_native_bf16(cpu)  # emulated: many times slower than fp32
     for flag in ("avx512_bf16", "amx_bf16"):
         monkeypatch.setattr(devices, "cpu_flags", lambda flag=flag: {"avx2", flag})
-        assert fidlib.resolve_feature_precision("auto", cpu) == "bf16"
-    assert fidlib.resolve_feature_precision("fp32", cpu) == "fp32"
-    assert fidlib.resolve_feature_precision("auto", torch.device("meta")) == "fp32"
+        assert devices.has_native_bf16(cpu)
+    assert not devices.has_native_bf16(torch.device("meta"))
+
+
+def test_feature_precision_defaults_to_fp32_and_keys_the_cache():
+    from introvae.cli import make_parser
+    from introvae.metrics import EvalSettings
+
+    assert EvalSettings().feature_precision == "fp32"
+    assert make_parser().parse_args(["evaluate", "run"]).feature_precision == "fp32"
     # The real-feature cache keeps fp32 and bf16 features apart (and fp32 keys as they were).
     assert fidlib.stats_key(data="x", n=3) == fidlib.stats_key(data="x", n=3, precision="fp32")
     assert fidlib.stats_key(data="x", n=3, precision="bf16") != fidlib.stats_key(data="x", n=3)

@@ -159,9 +159,10 @@ def make_parser() -> argparse.ArgumentParser:
                    help="the encoder's BatchNorm statistics: running (from training) or real (re-estimated on "
                         "--bn-samples real training images)")
     v.add_argument("--bn-samples", type=int, default=10_000, help="images to re-estimate statistics on")
-    v.add_argument("--feature-precision", choices=FEATURE_PRECISIONS, default="auto",
-                   help="the Inception network's arithmetic: auto (bf16 on a CPU with AVX512-BF16 or AMX, where it is "
-                        "about 1.9x faster and its FID is within 0.5 %% of fp32's (README); fp32 elsewhere), fp32, bf16")
+    v.add_argument("--feature-precision", choices=FEATURE_PRECISIONS, default="fp32",
+                   help="the Inception network's arithmetic: fp32 (default) or bf16 (1.9x faster on a CPU with "
+                        "AVX512-BF16 or AMX, but its FIDs read about 1.2 %% lower than fp32's: compare bf16 numbers "
+                        "only with bf16 numbers; see README)")
     v.add_argument("--device", default="auto", help="auto (the GPU if there is one), cpu, cuda, cuda:N or mps")
     v.add_argument("-o", "--out", help="where metrics.jsonl goes (default: the run or image folder)")
     v.add_argument("--quiet", action="store_true")

@@ -34,7 +34,7 @@ class EvalSettings:
     bn_protocol: str = "eval"  # the generator's BatchNorm statistics: eval, train or recalibrate (metrics.batchnorm)
     encoder_stats: str = "running"  # the encoder's: running (training-time averages) or real (re-estimated)
     bn_samples: int = 10_000  # images the recalibrated statistics are estimated on
-    feature_precision: str = "fp32"  # the Inception network's arithmetic: auto, fp32 or bf16 (fid.load_inception)
+    feature_precision: str = "fp32"  # the Inception network's arithmetic: fp32 or bf16 (fid.check_feature_precision)
 
 
 class MetricContext:
@@ -52,10 +52,10 @@ class MetricContext:
 
     @functools.cached_property
     def feature_precision(self) -> str:
-        """The Inception network's precision in force (``auto`` resolved; ``custom`` for a feature function given)."""
+        """The Inception network's precision (``custom`` for a feature function given)."""
         if self._features is not None:
             return "custom"
-        return fidlib.resolve_feature_precision(self.settings.feature_precision, self.device)
+        return fidlib.check_feature_precision(self.settings.feature_precision)
 
     @functools.cached_property
     def feature_fn(self) -> Callable[[Tensor], Tensor]:
