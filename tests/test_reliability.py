@@ -40,10 +40,10 @@ def _quiet(tmp, data, **kw):
 
 
 # --- kills -----------------------------------------------------------------------------
-def _cli(args: list[str]) -> subprocess.Popen:
+def _cli(args: list[str], stdout=subprocess.DEVNULL) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, "-m", "introvae", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=stdout, stderr=subprocess.PIPE, text=True)
 
 
 def _newest_step(run: Path) -> int:
@@ -84,19 +84,22 @@ def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_weights(tm
     assert [r["step"] for r in read_stats(run)] == list(range(1, 41))  # no gaps, no repeats
 
 
-def test_sigterm_writes_a_checkpoint_and_exits(tmp_path):
+def test_sigterm_writes_a_checkpoint_and_the_pictures_and_exits_saying_it_stopped(tmp_path):
     write_pngs(tmp_path / "imgs", 24, mode="L")
     cfg = dict(TINY, checkpoint_every=1000)
     (tmp_path / "tiny.json").write_text(json.dumps(cfg))
     proc = _cli(["train", "--data", str(tmp_path / "imgs"), "--config", str(tmp_path / "tiny.json"),
-                 "--steps", "100000", "--out", str(tmp_path / "run"), "--quiet"])
+                 "--steps", "100000", "--out", str(tmp_path / "run"), "--quiet"], stdout=subprocess.PIPE)
     deadline = time.time() + 60
     while not read_stats(tmp_path / "run") and time.time() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 0
+    assert proc.wait(timeout=60) == 3  # stopped before its end: not 0, so that scripts can tell
     step = _newest_step(tmp_path / "run")
     assert step > 0 and step != 1000  # a checkpoint of the step it stopped at, not of a schedule
+    assert f"stopped at step {step} of 100000" in proc.stdout.read()
+    for picture in (f"samples-{step:09d}.png", f"reconstructions-{step:09d}.png", "kl.png"):
+        assert (tmp_path / "run" / picture).is_file(), picture  # the pictures of where it stopped
 
 
 # --- divergence guard --------------------------------------------------------------------

@@ -108,8 +108,15 @@ def cmd_train(args) -> int:
         trainer.train()
     finally:
         distributed.teardown()
+    if trainer.step < trainer.run.total_steps:  # Ctrl-C or SIGTERM: resumable, but not finished
+        say(f"stopped at step {trainer.step} of {trainer.run.total_steps}; pictures and kl.png of step "
+            f"{trainer.step} in {trainer.run_dir}")
+        return STOPPED_EARLY
     say(f"done: step {trainer.step}; pictures and kl.png in {trainer.run_dir}")
     return 0
+
+
+STOPPED_EARLY = 3  # the exit status of a run stopped before its last step (a script can tell it from the end)
 
 
 def new_run_dir(root: str | Path, label: str) -> Path:

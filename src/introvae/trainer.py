@@ -162,6 +162,10 @@ class Trainer:
                 self.save_checkpoint(final=True)
                 self.log(f"stopped at step {run.step}; checkpoint written. Resume with: "
                          f"introvae train --resume {self.run_dir}")
+            if self.stop_requested and world.is_main and run.step > 0 and \
+                    not (self.run_dir / f"samples-{run.step:09d}.png").exists():
+                # Every stop leaves the pictures of where it stopped, not only those of the last image_every.
+                self.snapshots.write(run.step, run.model, run.sampler, warmup_steps=run.warmup_steps)
             dist_.barrier(world)  # the other processes wait for rank 0's last write
         finally:
             bar.close()
