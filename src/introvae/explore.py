@@ -49,19 +49,11 @@ class Explorer:
         self.config = self.model.config
         self.run_config = _run_config(self.source)
         self.data_id = data or (self.run_config.data if self.run_config else None)
-        self.step = self._step()
+        self.step = self.model.step  # None for an export
         self._train: torch.Tensor | None = None
         self._directions: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     # --- what the model is ------------------------------------------------------------------
-    def _step(self) -> int | None:
-        from . import checkpoint
-
-        path = checkpoint.latest(self.source) if self.source.is_dir() else self.source
-        if path is None or not Path(path).is_file() or Path(path).suffix != ".pt":
-            return None
-        return int(checkpoint.load(Path(path))["step"])
-
     def _out_dir(self) -> Path:
         """Where the model's own files are: the run or export directory (the run's, for a checkpoint file)."""
         s = self.source
