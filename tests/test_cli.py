@@ -133,6 +133,12 @@ def test_calibrate_prints_a_suggested_margin(tmp_path, capsys):
                  "--steps", "6", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "suggested margin: --margin" in out and "KL of training images" in out
+    # and where --margin auto would start: 1.5x the moving average of the KLs it logged (every 2 steps here)
+    import re
+
+    auto = float(re.search(r"would start the game at m = ([0-9.]+)", out).group(1))
+    kl = float(re.search(r"KL of training images: ([0-9.]+) nats", out).group(1))
+    assert 0 < auto and auto == pytest.approx(1.5 * kl, rel=0.5)
 
 
 def test_suggested_margin_is_a_little_above_the_vae_kl():
