@@ -21,7 +21,8 @@ EXIT_USAGE = 2
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, no usage dump
-        raise UserError(f"{self.prog}: {message} (see --help)")
+        command = self.prog.removeprefix("introvae").strip()  # main() prints the one "introvae: error:" prefix
+        raise UserError(f"{command + ': ' if command else ''}{message} (see {self.prog} --help)")
 
 
 def _typed(typ, words: tuple[str, ...] = ()):
