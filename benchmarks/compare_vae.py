@@ -34,8 +34,9 @@ from introvae.data import load
 from introvae.devices import resolve_device
 from introvae.evaluate import evaluate_model
 from introvae.grids import save_grid
-from introvae.metrics import EvalSettings, MetricContext
+from introvae.metrics import MODEL_METRICS, EvalSettings, MetricContext
 from introvae.metrics import fid as fidlib
+from introvae.metrics.store import read_metrics
 from introvae.runstate import load_model
 from introvae.trainer import Trainer, resume
 
@@ -72,6 +73,22 @@ def train_stage(cfg, run: Path, steps: int, previous: Path | None) -> Path:
     if trainer.step < steps:  # stopped (Ctrl-C, SIGTERM): the next stage must not extend an unfinished run
         raise SystemExit(f"{run} stopped at step {trainer.step} of {steps}; run the same command again to go on")
     return run
+
+
+def scored(run: Path, step: int, settings: EvalSettings, device, metrics=MODEL_METRICS) -> dict:
+    """The metrics of ``run`` at ``step`` under ``settings``: an evaluation already in its metrics.jsonl with the
+    same settings (e.g. run by `introvae evaluate` in another process), or a new one."""
+    for row in reversed(read_metrics(run)):
+        m, fid = row.get("metrics", {}), row.get("metrics", {}).get("fid", {})
+        same = (row.get("step") == step and row.get("bn_protocol") == settings.bn_protocol
+                and row.get("encoder_stats") == settings.encoder_stats and row.get("seed") == settings.seed
+                and fid.get("samples") == settings.num_samples and fid.get("reference_images") == settings.ref_images
+                and fid.get("feature_precision", "fp32") == settings.feature_precision and set(metrics) <= set(m)
+                and ("ms_ssim" not in metrics or m["ms_ssim"].get("pairs") == settings.pairs))
+        if same:
+            print(f"{run.name}: reusing the evaluation of step {step} in its metrics.jsonl")
+            return m
+    return evaluate_model(run, settings, device=device, metrics=metrics)["metrics"]
 
 
 def side_by_side(runs: dict, path: Path, device, n: int = 16) -> Path:
@@ -124,12 +141,11 @@ def main() -> None:
     if args.train_only:
         return
     for (objective, steps), run in runs.items():
-        rows[(objective, steps, "eval")] = evaluate_model(run, settings, device=device)["metrics"]
+        rows[(objective, steps, "eval")] = scored(run, steps, settings, device)
         for protocol in protocols:
             other = dataclasses.replace(settings, bn_protocol=protocol,
                                         num_samples=args.protocol_samples or args.num_samples)
-            rows[(objective, steps, protocol)] = evaluate_model(run, other, device=device,
-                                                                metrics=("fid", "precision_recall"))["metrics"]
+            rows[(objective, steps, protocol)] = scored(run, steps, other, device, metrics=("fid", "precision_recall"))
     refs = {} if args.no_references else real_references(base, args.num_samples, device)
     table = ["| objective | steps | generator BN | samples | FID | precision | recall | density | coverage "
              "| MS-SSIM (real data) | PSNR held-out (dB) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
