@@ -50,6 +50,9 @@ def test_sample_grid_and_files_are_reproducible(trained, tmp_path):
     assert main(["sample", str(trained / "run"), "-n", "3", "--seed", "6", "-o", str(tmp_path / "dir")]) == 0
     files = sorted((tmp_path / "dir").glob("*.png"))
     assert len(files) == 3 and Image.open(files[0]).size == (16, 16)
+    # a path with an image suffix is a file of that format, not a folder of that name
+    assert main(["sample", str(trained / "run"), "-n", "4", "-o", str(tmp_path / "out" / "samples.jpg")]) == 0
+    assert (tmp_path / "out" / "samples.jpg").is_file() and Image.open(tmp_path / "out" / "samples.jpg").format == "JPEG"
 
 
 def test_reconstruct_interpolate_and_export(trained, tmp_path):

@@ -103,7 +103,8 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("-n", type=int, default=64, help="number of images (default 64)")
     s.add_argument("--seed", type=int, default=0, help="same seed -> same images, on any device")
     s.add_argument("--batch-size", type=int, default=256, help="images generated at a time (default 256)")
-    s.add_argument("-o", "--out", required=True, help="FILE.png for a grid, or a directory for one PNG per image")
+    s.add_argument("-o", "--out", required=True,
+                   help="a file (.png, .jpg, .webp, .bmp) for one grid, or a directory for one PNG per image")
 
     r = sub.add_parser("reconstruct", help="encode and decode images (posterior mean)")
     _model_args(r, ema=False)

@@ -130,7 +130,7 @@ def new_run_dir(root: str | Path, label: str) -> Path:
 def cmd_sample(args) -> int:
     import torch
 
-    from .data import save_image, to_float, to_uint8
+    from .data import IMAGE_EXTENSIONS, save_image, to_float, to_uint8
     from .grids import save_grid
     from .runstate import load_model
 
@@ -138,7 +138,7 @@ def cmd_sample(args) -> int:
         raise UserError("sample: -n and --batch-size must be >= 1")
     model = load_model(args.model, ema=not args.no_ema, device=args.device)
     z, out = model.latents(args.n, seed=args.seed), Path(args.out)
-    if out.suffix.lower() == ".png":
+    if out.suffix.lower() in IMAGE_EXTENSIONS:  # a file name: one grid (grid.jpg is a JPEG, not a folder)
         images = torch.cat([to_uint8(model.sample(z=c)).cpu() for c in z.split(args.batch_size)])
         out.parent.mkdir(parents=True, exist_ok=True)
         save_grid(to_float(images), out, nrow=max(1, round(math.sqrt(args.n))))
