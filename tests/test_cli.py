@@ -59,7 +59,9 @@ def test_reconstruct_interpolate_and_export(trained, tmp_path):
     imgs = sorted((trained / "imgs").glob("*.png"))[:2]
     assert main(["reconstruct", str(trained / "run"), *map(str, imgs), "-o", str(tmp_path / "rec")]) == 0
     assert sorted(p.name for p in (tmp_path / "rec").iterdir()) == [
-        "img000-reconstruction.png", "img001-reconstruction.png"]
+        "img000-pair.png", "img000-reconstruction.png", "img001-pair.png", "img001-reconstruction.png"]
+    pair = Image.open(tmp_path / "rec" / "img000-pair.png")
+    assert pair.size[0] > 2 * pair.size[1] - 10  # two cells side by side: input | reconstruction
     assert main(["interpolate", str(trained / "run"), str(imgs[0]), str(imgs[1]), "--steps", "5",
                  "-o", str(tmp_path / "strip.png")]) == 0
     w, h = Image.open(tmp_path / "strip.png").size

@@ -168,15 +168,21 @@ def _model_and_images(args, paths: list[str]):
 
 
 def cmd_reconstruct(args) -> int:
+    import torch
+
     from .data import save_image
+    from .grids import make_grid
 
     model, x = _model_and_images(args, args.images)
     rec = model.reconstruct(x).cpu()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for p, r in zip(args.images, rec):
+    for p, a, r in zip(args.images, x.cpu(), rec):
         save_image(r, out / f"{Path(p).stem}-reconstruction.png")
-    print(f"wrote {len(rec)} reconstructions to {out}/")
+        # the input as the model saw it (cropped, resized) beside its reconstruction
+        save_image(make_grid(torch.stack([a, r]), nrow=2), out / f"{Path(p).stem}-pair.png")
+    print(f"wrote {len(rec)} reconstructions to {out}/ (NAME-reconstruction.png, and NAME-pair.png: "
+          f"the input as the model sees it | its reconstruction)")
     return 0
 
 
