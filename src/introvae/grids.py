@@ -36,6 +36,30 @@ def save_grid(images: Tensor, path: str | Path, nrow: int) -> Path:
     return path
 
 
+def save_labelled_rows(rows: list[Tensor], labels: list[str], path: str | Path, *, title: str = "") -> Path:
+    """One grid row per tensor of images (each (n, C, H, W), the same n), with its label on the left."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(rows[0])
+    fig, axes = plt.subplots(len(rows), 1, figsize=(1.1 * n + 2.2, 1.25 * len(rows) + (0.4 if title else 0)))
+    for ax, images, label in zip([axes] if len(rows) == 1 else axes, rows, labels):
+        grid = make_grid(images, n).permute(1, 2, 0).numpy()
+        ax.imshow(grid[..., 0] if grid.shape[2] == 1 else grid, cmap="gray", vmin=0, vmax=1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def interleave_rows(real: Tensor, rec: Tensor, nrow: int) -> Tensor:
     """Rows of real images, each followed by the row of their reconstructions."""
     out = []

@@ -34,7 +34,7 @@ def nearest_feature(sample_features: Tensor, train_features: Tensor) -> Tensor:
 def metric(ctx) -> dict:
     """``nearest_neighbours.png``: samples (top row), their nearest real images in pixels (L2, middle row)
     and in Inception features (cosine, bottom row)."""
-    from ..grids import save_grid
+    from ..grids import save_labelled_rows
 
     k = min(ctx.settings.neighbours, len(ctx.samples))
     if not k or ctx.out_dir is None:
@@ -43,5 +43,8 @@ def metric(ctx) -> dict:
     ref = ctx.reference
     pix = nearest_pixel(s, to_float(ref)).cpu()
     feat = nearest_feature(ctx.sample_features[:k], ctx.reference_features).cpu()
-    grid = torch.cat([s.cpu(), to_float(ref[pix]), to_float(ref[feat])])
-    return {"picture": str(save_grid(grid, ctx.out_dir / "nearest_neighbours.png", k)), "samples": k}
+    rows = [s.cpu(), to_float(ref[pix]), to_float(ref[feat])]
+    labels = ["samples", "nearest real image\nin pixels (L2)", "nearest real image\nin Inception\nfeatures (cosine)"]
+    picture = save_labelled_rows(rows, labels, ctx.out_dir / "nearest_neighbours.png",
+                                 title=f"nearest {ctx.settings.ref_split} images (App. E)")
+    return {"picture": str(picture), "samples": k}
