@@ -171,3 +171,19 @@ def test_evaluate_a_run_and_a_folder_with_the_real_inception(trained, tmp_path, 
     assert json.loads((tmp_path / "gen" / "metrics.jsonl").read_text())["metrics"]["fid"]["samples"] == 6
     _one_line_error(capsys, ["evaluate", str(tmp_path / "gen"), "--pairs", "10"], "--data", "--image-size")
     _one_line_error(capsys, ["evaluate", str(trained / "run"), "--num-samples", "1"], "--num-samples")
+
+
+def test_unreadable_images_are_one_plain_warning_line_and_a_list_in_the_run(tmp_path, capsys):
+    write_pngs(tmp_path / "imgs", 12)
+    for name in ("broken1.png", "broken2.jpg"):
+        (tmp_path / "imgs" / name).write_bytes(b"not an image at all")
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY))
+    assert main(["train", "--data", str(tmp_path / "imgs"), "--config", str(tmp_path / "tiny.json"), "--steps", "2",
+                 "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    warnings = [line for line in captured.err.splitlines() if "warning" in line.lower()]
+    assert len(warnings) == 1 and warnings[0].startswith("introvae: warning: ")
+    assert "skipped 2 unreadable image(s) of 14" in warnings[0] and "UserWarning" not in captured.err
+    assert "listed in" in captured.out and "bad_images.txt" in captured.out
+    listed = (tmp_path / "run" / "bad_images.txt").read_text().splitlines()
+    assert sorted(line.split("\t")[0].rsplit("/", 1)[-1] for line in listed) == ["broken1.png", "broken2.jpg"]

@@ -191,9 +191,27 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line_warnings() -> None:
+    """Data warnings as one plain line each, in the voice of the errors (not Python's file:line: Category:)."""
+    import warnings
+
+    from .errors import DataWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DataWarning):
+            print(f"introvae: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
     from .commands import COMMANDS
 
+    _one_line_warnings()
     try:
         args = make_parser().parse_args(argv)
         return COMMANDS[args.command](args) or 0

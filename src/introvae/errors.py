@@ -27,3 +27,8 @@ class CheckpointError(UserError):
 
 class MetricError(UserError):
     """A metric cannot be computed as asked (missing weights, too few images, ...)."""
+
+
+class DataWarning(UserWarning):
+    """Something about the data worth a line but not a stop (unreadable images that were skipped). The command
+    line prints it as one plain ``introvae: warning:`` line, without Python's source file and line number."""

@@ -263,6 +263,7 @@ class Trainer:
         if self.data.skipped:
             with open(self.run_dir / "bad_images.txt", "w") as f:
                 f.writelines(f"{name}\t{reason}\n" for name, reason in self.data.skipped)
+            self.log(f"the {len(self.data.skipped)} skipped image(s) are listed in {self.run_dir / 'bad_images.txt'}")
         for stale in (self.run_dir / "checkpoints").glob(".tmp-*"):  # left by a kill during a write
             stale.unlink(missing_ok=True)
         self.stats.truncate(self.run.step)

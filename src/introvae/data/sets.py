@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import DataError
+from ..errors import DataError, DataWarning
 from . import sources
 from .images import DECODE_ERRORS, IMAGE_EXTENSIONS
 from .index import folder_index
@@ -60,7 +60,8 @@ class LazyImages:
                 if key not in self._reported:
                     self._reported.add(key)
                     warnings.warn(f"{self.source.name}: skipping unreadable image {self.source.label(key)} "
-                                  f"({type(e).__name__}: {e}); a neighbouring image is used instead", stacklevel=2)
+                                  f"({type(e).__name__}: {e}); a neighbouring image is used instead", DataWarning,
+                                  stacklevel=2)
         raise DataError(f"{self.source.name}: 64 consecutive images could not be read (from "
                         f"{self.source.label(k)}); is this an image data set?")
 
@@ -147,8 +148,9 @@ def _split(src: sources.Source, holdout_fraction: float, show_progress: bool) ->
         raise DataError(f"data: none of the {n} images in {src.name} could be read "
                         f"(first problem: {skipped[0][0]}: {skipped[0][1]})")
     if skipped:
-        warnings.warn(f"{src.name}: skipped {len(skipped)} unreadable image(s) of {n} "
-                      f"(first: {skipped[0][0]}: {skipped[0][1]})", stacklevel=3)
+        warnings.warn(f"{src.name}: skipped {len(skipped)} unreadable image(s) of {n} (first: {skipped[0][0]}: "
+                      f"{skipped[0][1]}; a training run lists them all in its bad_images.txt)", DataWarning,
+                      stacklevel=3)
     return ImageSet(src.name, train, test, skipped)
 
 
