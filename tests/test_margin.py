@@ -7,7 +7,7 @@ import torch
 
 from introvae.config import TrainConfig
 from introvae.errors import ConfigError, UserError
-from introvae.margin import DECAY, RATIO, AutoMargin, make_margin
+from introvae.margin import DECAY, GUARD, RATIO, AutoMargin, make_margin
 from introvae.objectives import IntroVAELoss, make_objective
 from introvae.stats import read_stats
 from introvae.trainer import Trainer, resume
@@ -37,6 +37,24 @@ def test_the_margin_is_ratio_times_the_bias_corrected_moving_average_of_kl_real(
     for _ in range(7):
         constant.observe(torch.tensor(12.0))
     assert constant.value.item() == pytest.approx(18.0, rel=1e-6)  # a constant KL: exactly 1.5x it, at once
+
+
+def test_the_margin_stays_where_the_game_started_unless_kl_real_climbs_close_to_it():
+    m = AutoMargin(CPU, decay=0.5)
+    for _ in range(5):
+        m.observe(torch.tensor(20.0))
+    start = m(torch.tensor([0.0])).item()
+    assert start == pytest.approx(RATIO * 20.0)  # 30: where the game starts
+    for _ in range(3):
+        m.observe(torch.tensor(10.0))  # kl_real falls: m stays
+    assert m(torch.tensor([0.0])).item() == pytest.approx(start) == m.value.item()
+    for _ in range(20):
+        m.observe(torch.tensor(40.0))  # kl_real climbs past m: m follows at GUARD x its average
+    assert m(torch.tensor([0.0])).item() == pytest.approx(GUARD * 40.0, rel=1e-4)
+    state = m.state_dict()
+    again = AutoMargin(CPU, decay=0.5)
+    again.load_state_dict(state)
+    assert again.start.item() == pytest.approx(start)
 
 
 def test_skipped_steps_and_non_finite_values_leave_the_margin_alone():
@@ -98,6 +116,7 @@ def test_a_run_logs_the_auto_margin_follows_kl_real_and_resumes_exactly(tmp_path
     expected = RATIO * sum(a * r["kl_real"] for a, r in zip(w, rows[:3])) / sum(w)
     assert rows[3]["margin"] == pytest.approx(expected, rel=1e-5)
     assert all(r["margin"] > r["kl_real"] for r in rows[3:])  # kl_real below m, the paper's rule
+    assert all(r["margin"] >= rows[3]["margin"] - 1e-4 for r in rows[3:])  # m never falls below its start
     first = _train(tmp_path / "b", faces16, steps=10, vae_steps=3, checkpoint_every=100, log_every=1)
     first.train(stop_after=5)
     second = resume(tmp_path / "b", data=faces16, show_progress=False, log=lambda s: None)

@@ -83,11 +83,11 @@ class TrainConfig:
                                        "soft-introvae (Daniel & Tamar 2021: no margin; see --beta-neg)",
                            group="objective", choices=OBJECTIVES)
     margin: float | str = param("auto", "m, the hinge margin of Eq. 11: the encoder pushes the KL of generated "
-                                        "images up to m. auto: 1.5x a moving average of the KL of real images "
-                                        "(about 50 steps), measured on the VAE during the warm-up (--vae-steps) "
-                                        "and followed afterwards, so kl_real stays below m (the paper's rule for "
-                                        "stability); or a number (the paper's presets; `introvae calibrate` helps "
-                                        "choose one)",
+                                        "images up to m. auto: 1.5x the KL of real images that the VAE warm-up "
+                                        "(--vae-steps) reaches (a moving average over about 50 steps), kept from "
+                                        "then on and raised only if kl_real climbs within 10%% of it, so kl_real "
+                                        "stays below m (the paper's rule for stability); or a number (the paper's "
+                                        "presets; `introvae calibrate` helps choose one)",
                                 group="objective")
     alpha: float = param(0.25, "weight of the introspective (adversarial) terms of Eq. 11-12 (paper: 0.25)",
                          group="objective")
