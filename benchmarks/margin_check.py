@@ -5,7 +5,7 @@
 For each IntroVAE run directory: its margin setting, the share of stats.jsonl rows after the VAE warm-up whose
 kl_real is below the margin in force (the row's ``margin``, or the fixed one), the margin's range, and the FID of
 its newest evaluation in metrics.jsonl (with its sample count). ``--figure`` puts the runs' last sample grids
-side by side, one per row, labelled.
+side by side, labelled.
 """
 
 from __future__ import annotations
@@ -41,13 +41,14 @@ def figure(runs: list[Path], path: Path) -> None:
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    fig, axes = plt.subplots(len(runs), 1, figsize=(8, 2.3 * len(runs)))
+    fig, axes = plt.subplots(1, len(runs), figsize=(4 * len(runs), 4.4))
     for ax, run in zip([axes] if len(runs) == 1 else axes, runs):
         grid = sorted(run.glob("samples-*.png"))[-1]
         ax.imshow(Image.open(grid), cmap="gray")
         c = check(run)
         fid = f", FID {c['fid']:.1f} ({c['fid_samples']} samples)" if c["fid"] is not None else ""
-        ax.set_title(f"{run.name}: margin {c['margin']}, flips {'on' if c['mirror'] else 'off'}{fid}", fontsize=9)
+        ax.set_title(f"{run.name}: margin {c['margin']}, flips {'on' if c['mirror'] else 'off'}\n{fid.lstrip(', ')}",
+                     fontsize=9)
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
