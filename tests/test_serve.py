@@ -186,6 +186,9 @@ def test_the_page_in_a_real_browser(served, pictures, tmp_path):
             if driver.find_elements(By.CSS_SELECTOR, "#reconstruct-files button[aria-label='Clear']") else None
         upload("#reconstruct-files", pictures / "notes.txt")
         wait.until(lambda d: "not an image" in d.find_element(By.TAG_NAME, "body").text)  # a message, not a crash
+        driver.save_screenshot(str(shots / "serve-error.png"))
+        for close in driver.find_elements(By.CSS_SELECTOR, ".toast-close"):  # dismiss it, as a user would
+            close.click()
 
         tab("Interpolate")
         upload("#interp-a", pictures / "a.jpg")

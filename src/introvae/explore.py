@@ -27,8 +27,10 @@ NEIGHBOUR_IMAGES = 10_000  # training images searched for nearest neighbours
 
 
 def as_array(images: torch.Tensor, nrow: int | None = None) -> np.ndarray:
-    """Float images (N, C, H, W) or one (C, H, W) in [0, 1] -> uint8 (H, W, 3) for display (a grid if N > 1)."""
-    x = images if images.dim() == 3 else make_grid(images, nrow or len(images), min_cell=128)
+    """Float images (N, C, H, W) or one (C, H, W) in [0, 1] -> uint8 (H, W, 3) for display: a grid, each image
+    enlarged (nearest neighbour) to at least 128 px so that small models' images can be seen."""
+    images = images[None] if images.dim() == 3 else images
+    x = make_grid(images, nrow or len(images), min_cell=128, padding=2 if len(images) > 1 else 0)
     a = to_uint8(x).cpu().permute(1, 2, 0).numpy()
     return np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a
 

@@ -84,30 +84,31 @@ def build_app(explorer):
                 temperature = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="temperature (scale of z_p)",
                                         elem_id="samples-temperature")
                 new = gr.Button("New samples", elem_id="samples-new")
-            samples = gr.Image(label="samples", type="numpy", interactive=False, elem_id="samples-out")
+            samples = gr.Image(label="samples", type="numpy", interactive=False, height=420, elem_id="samples-out")
         with gr.Tab("Reconstruct", elem_id="tab-reconstruct"):
             files = gr.File(file_count="multiple", type="filepath", label="images (any size and format)",
                             elem_id="reconstruct-files")
-            pairs = gr.Gallery(label="each input (as the model sees it) and its reconstruction", columns=2,
-                               elem_id="reconstruct-out")
+            pairs = gr.Gallery(label="each input (as the model sees it) and its reconstruction", columns=4,
+                               height=320, elem_id="reconstruct-out")
             scores = gr.Markdown(elem_id="reconstruct-kl")
         with gr.Tab("Interpolate", elem_id="tab-interpolate"):
             with gr.Row():
-                image_a = gr.Image(type="filepath", label="image A", elem_id="interp-a")
-                image_b = gr.Image(type="filepath", label="image B", elem_id="interp-b")
+                image_a = gr.Image(type="filepath", label="image A", height=200, elem_id="interp-a")
+                image_b = gr.Image(type="filepath", label="image B", height=200, elem_id="interp-b")
             with gr.Row():
                 sample_a = gr.Button("A: a sample", elem_id="interp-sample-a")
                 sample_b = gr.Button("B: a sample", elem_id="interp-sample-b")
             position = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="position between A and B",
                                  elem_id="interp-t")
             with gr.Row():
-                point = gr.Image(label="the decoded point", type="numpy", interactive=False, elem_id="interp-point")
-                strip = gr.Image(label="the whole path (Fig. 6)", type="numpy", interactive=False,
-                                 elem_id="interp-strip")
+                point = gr.Image(label="the decoded point", type="numpy", interactive=False, height=260,
+                                 elem_id="interp-point", scale=1)
+                strip = gr.Image(label="the whole path (Fig. 6)", type="numpy", interactive=False, height=260,
+                                 elem_id="interp-strip", scale=3)
         with gr.Tab("Edit", elem_id="tab-edit"):
             with gr.Row():
-                to_edit = gr.Image(type="filepath", label="image", elem_id="edit-image")
-                edited = gr.Image(label="edited", type="numpy", interactive=False, elem_id="edit-out")
+                to_edit = gr.Image(type="filepath", label="image", height=260, elem_id="edit-image")
+                edited = gr.Image(label="edited", type="numpy", interactive=False, height=260, elem_id="edit-out")
             gr.Markdown("Each slider moves the image's code along one principal direction of the encoded training "
                         "images (in standard deviations), largest first.")
             amounts = [gr.Slider(-3.0, 3.0, value=0.0, step=0.25, label=f"direction {i + 1}",
@@ -119,7 +120,7 @@ def build_app(explorer):
                 nb_seed = gr.Number(value=0, precision=0, label="seed", elem_id="neighbours-seed")
                 nb_go = gr.Button("Find neighbours", elem_id="neighbours-go")
             nb_out = gr.Image(label="samples and their nearest training images", type="numpy", interactive=False,
-                              elem_id="neighbours-out")
+                              height=520, elem_id="neighbours-out")
 
         draw = shown(explorer.samples)
         app.load(draw, [seed, temperature], samples)
