@@ -292,3 +292,19 @@ def test_bn_protocols_of_the_generator_and_the_encoder(tmp_path):
         assert torch.equal(v, before[k]), k
     with pytest.raises(MetricError, match="bn-protocol"):
         generator_with_protocol(model, "mixed", samples=4, batch_size=2, seed=0)
+
+
+def test_a_feature_pass_over_a_minute_says_how_long_first(capsys):
+    import time
+
+    def slow(x):
+        time.sleep(0.05)
+        return x.flatten(1)[:, :4]
+
+    batches = (torch.rand(4, 1, 8, 8) for _ in range(2))
+    f = fidlib.inception_features(batches, slow, total=10_000, desc="sample features")  # 2,500 batches of 0.05 s
+    assert f.shape == (8, 4)
+    out = capsys.readouterr()
+    assert "sample features: 10000 images through the Inception network, about 2 min" in out.out + out.err
+    fidlib.inception_features((torch.rand(4, 1, 8, 8) for _ in range(2)), slow, total=8, desc="few")
+    assert "about" not in "".join(capsys.readouterr())  # short jobs start without a word

@@ -47,6 +47,9 @@ def evaluate_model(source: str | Path, settings: EvalSettings = EvalSettings(), 
     ctx = MetricContext(data=images, data_id=data_id, image_size=cfg.image_size, in_channels=cfg.in_channels,
                         device=device, settings=settings, model=model, features=features, out_dir=out_dir,
                         show_progress=show_progress)
+    if show_progress and "fid" in metrics and s.num_samples < 10_000:
+        print(f"note: FID on {s.num_samples} samples is biased upwards against the usual 10,000 or 50,000: "
+              f"compare it only with FIDs of the same count")
     return _record(out_dir, measure(metrics, ctx), step=loaded.step, data=data_id, resolution=cfg.image_size,
                    in_channels=cfg.in_channels, seed=s.seed, model=str(source), generator=loaded.generator_source,
                    bn_protocol=s.bn_protocol, encoder_stats=s.encoder_stats, batch_size=s.batch_size,

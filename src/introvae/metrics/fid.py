@@ -143,14 +143,22 @@ def load_inception(device: str | torch.device = "cpu", *, fold: bool = True,
 
 def inception_features(batches: Iterable[Tensor], feature_fn: Callable[[Tensor], Tensor],
                        *, total: int | None = None, desc: str = "features", show_progress: bool = True) -> Tensor:
-    """Features of every batch (float images in [0, 1]), stacked on the CPU in float64, with a progress bar."""
+    """Features of every batch (float images in [0, 1]), stacked on the CPU in float64, with a progress bar; a job
+    that will take over a minute says so first, with the time estimated from its first batch."""
+    import time
+
     from tqdm.auto import tqdm
 
-    out = []
+    out, t0 = [], time.perf_counter()
     with tqdm(total=total, desc=desc, unit="img", disable=not show_progress, leave=False) as bar:
         for x in batches:
             out.append(feature_fn(x).cpu().double())
             bar.update(len(x))
+            if len(out) == 1 and show_progress and total:
+                estimate = (time.perf_counter() - t0) * total / len(x)
+                if estimate > 60:
+                    bar.write(f"{desc}: {total} images through the Inception network, about "
+                              f"{estimate / 60:.0f} min (from the first batch)")
     return torch.cat(out)
 
 
