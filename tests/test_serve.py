@@ -213,3 +213,14 @@ def test_the_page_in_a_real_browser(served, pictures, tmp_path):
     finally:
         driver.quit()
         app.close()
+
+
+def test_a_grayscale_upload_for_an_rgb_model_is_converted(tmp_path, pictures):
+    run = tmp_path / "rgb"
+    Trainer(tiny_config(steps=2, vae_steps=1, in_channels=3), run, show_progress=False, log=lambda s: None).train()
+    ex = Explorer(run, device="cpu")
+    Image.open(pictures / "b.png").convert("L").save(tmp_path / "gray.png")
+    x = ex.image(tmp_path / "gray.png")
+    assert x.shape == (3, 16, 16) and torch.equal(x[0], x[1]) and torch.equal(x[1], x[2])  # gray in R, G and B
+    (inp, rec, kl), = ex.reconstruct([tmp_path / "gray.png"])
+    assert inp.shape == rec.shape and inp.shape[2] == 3 and kl >= 0
