@@ -49,7 +49,8 @@ def test_the_stand_in_catches_what_a_gpu_rejects():
 
 
 def _train(run_dir, data, **kw):
-    cfg = tiny_config(steps=6, vae_steps=2, ema=0.9, eval_every=3, eval_samples=20, **kw)
+    # margin auto: its average, its all-reduce-free path and its checkpointed state on the device as well
+    cfg = tiny_config(steps=6, vae_steps=2, ema=0.9, eval_every=3, eval_samples=20, margin="auto", **kw)
     t = Trainer(cfg, run_dir, data=data, show_progress=False, log=lambda s: None)
     t.feature_fn = tiny_features
     return t
@@ -124,6 +125,26 @@ def test_sample_reconstruct_interpolate_evaluate_calibrate_and_demo_on_the_accel
     result = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert result["device"] == "meta" and result["metrics"]["fid"]["samples"] == 10
     assert (tmp_path / "demo" / "samples.png").is_file() and (tmp_path / "rec").is_dir()
+
+
+def test_the_explorer_behind_serve_runs_on_the_accelerator(tmp_path, faces16, accelerator):
+    from PIL import Image
+
+    from introvae.explore import Explorer
+
+    _train(tmp_path / "run", faces16, device="cpu").train()
+    for k in range(2):
+        Image.fromarray((faces16.train[k, 0].numpy())).resize((40, 30)).convert("RGB").save(tmp_path / f"{k}.png")
+    ex = Explorer(tmp_path / "run", device="cuda")
+    assert ex.model.device == ACCELERATOR
+    before = accelerator.ops
+    ex.samples(seed=1, n=4)
+    ex.reconstruct([tmp_path / "0.png"])
+    ex.interpolate(tmp_path / "0.png", tmp_path / "1.png", 0.3)
+    ex.strip(tmp_path / "0.png", tmp_path / "1.png", 4)
+    ex.edit(tmp_path / "0.png", [1.0, -1.0])
+    ex.neighbours(seed=0, n=2, k=2)
+    assert accelerator.ops > before  # the work ran on the accelerator, with no host tensor mixed in
 
 
 def test_a_device_this_machine_lacks_is_one_line(tmp_path, capsys):
