@@ -82,7 +82,8 @@ class IntroVAELoss:
     def encoder_phase(self, nets, f: Pass) -> tuple[Tensor, dict[str, Tensor]]:
         """Eq. 11: L_E = L_REG(Z) + alpha * sum_s [m - L_REG(E(ng(X_s)))]+ + beta * L_AE. ng() keeps L_E from G."""
         kl_real = kl_divergence(f.mu, f.logvar)
-        m = self.margin(kl_real) if callable(self.margin) else torch.tensor(float(self.margin), device=kl_real.device)
+        # new_full fills on the device (no host-to-device copy in the inner loop)
+        m = self.margin(kl_real) if callable(self.margin) else kl_real.new_full((), float(self.margin))
         with nets.generated():  # passes over generated images (their BatchNorm statistics: see step.TrainStep)
             kl_rec, kl_fake = kl_divergence(*nets.encoder(f.x_r.detach())), kl_divergence(*nets.encoder(f.x_p.detach()))
         l_ae = reconstruction_loss(f.x_r, f.x)
