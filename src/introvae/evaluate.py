@@ -41,8 +41,7 @@ def evaluate_model(source: str | Path, settings: EvalSettings = EvalSettings(), 
     model = generator_with_protocol(loaded, s.bn_protocol, samples=s.bn_samples, batch_size=s.batch_size, seed=s.seed)
     model = encoder_with_stats(model, s.encoder_stats, images.train[:s.bn_samples], batch_size=s.batch_size)
     # Default: the run directory (also for a file inside its checkpoints/), else beside the file.
-    out_dir = Path(out) if out else (src if src.is_dir() else
-                                     src.parent.parent if src.parent.name == "checkpoints" else src.parent)
+    out_dir = Path(out) if out else model_dir(src)
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = MetricContext(data=images, data_id=data_id, image_size=cfg.image_size, in_channels=cfg.in_channels,
                         device=device, settings=settings, model=model, features=features, out_dir=out_dir,
@@ -70,6 +69,13 @@ def evaluate_folder(folder: str | Path, *, data: str, image_size: int, in_channe
     return _record(Path(out) if out else Path(folder), measure(IMAGE_METRICS, ctx), step=None, data=data,
                    resolution=image_size, in_channels=in_channels, seed=settings.seed, images=str(folder),
                    device=str(device), seconds=time.perf_counter() - t0)
+
+
+def model_dir(src: Path) -> Path:
+    """The directory of a model's own files: the run or export directory (the run's, for a file in its
+    checkpoints/), else the directory beside the file."""
+    src = Path(src)
+    return src if src.is_dir() else src.parent.parent if src.parent.name == "checkpoints" else src.parent
 
 
 def _record(out_dir: Path, results: dict, **about) -> dict:

@@ -19,6 +19,7 @@ from PIL import Image
 from .data import DECODE_ERRORS, DataError, load, to_float, to_uint8
 from .data.images import prepare
 from .errors import UserError
+from .evaluate import _run_config, model_dir
 from .grids import make_grid
 
 MAX_PIXELS = 50_000_000  # an upload with more pixels is refused (PIL's own bomb check stops at 179M)
@@ -41,7 +42,6 @@ class Explorer:
     ``data`` names the training data for an export (which does not record it); a run knows its own."""
 
     def __init__(self, source: str | Path, *, device: str | torch.device = "auto", data: str | None = None):
-        from .evaluate import _run_config
         from .runstate import load_model
 
         self.source = Path(source)
@@ -56,11 +56,6 @@ class Explorer:
         self._directions: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     # --- what the model is ------------------------------------------------------------------
-    def _out_dir(self) -> Path:
-        """Where the model's own files are: the run or export directory (the run's, for a checkpoint file)."""
-        s = self.source
-        return s if s.is_dir() else s.parent.parent if s.parent.name == "checkpoints" else s.parent
-
     def card(self) -> str:
         """The model card (markdown): data, resolution, objective, steps, and the metrics of its last evaluation."""
         from .metrics.store import read_metrics
@@ -74,7 +69,7 @@ class Explorer:
                        else f"beta_neg {r.beta_neg:g}" if r.objective == "soft-introvae" else f"beta {r.beta:g}")
             lines.append(f"objective: {r.objective} ({weights}) · step {self.step} · generator: "
                          f"{self.model.generator_source}")
-        rows = [m for m in read_metrics(self._out_dir()) if "fid" in m.get("metrics", {})]
+        rows = [m for m in read_metrics(model_dir(self.source)) if "fid" in m.get("metrics", {})]
         if rows:
             m = rows[-1]["metrics"]
             parts = [f"FID {m['fid']['value']:.1f} ({m['fid']['samples']} samples)"]
@@ -157,7 +152,7 @@ class Explorer:
         """The principal directions of the encoded training images (:meth:`IntroVAE.latent_directions`), computed
         once and cached beside the model (``latent_directions.pt``, keyed by the checkpoint's step)."""
         if self._directions is None:
-            path = self._out_dir() / "latent_directions.pt"
+            path = model_dir(self.source) / "latent_directions.pt"
             key = {"step": self.step, "data": self.data_id, "k": k}
             if path.is_file():
                 saved = torch.load(path, weights_only=True)

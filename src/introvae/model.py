@@ -215,9 +215,9 @@ class IntroVAE(nn.Module):
         """The encoder's KL to the prior of each image (Eq. 9), shape (N,): IntroVAE's encoder learns to give real
         images a small one and generated images at least the margin, so a large value reads as "unlike the
         training images" (an anomaly score)."""
-        mu, logvar = self.encode(x)
-        mu, logvar = mu.float(), logvar.float()
-        return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1).sum(dim=1)
+        from .objectives import kl_divergence  # (objectives imports this module)
+
+        return kl_divergence(*self.encode(x))
 
     @torch.no_grad()
     def interpolate(self, a: Tensor, b: Tensor, steps: int) -> Tensor:
