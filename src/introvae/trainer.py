@@ -20,6 +20,7 @@ from . import distributed as dist_
 from .config import TrainConfig
 from .data import ImageSet, batches, load
 from .ema import update_ema
+from .eta import TrainingEstimate
 from .margin import AutoMargin
 from .errors import UserError
 from .model import ResBlock
@@ -122,6 +123,8 @@ class Trainer:
         self.last_checkpoint = time.monotonic()
         bar = tqdm(total=run.total_steps, initial=run.step, desc="training", unit="step",
                    disable=not self.show_progress, dynamic_ncols=True)
+        estimate = TrainingEstimate(end=end, warmup_end=run.warmup_steps, say=bar.write if self.show_progress
+                                    else lambda _line: None)
         old_handlers = self._install_signal_handlers()
         try:
             while run.step < end and not self.stop_requested:
@@ -137,6 +140,7 @@ class Trainer:
                     run.advance(used)
                     self._record(logs, images=len(x) * world.size)
                     bar.update(1)
+                    estimate.step_done(run.step)
                     stop, checkpoint_due = self._agreed_flags()
                     if run.step % cfg.max_bad_steps == 0 or run.step % cfg.log_every == 0 or run.step == end:
                         restart = self._check_guard()  # host reads only here: no sync in the inner loop

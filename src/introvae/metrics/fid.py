@@ -149,6 +149,8 @@ def inception_features(batches: Iterable[Tensor], feature_fn: Callable[[Tensor],
 
     from tqdm.auto import tqdm
 
+    from ..eta import ANNOUNCE_ABOVE_S, minutes
+
     out, t0 = [], time.perf_counter()
     with tqdm(total=total, desc=desc, unit="img", disable=not show_progress, leave=False) as bar:
         for x in batches:
@@ -156,9 +158,9 @@ def inception_features(batches: Iterable[Tensor], feature_fn: Callable[[Tensor],
             bar.update(len(x))
             if len(out) == 1 and show_progress and total:
                 estimate = (time.perf_counter() - t0) * total / len(x)
-                if estimate > 60:
+                if estimate > ANNOUNCE_ABOVE_S:
                     bar.write(f"{desc}: {total} images through the Inception network, about "
-                              f"{estimate / 60:.0f} min (from the first batch)")
+                              f"{minutes(estimate)} (from the first batch)")
     return torch.cat(out)
 
 
