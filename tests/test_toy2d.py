@@ -53,7 +53,8 @@ def test_scores_follow_the_authors_kl_div_and_the_textbook():
 
 def test_every_objective_trains_and_writes_its_run(tmp_path):
     for name, objective, extra in (("vae", "vae", {}), ("introvae", "introvae", {"margin": 3.0}),
-                                   ("introvae-auto", "introvae", {}), ("soft-introvae", "soft-introvae", {})):
+                                   ("introvae-auto", "introvae", {}), ("soft-introvae", "soft-introvae", {}),
+                                   ("soft-introvae-bf16", "soft-introvae", {"precision": "bf16"})):
         cfg = ToyConfig(density="rings", objective=objective, steps=12, vae_steps=4, batch_size=64, log_every=4,
                         eval_points=500, **extra)
         out = tmp_path / name
@@ -79,6 +80,8 @@ def test_every_objective_trains_and_writes_its_run(tmp_path):
             ToyConfig(objective="introvae", margin=bad)
     with pytest.raises(ConfigError, match="^density"):
         ToyConfig(density="moons")
+    with pytest.raises(ConfigError, match="^precision"):
+        ToyConfig(precision="fp16")
 
 
 def test_a_few_hundred_vae_steps_already_move_towards_the_data(tmp_path):

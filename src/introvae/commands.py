@@ -33,7 +33,7 @@ def build_config(args: argparse.Namespace):
 
 
 TOY_FIELDS = ("objective", "steps", "vae_steps", "batch_size", "lr", "seed", "beta_kl", "beta_rec", "beta_neg",
-              "gamma_r", "margin", "alpha", "log_every")
+              "gamma_r", "margin", "alpha", "log_every", "precision")
 
 
 def train_toy(args) -> int:
