@@ -98,6 +98,9 @@ def test_resume_takes_no_data_or_preset_and_a_finished_run_resumed_as_it_is_does
     (["train", "--data", "faces", "--steps", "2", "--device", "cuda"], ["device: 'cuda'", "no CUDA device"]),
     (["train", "--data", "faces", "--steps", "2", "--device", "tpu"], ["device:"]),
     (["frobnicate"], ["invalid choice"]),
+    (["train", "--data", "faces", "--stepz", "2"], ["introvae: error: train: unrecognized arguments: --stepz 2",
+                                                    "(see introvae train --help)"]),
+    (["sample", "m", "-o", "x.png", "--bogus"], ["sample: unrecognized arguments: --bogus", "introvae sample --help"]),
     (["train", "--data", "faces", "--steps", "2", "--config", "/no/such.yaml"], ["config file not found"]),
 ])
 def test_user_errors_are_one_line_with_status_2(capsys, argv, words):

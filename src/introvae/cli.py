@@ -213,7 +213,11 @@ def main(argv: list[str] | None = None) -> int:
 
     _one_line_warnings()
     try:
-        args = make_parser().parse_args(argv)
+        parser = make_parser()
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # reported by the command's own parser, so the message names the command and its --help
+            commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+            commands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
         return COMMANDS[args.command](args) or 0
     except UserError as e:
         print(f"introvae: error: {e}", file=sys.stderr)
