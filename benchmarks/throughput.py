@@ -31,7 +31,7 @@ from introvae import devices
 from introvae.devices import resolve_device, synchronize
 from introvae.model import IntroVAE, count_parameters
 from introvae.objectives import make_objective
-from introvae.precision import make_precision
+from introvae.precision import emulated_warning, make_precision
 from introvae.presets import get_preset
 from introvae.step import TrainStep, make_optimizers
 
@@ -87,7 +87,10 @@ def measure(cfg, precision_name: str, steps: int, warmup: int, device) -> dict:
         step(objective, x)
     synchronize(device)
     images_per_s = steps * cfg.batch_size / (time.perf_counter() - t)
-    peak = matmul_peak(device, precision.dtype or torch.float32, 4096 if device.type == "cuda" else 2048)
+    # A dtype the CPU only emulates has no meaningful peak (and measuring it takes minutes): none is printed.
+    emulated = emulated_warning(precision_name, device) is not None
+    peak = None if emulated else matmul_peak(device, precision.dtype or torch.float32,
+                                             4096 if device.type == "cuda" else 2048)
     achieved = flops_per_image * images_per_s
     memory = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
@@ -96,8 +99,9 @@ def measure(cfg, precision_name: str, steps: int, warmup: int, device) -> dict:
             "channels_last": cfg.channels_last, "compile": cfg.compile,
             "checkpoint_activations": cfg.checkpoint_activations, "parameters": count_parameters(model),
             "images_per_s": round(images_per_s, 2), "gflop_per_image": round(flops_per_image / 1e9, 4),
-            "achieved_tflops": round(achieved / 1e12, 4), "peak_tflops": round(peak / 1e12, 4),
-            "fraction_of_peak": round(achieved / peak, 4), "peak_memory_mib": round(memory / 2 ** 20, 1),
+            "achieved_tflops": round(achieved / 1e12, 4), "peak_tflops": round(peak / 1e12, 4) if peak else None,
+            "fraction_of_peak": round(achieved / peak, 4) if peak else None, "emulated": emulated,
+            "peak_memory_mib": round(memory / 2 ** 20, 1),
             "memory_kind": "cuda max allocated" if device.type == "cuda" else "process max RSS"}
 
 
@@ -173,8 +177,13 @@ def main() -> None:
     for r in rows:
         print(f"| {r['preset']} | {r['objective']} | {r['image_size']} | {r['batch_size']} | {r['precision']} "
               f"| {r['channels_last']} | {r['compile']} | {r['images_per_s']} | {r['gflop_per_image']} "
-              f"| {r['achieved_tflops']} | {r['peak_tflops']} | {100 * r['fraction_of_peak']:.1f} "
+              f"| {r['achieved_tflops']} | {r['peak_tflops'] or '-'} | {share(r)} "
               f"| {r['peak_memory_mib']} |")
+
+
+def share(row: dict) -> str:
+    """The % of peak cell: none where the dtype is emulated (its 'peak' would be the emulation's)."""
+    return "not meaningful: emulated here" if row.get("emulated") else f"{100 * row['fraction_of_peak']:.1f}"
 
 
 if __name__ == "__main__":

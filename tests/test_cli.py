@@ -98,6 +98,7 @@ def test_resume_takes_no_data_or_preset_and_a_finished_run_resumed_as_it_is_does
     (["train", "--data", "faces", "--steps", "2", "--device", "cuda"], ["device: 'cuda'", "no CUDA device"]),
     (["train", "--data", "faces", "--steps", "2", "--device", "tpu"], ["device:"]),
     (["frobnicate"], ["invalid choice"]),
+    (["train", "--data", "faces", "--steps", "2", "--threads", "0"], ["train: argument --threads: must be >= 1"]),
     (["train", "--data", "faces", "--stepz", "2"], ["introvae: error: train: unrecognized arguments: --stepz 2",
                                                     "(see introvae train --help)"]),
     (["sample", "m", "-o", "x.png", "--bogus"], ["sample: unrecognized arguments: --bogus", "introvae sample --help"]),
@@ -105,6 +106,18 @@ def test_resume_takes_no_data_or_preset_and_a_finished_run_resumed_as_it_is_does
 ])
 def test_user_errors_are_one_line_with_status_2(capsys, argv, words):
     _one_line_error(capsys, argv, *words)
+
+
+def test_threads_sets_the_cpu_threads_before_the_command_runs(monkeypatch, capsys, tmp_path):
+    import torch
+
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    _one_line_error(capsys, ["sample", "/no/such/model", "-o", str(tmp_path / "x.png"), "--threads", "3"],
+                    "model not found")
+    assert calls == [3]
+    _one_line_error(capsys, ["sample", "/no/such/model", "-o", str(tmp_path / "x.png")], "model not found")
+    assert calls == [3]  # not given: PyTorch's default stays
 
 
 def test_training_into_an_existing_run_is_refused(trained, capsys):

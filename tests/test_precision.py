@@ -100,3 +100,35 @@ def test_precision_and_device_are_validated():
     with pytest.raises(ConfigError, match="^channels_last: expected true or false"):
         tiny_config().replace(channels_last="maybe")
     assert tiny_config().replace(channels_last="true").channels_last is True
+
+
+@pytest.mark.parametrize("flags, warned", [({"avx2"}, True), ({"avx2", "avx512f", "avx512_bf16"}, False),
+                                           ({"avx2", "amx_bf16", "amx_tile"}, False)])
+def test_bf16_on_a_cpu_that_emulates_it_says_so_once_with_the_faster_choice(monkeypatch, tmp_path, faces16, capsys,
+                                                                           flags, warned):
+    import warnings
+
+    from introvae import devices
+    from introvae.cli import main
+    from introvae.errors import SettingWarning
+    from introvae.precision import emulated_warning
+
+    monkeypatch.setattr(devices, "cpu_flags", lambda: flags)
+    line = emulated_warning("bf16", CPU)
+    assert (line is not None) == warned
+    assert emulated_warning("fp32", CPU) is None
+    if warned:
+        assert line.startswith("precision bf16: this CPU has no native bf16") and line.endswith(
+            "--precision fp32 is the faster choice here")
+        assert emulated_warning("bf16", CPU, "--feature-precision").endswith("--feature-precision fp32 is the faster "
+                                                                           "choice here")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        Trainer(tiny_config(precision="bf16", steps=1), tmp_path / "run", data=faces16, show_progress=False)
+    assert [str(w.message) for w in seen if w.category is SettingWarning] == ([line] if warned else [])
+    # the command line prints it as one plain warning line
+    assert main(["train", "--data", "faces", "--image-size", "16", "--channels", "4,8,8", "--latent-dim", "8",
+                 "--batch-size", "4", "--steps", "1", "--precision", "bf16", "--out", str(tmp_path / "cli"),
+                 "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert (f"introvae: warning: {line}\n" in err) == warned and "SettingWarning" not in err

@@ -187,20 +187,32 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="auto (the GPU if there is one), cpu, cuda, cuda:N or mps")
     s.add_argument("--data", help="the training data, for an exported model (edit directions, neighbours)")
 
+    for name in ("train", "calibrate", "demo", "sample", "reconstruct", "interpolate", "evaluate", "serve"):
+        sub.choices[name].add_argument(
+            "--threads", type=_positive_int, default=None, metavar="N",
+            help="CPU threads for the computations (default: one per core, PyTorch's choice); with torchrun, per "
+                 "process. Fewer leave cores to other work")
     sub.add_parser("presets", help="list the named presets with their hyper-parameters and sizes")
     return p
 
 
+def _positive_int(text: str) -> int:
+    v = _typed(int)(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
+    return v
+
+
 def _one_line_warnings() -> None:
-    """Data warnings as one plain line each, in the voice of the errors (not Python's file:line: Category:)."""
+    """Data and setting warnings as one plain line each, in the voice of the errors (not Python's file:line: Category:)."""
     import warnings
 
-    from .errors import DataWarning
+    from .errors import PlainWarning
 
     default = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, DataWarning):
+        if issubclass(category, PlainWarning):
             print(f"introvae: warning: {message}", file=sys.stderr)
         else:
             default(message, category, filename, lineno, file, line)
@@ -218,6 +230,10 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:  # reported by the command's own parser, so the message names the command and its --help
             commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
             commands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+        if getattr(args, "threads", None):
+            import torch
+
+            torch.set_num_threads(args.threads)
         return COMMANDS[args.command](args) or 0
     except UserError as e:
         print(f"introvae: error: {e}", file=sys.stderr)

@@ -29,6 +29,14 @@ class MetricError(UserError):
     """A metric cannot be computed as asked (missing weights, too few images, ...)."""
 
 
-class DataWarning(UserWarning):
-    """Something about the data worth a line but not a stop (unreadable images that were skipped). The command
-    line prints it as one plain ``introvae: warning:`` line, without Python's source file and line number."""
+class PlainWarning(UserWarning):
+    """Worth a line but not a stop. The command line prints it as one plain ``introvae: warning:`` line, without
+    Python's source file and line number."""
+
+
+class DataWarning(PlainWarning):
+    """Something about the data (unreadable images that were skipped)."""
+
+
+class SettingWarning(PlainWarning):
+    """A setting that works but is a poor choice here (bf16 on a CPU that emulates it), naming the better one."""

