@@ -3,8 +3,7 @@
     python benchmarks/fid_speed.py [--batch-size 50] [--rounds 5] [--fid-images 1000] [--model RUN] [--device auto]
 
 Images/s of the Inception network as published (``plain``), as introvae runs it in fp32 (``folded``: BatchNorms
-folded into the convolutions, channels-last inputs), the same graph in bf16 but its two 8x8 blocks
-(``folded-mixed``) and wholly in bf16 (``folded-bf16``; both where the device
+folded into the convolutions, channels-last inputs) and the same graph in bf16 (``folded-bf16``, where the device
 computes bf16 in hardware), alternated over ``--rounds`` rounds (median), with the FLOPs per image
 (FlopCounterMode), the device's fp32 and bf16 matmul peaks in the same run and the share of them achieved.
 
@@ -38,7 +37,6 @@ def graphs(device: torch.device, *, with_plain: bool = True) -> dict:
     out = {"plain": fidlib.load_inception(device, fold=False)} if with_plain else {}
     out["folded"] = fidlib.load_inception(device)
     if has_native_bf16(device):
-        out["folded-mixed"] = fidlib.load_inception(device, precision="mixed")
         out["folded-bf16"] = fidlib.load_inception(device, precision="bf16")
     return out
 
@@ -113,8 +111,7 @@ def main() -> None:
         print("| graph | images/s (median of rounds) | × plain | % of the matmul peak of its dtype |\n|---|---|---|---|")
         for name, v in images_per_s.items():
             peak = peaks[torch.bfloat16 if name.endswith("bf16") else torch.float32]
-            share = "-" if name.endswith("mixed") else f"{100 * v * gflop / peak:.1f}"  # two dtypes: no one peak
-            print(f"| {name} | {v:.2f} | {v / images_per_s['plain']:.2f} | {share} |")
+            print(f"| {name} | {v:.2f} | {v / images_per_s['plain']:.2f} | {100 * v * gflop / peak:.1f} |")
     if not args.fid_images:
         return
     out = Path(args.out)

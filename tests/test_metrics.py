@@ -74,20 +74,6 @@ def test_the_bf16_inception_graph_runs_in_bf16_near_the_fp32_features():
         fidlib.load_inception(precision="fp8")
 
 
-def test_the_mixed_graph_keeps_the_two_8x8_blocks_in_fp32_and_the_rest_in_bf16():
-    """--feature-precision mixed: the last 18 convolutions (Mixed_7b, Mixed_7c) have fp32 weights and fp32 inputs,
-    the 76 before them bf16 weights; the features are closer to fp32's on average than all-bf16 ones."""
-    mixed, bf16, fp32 = (fidlib.load_inception(precision=p) for p in ("mixed", "bf16", "fp32"))
-    convs = [n for n in fidlib._CACHE["cpu:True:mixed"].graph.nodes() if n.kind() == "aten::conv2d"]
-    weight_dtypes = [c.inputsAt(1).toIValue().dtype for c in convs]
-    assert len(convs) == 94 and weight_dtypes == [torch.bfloat16] * 76 + [torch.float32] * 18
-    assert all(c.inputsAt(0).node().kind() == "aten::to" for c in convs[76:])  # cast to fp32 before each
-    x = torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(1))
-    a, m, b = fp32(x), mixed(x), bf16(x)
-    assert m.dtype == torch.float32 and not torch.equal(a, m) and (a - m).norm() < 0.06 * a.norm()
-    assert abs(m.sum() / a.sum() - 1) < abs(b.sum() / a.sum() - 1)  # the shrink is mostly gone
-
-
 def test_the_cpu_flags_say_where_bf16_is_native(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx2", "avx512f"})
@@ -107,8 +93,6 @@ def test_feature_precision_defaults_to_fp32_and_keys_the_cache():
     # The real-feature cache keeps fp32 and bf16 features apart (and fp32 keys as they were).
     assert fidlib.stats_key(data="x", n=3) == fidlib.stats_key(data="x", n=3, precision="fp32")
     assert fidlib.stats_key(data="x", n=3, precision="bf16") != fidlib.stats_key(data="x", n=3)
-    assert fidlib.stats_key(data="x", n=3, precision="mixed") not in (
-        fidlib.stats_key(data="x", n=3), fidlib.stats_key(data="x", n=3, precision="bf16"))
 
 
 @pytest.mark.parametrize("size, expected", [(16, (3, 3)), (28, (7, 3)), (32, (7, 3)), (64, (11, 3)),

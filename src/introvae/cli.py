@@ -162,9 +162,9 @@ def make_parser() -> argparse.ArgumentParser:
                         "--bn-samples real training images)")
     v.add_argument("--bn-samples", type=int, default=10_000, help="images to re-estimate statistics on")
     v.add_argument("--feature-precision", choices=FEATURE_PRECISIONS, default="fp32",
-                   help="the Inception network's arithmetic: fp32 (default); mixed (bf16 but for the last two "
-                        "blocks, which stay fp32) or bf16, faster on a CPU with AVX512-BF16 or AMX; bf16's FIDs read "
-                        "about 1.2 %% lower than fp32's: compare them only with bf16 numbers; see README)")
+                   help="the Inception network's arithmetic: fp32 (default) or bf16 (1.9x faster on a CPU with "
+                        "AVX512-BF16 or AMX, but its FIDs read about 1.2 %% lower than fp32's: compare bf16 numbers "
+                        "only with bf16 numbers; see README)")
     v.add_argument("--device", default="auto", help="auto (the GPU if there is one), cpu, cuda, cuda:N or mps")
     v.add_argument("-o", "--out", help="where metrics.jsonl goes (default: the run or image folder)")
     v.add_argument("--quiet", action="store_true")

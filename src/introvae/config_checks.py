@@ -14,7 +14,7 @@ from .errors import ConfigError
 OBJECTIVES = ("introvae", "vae", "soft-introvae")
 PRECISIONS = ("fp32", "bf16", "fp16")
 BN_PROTOCOLS = ("eval", "train", "recalibrate")  # the generator's BatchNorm statistics when scored
-FEATURE_PRECISIONS = ("fp32", "mixed", "bf16")  # the FID Inception network's arithmetic (metrics.fid)
+FEATURE_PRECISIONS = ("fp32", "bf16")  # the FID Inception network's arithmetic (metrics.fid)
 WORDS_FOR_NUMBERS = {"margin": ("auto",)}  # number fields that also take these words
 ENCODER_STATS = ("running", "real")  # the encoder's
 

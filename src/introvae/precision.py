@@ -30,21 +30,18 @@ class Precision:
         return torch.autocast(self.device_type, dtype=self.dtype)
 
 
-def emulated_warning(name: str, device: torch.device, flag: str = "--precision", arithmetic: str | None = None
-                     ) -> str | None:
+def emulated_warning(name: str, device: torch.device, flag: str = "--precision") -> str | None:
     """A line for a reduced precision that ``device`` only emulates (bf16 or fp16 on a CPU without AVX512-BF16 /
     AVX512-FP16 or AMX): it runs many times slower than fp32 there (measured 15-20x for bf16 training)."""
     from .devices import cpu_flags, has_native_bf16
 
-    arithmetic = arithmetic or name  # the reduced dtype that setting computes in
-    if device.type != "cpu" or arithmetic == "fp32":
+    if device.type != "cpu" or name == "fp32":
         return None
-    native = has_native_bf16(device) if arithmetic == "bf16" else bool({"avx512_fp16", "amx_fp16"} & cpu_flags())
+    native = has_native_bf16(device) if name == "bf16" else bool({"avx512_fp16", "amx_fp16"} & cpu_flags())
     if native:
         return None
-    flags = "avx512_bf16" if arithmetic == "bf16" else "avx512_fp16"
-    return (f"{flag.removeprefix('--')} {name}: this CPU has no native {arithmetic} arithmetic (no {flags} or AMX), "
-            f"so it is emulated, many times slower than fp32; {flag} fp32 is the faster choice here")
+    return (f"{flag.removeprefix('--')} {name}: this CPU has no native {name} arithmetic (no {'avx512_bf16' if name == 'bf16' else 'avx512_fp16'}"
+            f" or AMX), so it is emulated, many times slower than fp32; {flag} fp32 is the faster choice here")
 
 
 def make_precision(name: str, device: torch.device) -> Precision:

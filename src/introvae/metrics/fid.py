@@ -44,10 +44,7 @@ def inception_path() -> Path:
 
 _CACHE: dict[str, torch.jit.ScriptModule] = {}
 GRAPH = "folded-1"  # the inference graph fold_batchnorm makes (part of the real-feature cache key)
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "mixed": torch.bfloat16}  # mixed: the inputs' dtype
-# "mixed" keeps the last FP32_TAIL convolutions in fp32: the two 8x8 blocks (Mixed_7b, Mixed_7c), 13 % of the
-# FLOPs but most of bf16's systematic shrink of the features (benchmarks/fid_bf16_layers.py).
-FP32_TAIL = 18
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def check_feature_precision(name: str) -> str:
@@ -108,30 +105,6 @@ def cast_constants(frozen: torch.jit.ScriptModule, dtype: torch.dtype) -> torch.
     return frozen
 
 
-def fp32_tail(frozen: torch.jit.ScriptModule, tail: int = FP32_TAIL) -> torch.jit.ScriptModule:
-    """The folded graph for bf16 inputs with its last ``tail`` convolutions in fp32: the weights of the others
-    rounded to bf16 (after folding in fp32), each tail convolution's input cast to fp32 (its weights stay fp32),
-    so that everything after the first tail convolution runs in fp32 (concatenation promotes)."""
-    g = frozen.graph
-    convs = [n for n in g.nodes() if n.kind() == "aten::conv2d"]
-    for conv in convs[:len(convs) - tail]:
-        for i in (1, 2):
-            value = conv.inputsAt(i).toIValue()
-            if value is not None:
-                const = g.insertConstant(value.to(torch.bfloat16))
-                const.node().moveBefore(conv)
-                conv.replaceInput(i, const)
-    for conv in convs[len(convs) - tail:]:
-        consts = [g.insertConstant(v) for v in (6, False, None)]  # ScalarType 6: float32
-        for c in consts:
-            c.node().moveBefore(conv)
-        cast = g.create("aten::to", [conv.inputsAt(0), consts[0], consts[1], consts[1], consts[2]])
-        cast.insertBefore(conv)
-        conv.replaceInput(0, cast.output())
-    torch._C._jit_pass_dce(g)
-    return frozen
-
-
 def load_inception(device: str | torch.device = "cpu", *, fold: bool = True,
                    precision: str = "fp32") -> Callable[[Tensor], Tensor]:
     """The FID feature network on ``device``: float images in [0, 1], (N, 1 or 3, H, W) -> features (N, 2048,
@@ -143,7 +116,7 @@ def load_inception(device: str | torch.device = "cpu", *, fold: bool = True,
         raise MetricError(f"feature-precision {precision} needs the folded graph")
     key = f"{device}:{fold}:{precision}"
     if key not in _CACHE:
-        slow = emulated_warning(precision, device, "--feature-precision", "fp32" if precision == "fp32" else "bf16")
+        slow = emulated_warning(precision, device, "--feature-precision")
         if slow:
             warnings.warn(slow, SettingWarning, stacklevel=2)
         path = inception_path()
@@ -152,8 +125,7 @@ def load_inception(device: str | torch.device = "cpu", *, fold: bool = True,
             raise MetricError(f"{path} has SHA-1 {digest}, not the published {INCEPTION_SHA1}")
         net = torch.jit.load(str(path), map_location=device).eval()
         net = fold_batchnorm(net) if fold else net
-        _CACHE[key] = {"fp32": lambda n: n, "bf16": lambda n: cast_constants(n, torch.bfloat16),
-                       "mixed": fp32_tail}[precision](net)
+        _CACHE[key] = cast_constants(net, DTYPES[precision]) if precision != "fp32" else net
     net, dtype = _CACHE[key], DTYPES[precision]
 
     @torch.no_grad()
