@@ -30,6 +30,7 @@ from pathlib import Path
 
 from introvae.calibrate import suggest_margin
 from introvae.toy2d import DENSITIES, ToyConfig, load_run, train
+from introvae.toy2d.run import density_grid
 from introvae.toy2d.densities import RADIUS
 from introvae.toy2d.densities import sample as data_sample
 from introvae.toy2d.scores import scores
@@ -93,16 +94,22 @@ def figure(results: dict, densities: list[str], args, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(densities), 4, figsize=(12, 3 * len(densities)), squeeze=False)
+    # per density: the data, each objective's samples, then each objective's density exp(-ELBO loss)
+    fig, axes = plt.subplots(len(densities), 7, figsize=(21, 3 * len(densities)), squeeze=False)
     for row, density in zip(axes, densities):
         r = 2 * RADIUS[density]
-        panels = [("data", data_sample(density, 5000, seed=0).numpy())]
+        panels, maps = [("data", data_sample(density, 5000, seed=0).numpy())], []
         for objective in OBJECTIVES:
-            model, _ = load_run(run_dir(density, objective, args.seeds[0], args))
-            panels.append((objective, model.sample(5000, seed=0).numpy()))
+            model, cfg = load_run(run_dir(density, objective, args.seeds[0], args))
+            panels.append((f"{objective}: samples", model.sample(5000, seed=0).numpy()))
+            maps.append((f"{objective}: density", density_grid(model, cfg)))
         for ax, (title, pts) in zip(row, panels):
             ax.hist2d(pts[:, 0], pts[:, 1], bins=100, range=[[-r, r], [-r, r]], cmap="viridis")
             ax.set_title(f"{density}: {title}", fontsize=9)
+        for ax, (title, image) in zip(row[len(panels):], maps):
+            ax.imshow(image, origin="lower", extent=(-r, r, -r, r), cmap="viridis")
+            ax.set_title(title, fontsize=9)
+        for ax in row:
             ax.set_xticks([]), ax.set_yticks([]), ax.set_aspect("equal")
     fig.tight_layout()
     fig.savefig(path, dpi=70)

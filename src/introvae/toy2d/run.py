@@ -145,6 +145,16 @@ def is_run(path: str | Path) -> bool:
     return (Path(path) / CONFIG_FILE).is_file()
 
 
+def density_grid(model: ToyVAE, config: ToyConfig, grid: int = 150):
+    """The model's density exp(-ELBO loss) on a grid x grid square [-2r, 2r]^2 (rows: y from -2r up), as numpy."""
+    r = 2 * RADIUS[config.density]
+    axis = torch.linspace(-r, r, grid)
+    xx, yy = torch.meshgrid(axis, axis, indexing="xy")
+    points = torch.stack([xx.flatten(), yy.flatten()], dim=1).to(next(model.parameters()).device)
+    loss = model.elbo_loss(points, beta_rec=config.beta_rec, beta_kl=config.beta_kl, samples=4)
+    return torch.exp(-loss).reshape(grid, grid).cpu().numpy()
+
+
 def draw(model: ToyVAE, config: ToyConfig, path: Path, *, grid: int = 150) -> Path:
     """Three panels: the data, the model's samples, and the model's density exp(-ELBO loss) on a grid."""
     import matplotlib
@@ -156,11 +166,7 @@ def draw(model: ToyVAE, config: ToyConfig, path: Path, *, grid: int = 150) -> Pa
     model.eval()
     real = sample(config.density, config.eval_points, seed=0).numpy()
     fake = model.sample(config.eval_points, seed=0).cpu().numpy()
-    axis = torch.linspace(-r, r, grid)
-    xx, yy = torch.meshgrid(axis, axis, indexing="xy")
-    points = torch.stack([xx.flatten(), yy.flatten()], dim=1).to(next(model.parameters()).device)
-    loss = model.elbo_loss(points, beta_rec=config.beta_rec, beta_kl=config.beta_kl, samples=4)
-    density = torch.exp(-loss).reshape(grid, grid).cpu().numpy()
+    density = density_grid(model, config, grid)
     fig, axes = plt.subplots(1, 3, figsize=(12, 4))
     for ax, pts, title in ((axes[0], real, "data"), (axes[1], fake, f"{config.objective}: samples")):
         ax.hist2d(pts[:, 0], pts[:, 1], bins=100, range=[[-r, r], [-r, r]], cmap="viridis")
