@@ -34,19 +34,25 @@ def test_a_short_run_says_nothing(monkeypatch):
     assert run(monkeypatch, end=100, warmup_end=0, seconds_per_step=lambda i: 0.5) == []
 
 
-def test_warmup_steps_extrapolate_the_introspective_ones_and_a_wrong_guess_is_corrected(monkeypatch):
-    # warm-up steps 0.1 s, introspective 0.5 s (5x, against the assumed 2.5x)
-    said = run(monkeypatch, end=2200, warmup_end=200, seconds_per_step=lambda i: 0.1 if i < 200 else 0.5)
-    expected_first = 0.1 * (200 - 21 + eta.INTROSPECTIVE_COST * 2000)  # 517.9 s
-    assert said[0] == (f"training: 2179 steps left, about {expected_first / 60:.0f} min (timed over 20 steps; the "
+def test_a_long_warmup_extrapolates_the_introspective_steps_and_a_wrong_guess_is_corrected(monkeypatch):
+    # 2,000 warm-up steps of 0.1 s (over a minute), introspective 0.5 s (5x, against the assumed 2.5x)
+    said = run(monkeypatch, end=4000, warmup_end=2000, seconds_per_step=lambda i: 0.1 if i < 2000 else 0.5)
+    expected_first = 0.1 * (2000 - 21 + eta.INTROSPECTIVE_COST * 2000)  # 697.9 s
+    assert said[0] == (f"training: 3979 steps left, about {expected_first / 60:.0f} min (timed over 20 steps; the "
                        f"introspective steps after the warm-up counted as 2.5 warm-up steps each until measured)")
-    assert said[1] == f"training: timed over the first introspective steps, about {0.5 * (2200 - 221) / 60:.0f} min left"
+    assert said[1] == f"training: timed over the first introspective steps, about {0.5 * (4000 - 2021) / 60:.0f} min left"
     assert len(said) == 2
 
 
 def test_a_right_guess_is_not_repeated(monkeypatch):
-    said = run(monkeypatch, end=2200, warmup_end=200, seconds_per_step=lambda i: 0.1 if i < 200 else 0.25)
+    said = run(monkeypatch, end=4000, warmup_end=2000, seconds_per_step=lambda i: 0.1 if i < 2000 else 0.25)
     assert len(said) == 1 and "until measured" in said[0]
+
+
+def test_after_a_short_warmup_the_introspective_steps_are_timed_before_anything_is_said(monkeypatch):
+    # the demo's shape: 200 warm-up steps of 0.05 s (10 s), then 600 introspective ones of 0.12 s
+    said = run(monkeypatch, end=800, warmup_end=200, seconds_per_step=lambda i: 0.05 if i < 200 else 0.12)
+    assert said == [f"training: {800 - 221} steps left, about {0.12 * 579:.0f} s (timed over 20 steps)"]
 
 
 def test_a_warmup_shorter_than_the_timing_window_times_the_introspective_steps_only(monkeypatch):
