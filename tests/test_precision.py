@@ -126,6 +126,11 @@ def test_bf16_on_a_cpu_that_emulates_it_says_so_once_with_the_faster_choice(monk
         warnings.simplefilter("always")
         Trainer(tiny_config(precision="bf16", steps=1), tmp_path / "run", data=faces16, show_progress=False)
     assert [str(w.message) for w in seen if w.category is SettingWarning] == ([line] if warned else [])
+    with warnings.catch_warnings(record=True) as seen:  # every user of make_precision (the 2D runs too); not twice
+        warnings.simplefilter("always")
+        make_precision("bf16", CPU)
+        make_precision("bf16", CPU, warn=False)  # the other processes under torchrun
+    assert [str(w.message) for w in seen if w.category is SettingWarning] == ([line] if warned else [])
     # the command line prints it as one plain warning line
     assert main(["train", "--data", "faces", "--image-size", "16", "--channels", "4,8,8", "--latent-dim", "8",
                  "--batch-size", "4", "--steps", "1", "--precision", "bf16", "--out", str(tmp_path / "cli"),

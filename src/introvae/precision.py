@@ -6,12 +6,13 @@ The losses' sums (KL, hinge, reconstruction) are always taken in fp32 (see ``obj
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass
 
 import torch
 
 from .config import PRECISIONS
-from .errors import ConfigError
+from .errors import ConfigError, SettingWarning
 
 
 @dataclass
@@ -40,14 +41,19 @@ def emulated_warning(name: str, device: torch.device, flag: str = "--precision")
     native = has_native_bf16(device) if name == "bf16" else bool({"avx512_fp16", "amx_fp16"} & cpu_flags())
     if native:
         return None
-    return (f"{flag.removeprefix('--')} {name}: this CPU has no native {name} arithmetic (no {'avx512_bf16' if name == 'bf16' else 'avx512_fp16'}"
-            f" or AMX), so it is emulated, many times slower than fp32; {flag} fp32 is the faster choice here")
+    flags = "avx512_bf16" if name == "bf16" else "avx512_fp16"
+    return (f"{flag.removeprefix('--')} {name}: this CPU has no native {name} arithmetic (no {flags} or AMX), so "
+            f"it is emulated, many times slower than fp32; {flag} fp32 is the faster choice here")
 
 
-def make_precision(name: str, device: torch.device) -> Precision:
-    """fp32 (no autocast), bf16 (autocast; CPU and GPU), fp16 (autocast + one GradScaler for E and G)."""
+def make_precision(name: str, device: torch.device, *, warn: bool = True) -> Precision:
+    """fp32 (no autocast), bf16 (autocast; CPU and GPU), fp16 (autocast + one GradScaler for E and G). With
+    ``warn`` (one process of several passes False), a precision ``device`` only emulates is a ``SettingWarning``."""
     if name not in PRECISIONS:
         raise ConfigError(f"precision: must be one of {', '.join(PRECISIONS)}, got {name!r}")
+    slow = emulated_warning(name, device) if warn else None
+    if slow:
+        warnings.warn(slow, SettingWarning, stacklevel=2)
     # The losses are sums over pixels and latent dimensions (1e2..1e4), so the default starting
     # scale of 2**16 overflows fp16 at once; 2**10 saves the first steps from being skipped.
     scaler = torch.amp.GradScaler(device.type, init_scale=2.0 ** 10) if name == "fp16" else None

@@ -42,7 +42,7 @@ class RunState:
         self.model = model.to(memory_format=torch.channels_last) if config.channels_last else model
         self.optimizers = make_optimizers(self.model, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2))
         self.ema = make_ema(self.model.decoder) if config.ema > 0 else None
-        self.precision = make_precision(config.precision, device)
+        self.precision = make_precision(config.precision, device, warn=world.is_main)
         self.margin = make_margin(config.margin, device, world=world)  # a number, or margin.AutoMargin
         self.num_train, self.global_batch = num_train, config.batch_size * world.size
         self.total_steps = config.total_steps(num_train, world.size)

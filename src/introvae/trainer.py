@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import signal
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,9 +22,8 @@ from .data import ImageSet, batches, load
 from .ema import update_ema
 from .eta import TrainingEstimate
 from .margin import AutoMargin
-from .errors import SettingWarning, UserError
+from .errors import UserError
 from .model import ResBlock
-from .precision import emulated_warning
 from .objectives import make_objective
 from .runstate import RunState, plan_resume
 from .snapshots import Snapshots
@@ -63,9 +61,6 @@ class Trainer:
         self.run = RunState(config, device=self.device, world=self.world, num_train=len(self.data.train))
         if config.sync_bn and not self.world.enabled:
             self.log("note: sync_bn has no effect in a single process (it applies under torchrun)")
-        slow = emulated_warning(config.precision, self.device)
-        if slow and self.world.is_main:
-            warnings.warn(slow, SettingWarning, stacklevel=2)
         self.train_step = TrainStep(self.run.model, self.run.optimizers, precision=self.run.precision,
                                     world=self.world, wrappers=self._wrappers(),
                                     real_statistics=config.encoder_stats == "real")
