@@ -15,10 +15,10 @@ import argparse
 import time
 
 import torch
-from torch.nn import functional as F
 
-from introvae.data import load
+from introvae.data import load, to_float
 from introvae.metrics import fid
+from throughput import cpu_flags
 
 BF16, FP32 = 15, 6  # ScalarType codes in TorchScript graphs
 
@@ -50,13 +50,6 @@ def partly_bf16(first: int, last: int) -> torch.jit.ScriptModule:
     return net
 
 
-def inputs(images: torch.Tensor) -> torch.Tensor:
-    """As ``fid.load_inception`` prepares them: 8 bits, 299 px bilinear, [-1, 1), channels-last."""
-    x = images.float().clamp(0, 1).expand(-1, 3, -1, -1).mul(255).round()
-    x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
-    return (x / 128.0 - 1.0).clamp(-1.0, 1.0 - 1.0 / 128).contiguous(memory_format=torch.channels_last)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=48)
@@ -64,10 +57,10 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     test = load("fashion-mnist", image_size=32, in_channels=1).test[:args.images]
-    x = inputs(test.float() / 255 if test.dtype == torch.uint8 else test.float())
+    x = fid.inception_inputs(to_float(test)).contiguous(memory_format=torch.channels_last)  # as evaluate's
     with torch.no_grad():
         ref = fid.fold_batchnorm(torch.jit.load(str(fid.inception_path())).eval())(x).float().flatten(1)
-    print(f"{args.images} Fashion-MNIST test images; CPU flags: {' '.join(sorted(fid_flags()))}\n")
+    print(f"{args.images} Fashion-MNIST test images; CPU flags: {cpu_flags()}\n")
     print("| convolutions in bf16 | feature sum ratio | std ratio | relative error | images/s (1 thread) |")
     print("|---|---|---|---|---|")
     for spec in args.ranges.split(","):
@@ -80,12 +73,6 @@ def main() -> None:
             speed = len(x) / (time.perf_counter() - t)
         print(f"| {a}-{b - 1} | {(f.sum() / ref.sum()).item():.5f} | {(f.std(0).mean() / ref.std(0).mean()).item():.5f} "
               f"| {((f - ref).norm() / ref.norm()).item():.4f} | {speed:.1f} |")
-
-
-def fid_flags() -> set[str]:
-    from introvae.devices import cpu_flags
-
-    return {f for f in cpu_flags() if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")}
 
 
 if __name__ == "__main__":

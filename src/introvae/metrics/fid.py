@@ -130,20 +130,25 @@ def load_inception(device: str | torch.device = "cpu", *, fold: bool = True,
 
     @torch.no_grad()
     def features(images: Tensor) -> Tensor:
-        x = images.to(device).float().clamp(0, 1)
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)  # grayscale: the same image in R, G and B
-        # As for real photographs: quantise to 8 bits, resize to 299 (bilinear), scale to the
-        # TF Inception input range [-1, 1 - 1/128] (x / 128 - 1 on 0..255).
-        x = x.mul(255).round()
-        if x.shape[-2:] != (299, 299):
-            x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
-        x = (x / 128.0 - 1.0).clamp(-1.0, 1.0 - 1.0 / 128)
+        x = inception_inputs(images.to(device))
         if fold:
             x = x.to(dtype).contiguous(memory_format=torch.channels_last)  # oneDNN and cuDNN's fastest layout
         return net(x).float().flatten(1)
 
     return features
+
+
+def inception_inputs(images: Tensor) -> Tensor:
+    """Float images (N, 1 or 3, H, W) in [0, 1] -> the network's fp32 input (N, 3, 299, 299). As for real
+    photographs: quantised to 8 bits, resized to 299 (bilinear), scaled to the TF Inception input range
+    [-1, 1 - 1/128] (x / 128 - 1 on 0..255); grayscale is the same image in R, G and B."""
+    x = images.float().clamp(0, 1)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    x = x.mul(255).round()
+    if x.shape[-2:] != (299, 299):
+        x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+    return (x / 128.0 - 1.0).clamp(-1.0, 1.0 - 1.0 / 128)
 
 
 def inception_features(batches: Iterable[Tensor], feature_fn: Callable[[Tensor], Tensor],
