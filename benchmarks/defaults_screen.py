@@ -24,10 +24,10 @@ import torch
 
 from introvae import checkpoint, get_preset
 from introvae.data import load
-from introvae.evaluate import evaluate_model
 from introvae.metrics import EvalSettings
-from introvae.metrics.store import read_metrics
 from introvae.trainer import Trainer, resume
+
+from compare_vae import scored  # an evaluation already in metrics.jsonl with the same settings, or a new one
 
 # name -> the fields it changes (over the preset and --common); the names say what changes.
 VARIANTS: dict[str, dict] = {
@@ -65,15 +65,6 @@ def train(cfg, run: Path) -> float:
     if trainer.step < cfg.steps:
         raise SystemExit(f"{run} stopped at step {trainer.step} of {cfg.steps}; run the same command again")
     return time.perf_counter() - t0
-
-
-def score(run: Path, step: int, settings: EvalSettings) -> dict:
-    for row in reversed(read_metrics(run)):
-        fid = row.get("metrics", {}).get("fid", {})
-        if (row.get("step") == step and fid.get("samples") == settings.num_samples
-                and fid.get("feature_precision") == settings.feature_precision):
-            return row
-    return evaluate_model(run, settings, metrics=("fid", "precision_recall"))
 
 
 def table(out: Path) -> str:
@@ -138,7 +129,7 @@ def main() -> None:
                 if done.exists():
                     continue
                 seconds = train(cfg, run)
-                row = score(run, cfg.steps, settings)
+                row = {"metrics": scored(run, cfg.steps, settings, "auto", metrics=("fid", "precision_recall"))}
                 stats = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines() if line]
                 last = [s for s in stats if "kl_real" in s][-1]
                 done.write_text(json.dumps({

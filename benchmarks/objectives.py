@@ -117,10 +117,9 @@ def figure(results: dict, densities: list[str], args, path: Path) -> None:
 
 
 def fashion(args) -> list[dict]:
+    from compare_vae import scored
     from introvae import checkpoint, get_preset
-    from introvae.evaluate import evaluate_model
     from introvae.metrics import EvalSettings
-    from introvae.metrics.store import read_metrics
     from introvae.trainer import Trainer, resume
 
     base = get_preset("fashion-mnist").replace(steps=args.fashion_steps, image_every=max(1, args.fashion_steps // 2),
@@ -132,15 +131,10 @@ def fashion(args) -> list[dict]:
         cfg = base.replace(objective=objective, vae_steps=args.fashion_vae_steps if objective == "introvae" else 0)
         run = Path(args.out) / f"fashion-mnist-{objective}-{args.fashion_steps}{'-bf16' if args.precision == 'bf16' else ''}"
         (resume(run) if checkpoint.latest(run) else Trainer(cfg, run)).train()
-        for protocol in ("eval", "train"):
-            done = [r for r in read_metrics(run) if r.get("bn_protocol") == protocol and r.get("step") == args.fashion_steps
-                    and r["metrics"].get("fid", {}).get("samples") == args.fashion_samples]
-            if done:  # scored by an earlier call
-                rows.append({"objective": objective, "bn_protocol": protocol, **done[-1]["metrics"]})
-                continue
-            m = evaluate_model(run, dataclasses.replace(settings, bn_protocol=protocol),
-                               metrics=("fid", "precision_recall", "ms_ssim", "reconstruction")
-                               if protocol == "eval" else ("fid", "precision_recall"))["metrics"]
+        for protocol in ("eval", "train"):  # an evaluation of an earlier call with the same settings is reused
+            m = scored(run, args.fashion_steps, dataclasses.replace(settings, bn_protocol=protocol), "auto",
+                       metrics=("fid", "precision_recall", "ms_ssim", "reconstruction")
+                       if protocol == "eval" else ("fid", "precision_recall"))
             rows.append({"objective": objective, "bn_protocol": protocol, **m})
     return rows
 
