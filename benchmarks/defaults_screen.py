@@ -36,6 +36,7 @@ VARIANTS: dict[str, dict] = {
     "auto": {"margin": "auto"},
     "lr5e-4": {"lr": 5e-4},
     "lr1e-3": {"lr": 1e-3},
+    "lr2e-3": {"lr": 2e-3},
     "ema0.999": {"ema": 0.999},
     "ema0.995": {"ema": 0.995},
     "lr5e-4-ema0.999": {"lr": 5e-4, "ema": 0.999},
@@ -45,6 +46,9 @@ VARIANTS: dict[str, dict] = {
     "latent64": {"latent_dim": 64},
     "beta5": {"beta": 5.0},
     "beta20": {"beta": 20.0},
+    "beta2": {"beta": 2.0},  # Soft-IntroVAE's balance of reconstruction and KL (objectives.vae_beta(1, 1))
+    "alpha0.5": {"alpha": 0.5},
+    "alpha1": {"alpha": 1.0},
     "no-mirror": {"mirror": False},
     "fp32": {"precision": "fp32", "channels_last": False},
     "bf16": {"precision": "bf16", "channels_last": True},

@@ -1,8 +1,8 @@
 """The paper's stability rule, read off finished runs: how often kl_real stayed below the margin, and the FID.
 
-    python benchmarks/margin_check.py RUN [RUN ...] [--figure out.png]
+    python benchmarks/margin_check.py RUN [RUN ...] [--figure out.png] [--kl-figure kl.png --labels A,B]
 
-For each IntroVAE run directory: its margin setting, the share of stats.jsonl rows after the VAE warm-up whose
+For each IntroVAE run directory (an image run, or a 2D run of ``introvae train --data 8gaussians``): its margin setting, the share of stats.jsonl rows after the VAE warm-up whose
 kl_real is below the margin in force (the row's ``margin``, or the fixed one), the margin's range, and the FID of
 its newest evaluation in metrics.jsonl (with its sample count). ``--figure`` puts the runs' last sample grids
 side by side, labelled.
@@ -18,8 +18,14 @@ from introvae.metrics.store import read_metrics
 from introvae.stats import read_stats
 
 
+def run_config(run: Path) -> dict:
+    """An image run's config.json, or a 2D run's toy2d.json."""
+    path = run / "config.json" if (run / "config.json").is_file() else run / "toy2d.json"
+    return json.loads(path.read_text())
+
+
 def check(run: Path) -> dict:
-    cfg = json.loads((run / "config.json").read_text())
+    cfg = run_config(run)
     warmup = cfg.get("vae_steps", 0)
     rows = [r for r in read_stats(run) if r["step"] > warmup and r.get("kl_fake") is not None]
     margins = [r.get("margin") if r.get("margin") is not None else cfg["margin"] for r in rows]
@@ -55,10 +61,47 @@ def figure(runs: list[Path], path: Path) -> None:
     plt.close(fig)
 
 
+def kl_figure(runs: list[Path], labels: list[str], path: Path) -> None:
+    """Fig. 5 for several runs, one panel each: the KL of real, reconstructed and sampled images and the margin in
+    force, the warm-up shaded, the share of rows after it with kl_real below m in the title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.6), squeeze=False)
+    for ax, run, label in zip(axes[0], runs, labels):
+        cfg, c = run_config(run), check(run)
+        rows = [r for r in read_stats(run) if "kl_real" in r]
+        for key, name, color in (("kl_real", "real", "tab:blue"), ("kl_rec", "reconstructed", "tab:orange"),
+                                 ("kl_fake", "sampled", "tab:green")):
+            pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+            if pts:
+                ax.plot(*zip(*pts), color=color, linewidth=1, label=f"KL {name}")
+        pts = [(r["step"], r["margin"]) for r in rows if r.get("margin") is not None]
+        if pts:
+            ax.plot(*zip(*pts), color="k", linestyle="--", linewidth=1, label="margin m")
+        if cfg.get("vae_steps"):
+            ax.axvspan(0, cfg["vae_steps"], color="0.9", label="VAE warm-up")
+        share = c["kl_real_below_margin"]
+        ax.set_title(f"{label}\nkl_real < m in {100 * share:.0f} % of {c['rows']} rows" if share is not None
+                     else label, fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_yscale("log")
+        ax.tick_params(labelsize=7)
+    axes[0][0].set_ylabel("KL to the prior (nats)")
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", type=Path)
-    p.add_argument("--figure", type=Path)
+    p.add_argument("--figure", type=Path, help="the runs' last sample grids side by side")
+    p.add_argument("--kl-figure", type=Path, help="the runs' KL curves and margins (Fig. 5) side by side")
+    p.add_argument("--labels", help="comma-separated panel titles for --kl-figure (default: the run names)")
     args = p.parse_args()
     print("| run | margin | flips | rows after warm-up | kl_real below m | m from .. to | kl_real at the end | FID |")
     print("|---|---|---|---|---|---|---|---|")
@@ -72,6 +115,12 @@ def main() -> None:
     if args.figure:
         figure(args.runs, args.figure)
         print(f"figure: {args.figure}")
+    if args.kl_figure:
+        labels = args.labels.split(",") if args.labels else [run.name for run in args.runs]
+        if len(labels) != len(args.runs):
+            raise SystemExit(f"--labels: {len(labels)} labels for {len(args.runs)} runs")
+        kl_figure(args.runs, labels, args.kl_figure)
+        print(f"figure: {args.kl_figure}")
 
 
 if __name__ == "__main__":

@@ -93,7 +93,7 @@ def test_fp16_run_resumes_exactly_with_its_scaler(tmp_path):
 def test_precision_and_device_are_validated():
     from introvae import ConfigError
 
-    with pytest.raises(ConfigError, match="^precision: must be fp32, bf16 or fp16"):
+    with pytest.raises(ConfigError, match="^precision: must be auto, fp32, bf16 or fp16"):
         tiny_config(precision="fp8")
     with pytest.raises(ConfigError, match="^device:"):
         tiny_config(device="tpu")
@@ -137,3 +137,26 @@ def test_bf16_on_a_cpu_that_emulates_it_says_so_once_with_the_faster_choice(monk
                  "--quiet"]) == 0
     err = capsys.readouterr().err
     assert (f"introvae: warning: {line}\n" in err) == warned and "SettingWarning" not in err
+
+
+@pytest.mark.parametrize("flags, expected", [({"avx2"}, "fp32"), ({"avx2", "avx512f", "avx512_bf16"}, "bf16"),
+                                             ({"avx2", "amx_bf16", "amx_tile"}, "bf16")])
+def test_auto_precision_is_bf16_with_channels_last_only_where_the_cpu_computes_bf16(monkeypatch, tmp_path, faces16,
+                                                                                  flags, expected):
+    from introvae import devices
+    from introvae.precision import resolve
+
+    monkeypatch.setattr(devices, "cpu_flags", lambda: flags)
+    assert resolve("auto", CPU) == expected and resolve("fp16", CPU) == "fp16" and resolve("fp32", CPU) == "fp32"
+    assert resolve("auto", torch.device("cuda")) == "fp32"  # GPUs: fp32 unless asked (no CUDA needed to decide)
+    trainer = Trainer(tiny_config(precision="auto", steps=2), tmp_path / "run", data=faces16, show_progress=False)
+    run = trainer.run
+    assert run.precision.name == expected and run.channels_last == (expected == "bf16")
+    assert run.arithmetic == ("bf16, channels-last (auto)" if expected == "bf16" else "fp32 (auto)")
+    weight = next(p for p in run.model.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[2] > 1)
+    assert weight.is_contiguous(memory_format=torch.channels_last) == (expected == "bf16")
+    trainer.train()  # the batches follow the model's layout; the run trains
+    assert trainer.step == 2
+    # given by hand, a precision keeps the layout asked for
+    fixed = Trainer(tiny_config(precision="bf16", steps=1), tmp_path / "b", data=faces16, show_progress=False).run
+    assert fixed.channels_last is False and fixed.arithmetic == "bf16"

@@ -64,6 +64,7 @@ def test_every_objective_trains_and_writes_its_run(tmp_path):
         assert [r["step"] for r in rows] == [4, 8, 12]
         assert ("kl_fake" in rows[-1]) == (objective != "vae") and "kl_fake" not in rows[0]
         assert (out / "density.png").stat().st_size > 1000
+        assert (out / "kl.png").is_file() == (objective == "introvae")  # Fig. 5 where there is a margin
         if objective == "introvae":  # the margin in force is logged: the number given, or auto's
             assert rows[0].get("margin") is None  # warm-up: no game, no margin
             expected = 3.0 if extra else 1.5 * rows[0]["kl_real"]  # auto: 1.5x the (averaged) kl_real so far

@@ -103,7 +103,8 @@ def cmd_train(args) -> int:
         procs = f" on {world.size} processes (global batch {trainer.run.global_batch})" if world.enabled else ""
         say(f"training {describe(cfg.model)} on {trainer.data.name} ({len(trainer.data.train)} train / "
             f"{len(trainer.data.test)} held-out images) for {trainer.run.total_steps} steps "
-            f"({trainer.run.warmup_steps} VAE warm-up) on {trainer.device}{procs} into {run_dir}")
+            f"({trainer.run.warmup_steps} VAE warm-up) on {trainer.device} in {trainer.run.arithmetic}{procs} "
+            f"into {run_dir}")
     try:
         trainer.train()
     finally:

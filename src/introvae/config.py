@@ -124,8 +124,9 @@ class TrainConfig:
     epochs: float | None = param(None, "total passes over the training split (instead of --steps)", group="schedule")
 
     device: str = param("auto", "auto (the GPU if there is one), cpu, cuda, cuda:N or mps", group="runtime")
-    precision: str = param("fp32", "fp32, bf16 (autocast; CPU and GPU) or fp16 (autocast and a gradient scaler); "
-                                   "the KL, hinge and reconstruction sums stay fp32", group="runtime",
+    precision: str = param("fp32", "auto (bf16 with channels-last on a CPU with AVX512-BF16 or AMX, else fp32), fp32, "
+                                   "bf16 (autocast; CPU and GPU) or fp16 (autocast and a gradient scaler); the KL, "
+                                   "hinge and reconstruction sums stay fp32", group="runtime",
                            choices=PRECISIONS)
     channels_last: bool = param(False, "NHWC memory layout for the convolutions (faster with bf16 on CPUs with AMX, "
                                        "and on GPUs)", group="runtime")

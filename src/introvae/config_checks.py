@@ -12,7 +12,7 @@ from typing import Any
 from .errors import ConfigError
 
 OBJECTIVES = ("introvae", "vae", "soft-introvae")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: precision.resolve
 BN_PROTOCOLS = ("eval", "train", "recalibrate")  # the generator's BatchNorm statistics when scored
 FEATURE_PRECISIONS = ("fp32", "bf16")  # the FID Inception network's arithmetic (metrics.fid)
 WORDS_FOR_NUMBERS = {"margin": ("auto",)}  # number fields that also take these words
@@ -120,7 +120,7 @@ _RULES: dict[str, tuple[Any, str]] = {
     "steps": (lambda v: v is None or v >= 1, "must be >= 1"),
     "epochs": (lambda v: v is None or (math.isfinite(v) and v > 0), "must be > 0"),
     "device": (lambda v: v in ("auto", "cpu", "mps") or v.startswith("cuda"), "must be auto, cpu, cuda, cuda:N or mps"),
-    "precision": (lambda v: v in PRECISIONS, "must be fp32, bf16 or fp16"),
+    "precision": (lambda v: v in PRECISIONS, "must be auto, fp32, bf16 or fp16"),
     "ema": (lambda v: 0.0 <= v < 1.0, "must be in [0, 1) (0 turns it off; 0.999 is typical)"),
     "loader_workers": (lambda v: v >= 0, "must be >= 0"),
     "checkpoint_every": (lambda v: v >= 0, "must be >= 0 (0: by time only)"),

@@ -134,7 +134,7 @@ class Trainer:
                                        workers=cfg.loader_workers, pin_memory=self.device.type == "cuda",
                                        mirror=cfg.mirror):
                     x = x.to(self.device, non_blocking=True)
-                    if cfg.channels_last:
+                    if run.channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)
                     logs = self.train_step(objectives[run.step >= run.warmup_steps], x)
                     run.advance(used)

@@ -117,6 +117,11 @@ def train(config: ToyConfig, out: str | Path, *, progress: bool = True) -> dict:
     result = {**evaluate(model, config), "seconds": round(seconds, 1)}
     (out / "scores.json").write_text(json.dumps(result, indent=2) + "\n")
     draw(model, config, out / "density.png")
+    if config.objective == "introvae":  # Fig. 5 for a 2D density: the KLs against the margin in force
+        from ..plots import plot_kl
+
+        plot_kl(rows, out / "kl.png", margin=config.margin, warmup_steps=config.warmup_steps(),
+                title=f"{config.density}: encoder KL (Fig. 5)")
     return result
 
 
