@@ -61,7 +61,7 @@ def figure(runs: list[Path], path: Path) -> None:
     plt.close(fig)
 
 
-def kl_figure(runs: list[Path], labels: list[str], path: Path) -> None:
+def kl_figure(runs: list[Path], labels: list[str], path: Path, columns: int = 4) -> None:
     """Fig. 5 for several runs, one panel each: the KL of real, reconstructed and sampled images and the margin in
     force, the warm-up shaded, the share of rows after it with kl_real below m in the title."""
     import matplotlib
@@ -69,8 +69,12 @@ def kl_figure(runs: list[Path], labels: list[str], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.6), squeeze=False)
-    for ax, run, label in zip(axes[0], runs, labels):
+    columns = min(columns, len(runs))
+    rows_of_panels = -(-len(runs) // columns)
+    fig, axes = plt.subplots(rows_of_panels, columns, figsize=(4.2 * columns, 3.6 * rows_of_panels), squeeze=False)
+    for ax in axes.flat[len(runs):]:
+        ax.axis("off")
+    for ax, run, label in zip(axes.flat, runs, labels):
         cfg, c = run_config(run), check(run)
         rows = [r for r in read_stats(run) if "kl_real" in r]
         for key, name, color in (("kl_real", "real", "tab:blue"), ("kl_rec", "reconstructed", "tab:orange"),
@@ -89,7 +93,8 @@ def kl_figure(runs: list[Path], labels: list[str], path: Path) -> None:
         ax.set_xlabel("step")
         ax.set_yscale("log")
         ax.tick_params(labelsize=7)
-    axes[0][0].set_ylabel("KL to the prior (nats)")
+    for row in axes:
+        row[0].set_ylabel("KL to the prior (nats)")
     axes[0][0].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -102,6 +107,7 @@ def main() -> None:
     p.add_argument("--figure", type=Path, help="the runs' last sample grids side by side")
     p.add_argument("--kl-figure", type=Path, help="the runs' KL curves and margins (Fig. 5) side by side")
     p.add_argument("--labels", help="comma-separated panel titles for --kl-figure (default: the run names)")
+    p.add_argument("--columns", type=int, default=4, help="panels per row of --kl-figure")
     args = p.parse_args()
     print("| run | margin | flips | rows after warm-up | kl_real below m | m from .. to | kl_real at the end | FID |")
     print("|---|---|---|---|---|---|---|---|")
@@ -119,7 +125,7 @@ def main() -> None:
         labels = args.labels.split(",") if args.labels else [run.name for run in args.runs]
         if len(labels) != len(args.runs):
             raise SystemExit(f"--labels: {len(labels)} labels for {len(args.runs)} runs")
-        kl_figure(args.runs, labels, args.kl_figure)
+        kl_figure(args.runs, labels, args.kl_figure, args.columns)
         print(f"figure: {args.kl_figure}")
 
 
