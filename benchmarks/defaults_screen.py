@@ -37,6 +37,7 @@ VARIANTS: dict[str, dict] = {
     "lr5e-4": {"lr": 5e-4},
     "lr1e-3": {"lr": 1e-3},
     "lr2e-3": {"lr": 2e-3},
+    "lr1e-3-beta5": {"lr": 1e-3, "beta": 5.0},
     "ema0.999": {"ema": 0.999},
     "ema0.995": {"ema": 0.995},
     "lr5e-4-ema0.999": {"lr": 5e-4, "ema": 0.999},

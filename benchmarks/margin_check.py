@@ -117,7 +117,7 @@ def main() -> None:
         lo_hi = f"{c['margin_range'][0]:.1f} .. {c['margin_range'][1]:.1f}" if c["margin_range"] else "-"
         fid = f"{c['fid']:.1f} ({c['fid_samples']} vs {c['fid_reference_images']})" if c["fid"] is not None else "-"
         print(f"| {run.name} | {c['margin']} | {'on' if c['mirror'] else 'off'} | {c['rows']} | {share} | {lo_hi} | "
-              f"{c['kl_real_last']:.1f} | {fid} |")
+              f"{'-' if c['kl_real_last'] is None else format(c['kl_real_last'], '.1f')} | {fid} |")
     if args.figure:
         figure(args.runs, args.figure)
         print(f"figure: {args.figure}")

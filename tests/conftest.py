@@ -21,7 +21,7 @@ def tiny_config(**kw) -> TrainConfig:
     names, model fields included)."""
     base = dict(data="faces", image_size=16, in_channels=1, latent_dim=8, channels=(4, 8, 8), margin=5.0,
                 alpha=0.25, beta=1.0, batch_size=4, steps=6, log_every=2, image_every=3, checkpoint_every=3,
-                grid_size=4, holdout_fraction=0.2, device="cpu")
+                grid_size=4, holdout_fraction=0.2, device="cpu", precision="fp32")  # the same arithmetic on every CPU
     base.update(kw)
     return TrainConfig.from_dict(base)
 

@@ -124,7 +124,7 @@ class TrainConfig:
     epochs: float | None = param(None, "total passes over the training split (instead of --steps)", group="schedule")
 
     device: str = param("auto", "auto (the GPU if there is one), cpu, cuda, cuda:N or mps", group="runtime")
-    precision: str = param("fp32", "auto (bf16 with channels-last on a CPU with AVX512-BF16 or AMX, else fp32), fp32, "
+    precision: str = param("auto", "auto (bf16 with channels-last on a CPU with AVX512-BF16 or AMX, else fp32), fp32, "
                                    "bf16 (autocast; CPU and GPU) or fp16 (autocast and a gradient scaler); the KL, "
                                    "hinge and reconstruction sums stay fp32", group="runtime",
                            choices=PRECISIONS)
