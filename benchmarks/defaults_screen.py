@@ -98,8 +98,9 @@ def table(out: Path) -> str:
                      f"| {cell([r['kl_real'] for r in rs], '.1f')} | {cell([r['margin'] for r in rs], '.1f')} "
                      f"| {cell([r['images_per_s'] for r in rs], '.0f')} |")
     about = rows[0]["about"] if rows else {}
+    refs = sorted({r.get("reference_images", about.get("ref_images")) for r in rows})  # fewer if the data has fewer
     head = (f"FID of {about.get('num_samples')} samples (eval-mode BatchNorm, EMA generator where kept) against "
-            f"{about.get('ref_images')} training images, Inception in {about.get('feature_precision')}; "
+            f"{' / '.join(map(str, refs))} training images, Inception in {about.get('feature_precision')}; "
             f"preset {about.get('preset')} with {about.get('common')}; {about.get('epochs')} epoch(s) each; "
             f"sorted by FID.")
     return head + "\n\n" + "\n".join(lines) + "\n"
@@ -147,6 +148,7 @@ def main() -> None:
                     "variant": name, "seed": seed, "steps": cfg.steps, "config": cfg.to_dict(),
                     "fid": row["metrics"]["fid"]["value"], "precision": row["metrics"]["precision_recall"]["precision"],
                     "recall": row["metrics"]["precision_recall"]["recall"], "kl_real": last["kl_real"],
+                    "reference_images": row["metrics"]["fid"]["reference_images"],
                     "margin": last.get("margin", float("nan")), "images_per_s": cfg.steps * cfg.batch_size / seconds,
                     "train_seconds": round(seconds, 1), "about": {"num_samples": args.num_samples, "ref_images": args.ref_images,
                                                         "feature_precision": args.feature_precision,
