@@ -40,20 +40,21 @@ def check(run: Path) -> dict:
             "fid_reference_images": fid["reference_images"] if fid else None}
 
 
-def figure(runs: list[Path], path: Path) -> None:
+def figure(runs: list[Path], path: Path, labels: list[str] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from PIL import Image
 
+    labels = labels or [run.name for run in runs]
     fig, axes = plt.subplots(1, len(runs), figsize=(4 * len(runs), 4.4))
-    for ax, run in zip([axes] if len(runs) == 1 else axes, runs):
+    for ax, run, label in zip([axes] if len(runs) == 1 else axes, runs, labels):
         grid = sorted(run.glob("samples-*.png"))[-1]
         ax.imshow(Image.open(grid), cmap="gray")
         c = check(run)
         fid = f", FID {c['fid']:.1f} ({c['fid_samples']} samples)" if c["fid"] is not None else ""
-        ax.set_title(f"{run.name}: margin {c['margin']}, flips {'on' if c['mirror'] else 'off'}\n{fid.lstrip(', ')}",
+        ax.set_title(f"{label}: margin {c['margin']}, flips {'on' if c['mirror'] else 'off'}\n{fid.lstrip(', ')}",
                      fontsize=9)
         ax.axis("off")
     fig.tight_layout()
@@ -106,7 +107,7 @@ def main() -> None:
     p.add_argument("runs", nargs="+", type=Path)
     p.add_argument("--figure", type=Path, help="the runs' last sample grids side by side")
     p.add_argument("--kl-figure", type=Path, help="the runs' KL curves and margins (Fig. 5) side by side")
-    p.add_argument("--labels", help="comma-separated panel titles for --kl-figure (default: the run names)")
+    p.add_argument("--labels", help="comma-separated panel titles for the figures (default: the run names)")
     p.add_argument("--columns", type=int, default=4, help="panels per row of --kl-figure")
     args = p.parse_args()
     print("| run | margin | flips | rows after warm-up | kl_real below m | m from .. to | kl_real at the end | FID |")
@@ -118,14 +119,14 @@ def main() -> None:
         fid = f"{c['fid']:.1f} ({c['fid_samples']} vs {c['fid_reference_images']})" if c["fid"] is not None else "-"
         print(f"| {run.name} | {c['margin']} | {'on' if c['mirror'] else 'off'} | {c['rows']} | {share} | {lo_hi} | "
               f"{'-' if c['kl_real_last'] is None else format(c['kl_real_last'], '.1f')} | {fid} |")
+    labels = args.labels.split(",") if args.labels else None
+    if labels is not None and len(labels) != len(args.runs):
+        raise SystemExit(f"--labels: {len(labels)} labels for {len(args.runs)} runs")
     if args.figure:
-        figure(args.runs, args.figure)
+        figure(args.runs, args.figure, labels)
         print(f"figure: {args.figure}")
     if args.kl_figure:
-        labels = args.labels.split(",") if args.labels else [run.name for run in args.runs]
-        if len(labels) != len(args.runs):
-            raise SystemExit(f"--labels: {len(labels)} labels for {len(args.runs)} runs")
-        kl_figure(args.runs, labels, args.kl_figure, args.columns)
+        kl_figure(args.runs, labels or [run.name for run in args.runs], args.kl_figure, args.columns)
         print(f"figure: {args.kl_figure}")
 
 
