@@ -46,6 +46,7 @@ VARIANTS: dict[str, dict] = {
     "batch8": {"batch_size": 8},
     "lr1e-3-batch16": {"lr": 1e-3, "batch_size": 16},
     "lr5e-4-batch16": {"lr": 5e-4, "batch_size": 16},
+    "lr1e-3-batch8": {"lr": 1e-3, "batch_size": 8},
     "batch16-beta5": {"batch_size": 16, "beta": 5.0},
     "lr1e-3-batch16-beta5": {"lr": 1e-3, "batch_size": 16, "beta": 5.0},
     "batch16-beta2": {"batch_size": 16, "beta": 2.0},

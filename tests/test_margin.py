@@ -126,3 +126,36 @@ def test_a_run_logs_the_auto_margin_follows_kl_real_and_resumes_exactly(tmp_path
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [r["margin"] for r in read_stats(tmp_path / "b")] == [r["margin"] for r in rows]
     assert (tmp_path / "b" / "kl.png").stat().st_size > 1000  # with the margin's curve
+
+
+def test_margin_check_reads_image_and_2d_runs_and_counts_kl_real_below_the_margin_in_force(tmp_path, faces16):
+    """benchmarks/margin_check.py, which the README's Fig. 5 table comes from: its share is the rows after the
+    warm-up whose kl_real is below that row's margin, for an image run and a 2D run alike."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from introvae.toy2d.run import ToyConfig, train as train_toy
+    from introvae.trainer import Trainer
+
+    spec = importlib.util.spec_from_file_location("margin_check", Path(__file__).parents[1] / "benchmarks"
+                                                  / "margin_check.py")
+    margin_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(margin_check)
+
+    toy = tmp_path / "toy"
+    train_toy(ToyConfig(density="rings", objective="introvae", steps=12, vae_steps=4, batch_size=64, log_every=2,
+                        eval_points=200), toy, progress=False)
+    image = tmp_path / "image"
+    Trainer(tiny_config(margin="auto", vae_steps=2, steps=6, log_every=1), image, data=faces16,
+            show_progress=False).train()
+    for run, warmup in ((toy, 4), (image, 2)):
+        rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+        game = [r for r in rows if r["step"] > warmup and "kl_fake" in r]
+        c = margin_check.check(run)
+        assert c["rows"] == len(game) > 0 and c["margin"] == "auto"
+        assert c["kl_real_below_margin"] == sum(r["kl_real"] < r["margin"] for r in game) / len(game)
+        assert c["margin_range"] == (min(r["margin"] for r in game), max(r["margin"] for r in game))
+    figure = tmp_path / "kl.png"
+    margin_check.kl_figure([toy, image], ["2D rings", "faces"], figure, columns=1)
+    assert figure.stat().st_size > 5000
