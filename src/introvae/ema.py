@@ -5,8 +5,8 @@ for the BatchNorm running statistics alike, so that the averaged weights are nor
 same stretch of training (copying the live statistics instead scored FID 255 against 166 with statistics
 re-estimated for the average, on one epoch of Fashion-MNIST: docs/defaults-fashion-mnist.md). The average
 changes nothing in training; over long runs it usually gives smoother samples than the last weights, but it
-remembers about 1 / (1 - decay) steps, so on short runs it mixes in early, worse generators. It lives in the checkpoint, and ``load_model`` (sample,
-evaluate, export) uses it when a run has one.
+remembers about 1 / (1 - decay) steps, so on short runs it mixes in early, worse generators. It lives in the
+checkpoint, and ``load_model`` (sample, evaluate, export) uses it when a run has one.
 """
 
 from __future__ import annotations
