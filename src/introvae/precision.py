@@ -46,18 +46,15 @@ def emulated_warning(name: str, device: torch.device, flag: str = "--precision")
             f"it is emulated, many times slower than fp32; {flag} fp32 is the faster choice here")
 
 
-def auto_precision(device: torch.device) -> str:
-    """What ``auto`` means on ``device``: bf16 on a CPU that computes it natively (AVX512-BF16 or AMX), where bf16
-    training tracked fp32 and ran 1.7x faster (docs/defaults-fashion-mnist.md); fp32 everywhere else, GPUs included
-    (give bf16 or fp16 for them by hand)."""
+def resolve(name: str, device: torch.device) -> str:
+    """The precision a run trains in: ``name``, or for ``auto`` bf16 on a CPU that computes it natively (AVX512-BF16
+    or AMX), where bf16 training tracked fp32 and ran 1.7x faster (docs/defaults-fashion-mnist.md), and fp32
+    everywhere else, GPUs included (give bf16 or fp16 for them by hand)."""
+    if name != "auto":
+        return name
     from .devices import has_native_bf16
 
     return "bf16" if device.type == "cpu" and has_native_bf16(device) else "fp32"
-
-
-def resolve(name: str, device: torch.device) -> str:
-    """The precision a run trains in: ``name``, or for ``auto`` the one :func:`auto_precision` picks."""
-    return auto_precision(device) if name == "auto" else name
 
 
 def make_precision(name: str, device: torch.device, *, warn: bool = True) -> Precision:

@@ -25,7 +25,7 @@ from .ema import make_ema
 from .margin import AutoMargin, make_margin
 from .errors import CheckpointError, UserError
 from .model import IntroVAE, load_state_strict
-from .precision import make_precision, resolve as resolve_precision
+from .precision import make_precision
 from .step import load_optimizer_state, make_optimizers
 from .version import __version__
 
@@ -39,13 +39,12 @@ class RunState:
         model = IntroVAE(config.model).to(device).checkpoint_activations(config.checkpoint_activations)
         if config.sync_bn and world.enabled:
             dist_.convert_sync_batchnorm(model, device)
+        self.precision = make_precision(config.precision, device, warn=world.is_main)
         # auto precision brings its memory layout: bf16 convolutions on a CPU run fastest in NHWC
-        self.channels_last = config.channels_last or (config.precision == "auto"
-                                                      and resolve_precision("auto", device) == "bf16")
+        self.channels_last = config.channels_last or (config.precision == "auto" and self.precision.name == "bf16")
         self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
         self.optimizers = make_optimizers(self.model, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2))
         self.ema = make_ema(self.model.decoder) if config.ema > 0 else None
-        self.precision = make_precision(config.precision, device, warn=world.is_main)
         self.margin = make_margin(config.margin, device, world=world)  # a number, or margin.AutoMargin
         self.num_train, self.global_batch = num_train, config.batch_size * world.size
         self.total_steps = config.total_steps(num_train, world.size)
