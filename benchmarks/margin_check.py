@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from introvae.metrics.store import read_metrics
+from introvae.plots import draw_kl
 from introvae.stats import read_stats
 
 
@@ -78,16 +79,7 @@ def kl_figure(runs: list[Path], labels: list[str], path: Path, columns: int = 4)
     for ax, run, label in zip(axes.flat, runs, labels):
         cfg, c = run_config(run), check(run)
         rows = [r for r in read_stats(run) if "kl_real" in r]
-        for key, name, color in (("kl_real", "real", "tab:blue"), ("kl_rec", "reconstructed", "tab:orange"),
-                                 ("kl_fake", "sampled", "tab:green")):
-            pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
-            if pts:
-                ax.plot(*zip(*pts), color=color, linewidth=1, label=f"KL {name}")
-        pts = [(r["step"], r["margin"]) for r in rows if r.get("margin") is not None]
-        if pts:
-            ax.plot(*zip(*pts), color="k", linestyle="--", linewidth=1, label="margin m")
-        if cfg.get("vae_steps"):
-            ax.axvspan(0, cfg["vae_steps"], color="0.9", label="VAE warm-up")
+        draw_kl(ax, rows, margin=cfg["margin"], warmup_steps=cfg.get("vae_steps", 0), linewidth=1)
         share = c["kl_real_below_margin"]
         ax.set_title(f"{label}\nkl_real < m in {100 * share:.0f} % of {c['rows']} rows" if share is not None
                      else label, fontsize=9)

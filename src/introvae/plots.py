@@ -5,6 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def draw_kl(ax, rows: list[dict], *, margin: float | str | None, warmup_steps: int = 0,
+            linewidth: float = 1.5) -> None:
+    """Fig. 5 on one matplotlib axis: ``kl_real``, ``kl_rec`` and ``kl_fake`` of the stats rows, the margin (a number:
+    a line; ``auto``: the rows' ``margin`` as it moved; None: none) and the VAE warm-up shaded."""
+    for key, label, color in (("kl_real", "real", "tab:blue"), ("kl_rec", "reconstructed", "tab:orange"),
+                              ("kl_fake", "sampled", "tab:green")):
+        pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+        if pts:
+            ax.plot(*zip(*pts), label=f"KL {label}", color=color, linewidth=linewidth)
+    if margin == "auto":
+        pts = [(r["step"], r["margin"]) for r in rows if r.get("margin") is not None]
+        if pts:
+            ax.plot(*zip(*pts), color="k", linestyle="--", linewidth=1, label=f"margin m (auto), now {pts[-1][1]:.3g}")
+    elif margin is not None:
+        ax.axhline(margin, color="k", linestyle="--", linewidth=1, label=f"margin m = {margin:g}")
+    if warmup_steps:
+        ax.axvspan(0, warmup_steps, color="0.9", label="VAE warm-up (alpha = 0)")
+
+
 def plot_kl(rows: list[dict], path: str | Path, *, margin: float | str | None, warmup_steps: int = 0,
             title: str = "", fids: list[tuple[int, float]] = ()) -> Path:
     """Plot ``kl_real``, ``kl_rec``, ``kl_fake`` (and the reconstruction error) from stats rows, and the
@@ -19,19 +38,7 @@ def plot_kl(rows: list[dict], path: str | Path, *, margin: float | str | None, w
     steps = [r["step"] for r in rows]
     fig, axes = plt.subplots(1, 3 if fids else 2, figsize=(16 if fids else 11, 4))
     ax, ax2 = axes[0], axes[1]
-    for key, label, color in (("kl_real", "real", "tab:blue"), ("kl_rec", "reconstructed", "tab:orange"),
-                              ("kl_fake", "sampled", "tab:green")):
-        pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
-        if pts:
-            ax.plot(*zip(*pts), label=f"KL {label}", color=color)
-    if margin == "auto":
-        pts = [(r["step"], r["margin"]) for r in rows if r.get("margin") is not None]
-        if pts:
-            ax.plot(*zip(*pts), color="k", linestyle="--", linewidth=1, label=f"margin m (auto), now {pts[-1][1]:.3g}")
-    elif margin is not None:
-        ax.axhline(margin, color="k", linestyle="--", linewidth=1, label=f"margin m = {margin:g}")
-    if warmup_steps:
-        ax.axvspan(0, warmup_steps, color="0.9", label="VAE warm-up (alpha = 0)")
+    draw_kl(ax, rows, margin=margin, warmup_steps=warmup_steps)
     ax.set_xlabel("step")
     ax.set_ylabel("KL to the prior (nats)")
     ax.set_title(title or "IntroVAE: encoder KL of real / reconstructed / sampled images")
