@@ -78,9 +78,12 @@ def train_stage(cfg, run: Path, steps: int, previous: Path | None) -> Path:
 def scored(run: Path, step: int, settings: EvalSettings, device, metrics=MODEL_METRICS) -> dict:
     """The metrics of ``run`` at ``step`` under ``settings``: an evaluation already in its metrics.jsonl with the
     same settings (e.g. run by `introvae evaluate` in another process), or a new one."""
+    last = checkpoint.latest(run)
+    has_ema = last is not None and bool(checkpoint.load(last)["config"].get("ema"))
+    generator = "ema" if settings.ema and has_ema else "trained"  # which generator the evaluation would use
     for row in reversed(read_metrics(run)):
         m, fid = row.get("metrics", {}), row.get("metrics", {}).get("fid", {})
-        same = (row.get("step") == step and row.get("bn_protocol") == settings.bn_protocol
+        same = (row.get("step") == step and row.get("generator", "trained") == generator and row.get("bn_protocol") == settings.bn_protocol
                 and row.get("encoder_stats") == settings.encoder_stats and row.get("seed") == settings.seed
                 and fid.get("samples") == settings.num_samples and fid.get("reference_images") == settings.ref_images
                 and fid.get("feature_precision", "fp32") == settings.feature_precision and set(metrics) <= set(m)

@@ -15,6 +15,7 @@ the spread where several seeds ran).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -58,6 +59,17 @@ VARIANTS: dict[str, dict] = {
     "alpha0.5": {"alpha": 0.5},
     "alpha1": {"alpha": 1.0},
     "no-mirror": {"mirror": False},
+    # Against the preset of 6cf8caa (batch 16, lr 1e-3, margin auto): each with the EMA kept, which changes
+    # nothing in training, so the live and the averaged generator of one run are scored side by side.
+    "ema": {"ema": 0.999},
+    "alpha0.5-ema": {"alpha": 0.5, "ema": 0.999},
+    "lr2e-3-ema": {"lr": 2e-3, "ema": 0.999},
+    "adam0.5-ema": {"adam_beta1": 0.5, "ema": 0.999},
+    "vae1000-ema": {"vae_steps": 1000, "ema": 0.999},
+    "beta5-ema": {"beta": 5.0, "ema": 0.999},
+    "adam0.5": {"adam_beta1": 0.5},
+    "alpha0.5-b16": {"alpha": 0.5},
+    "lr2e-3-b16": {"lr": 2e-3},
     "fp32": {"precision": "fp32", "channels_last": False},
     "bf16": {"precision": "bf16", "channels_last": True},
 }
@@ -84,8 +96,8 @@ def table(out: Path) -> str:
     by_variant: dict[str, list[dict]] = {}
     for r in rows:
         by_variant.setdefault(r["variant"], []).append(r)
-    lines = ["| variant | changes | seeds | steps | FID | precision | recall | kl_real at end | margin at end "
-             "| train images/s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| variant | changes | seeds | steps | FID | precision | recall | FID, trained generator "
+             "| kl_real at end | margin at end | train images/s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def cell(values, fmt):
         if len(values) == 1:
@@ -96,6 +108,7 @@ def table(out: Path) -> str:
         changes = ", ".join(f"{k}={v}" for k, v in VARIANTS.get(name, {}).items()) or "(preset)"
         lines.append(f"| {name} | {changes} | {len(rs)} | {rs[0]['steps']} | {cell([r['fid'] for r in rs], '.1f')} "
                      f"| {cell([r['precision'] for r in rs], '.3f')} | {cell([r['recall'] for r in rs], '.3f')} "
+                     f"| {cell([r['fid_live'] for r in rs], '.1f') if all('fid_live' in r for r in rs) else '(same)'} "
                      f"| {cell([r['kl_real'] for r in rs], '.1f')} | {cell([r['margin'] for r in rs], '.1f')} "
                      f"| {cell([r['images_per_s'] for r in rs], '.0f')} |")
     about = rows[0]["about"] if rows else {}
@@ -143,6 +156,12 @@ def main() -> None:
                     continue
                 seconds = train(cfg, run)
                 row = {"metrics": scored(run, cfg.steps, settings, "auto", metrics=("fid", "precision_recall"))}
+                live = {}
+                if cfg.ema:  # the same run's trained generator too: the EMA's effect without another seed's noise
+                    m = scored(run, cfg.steps, dataclasses.replace(settings, ema=False), "auto",
+                               metrics=("fid", "precision_recall"))
+                    live = {"fid_live": m["fid"]["value"], "precision_live": m["precision_recall"]["precision"],
+                            "recall_live": m["precision_recall"]["recall"]}
                 stats = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines() if line]
                 last = [s for s in stats if "kl_real" in s][-1]
                 done.write_text(json.dumps({
@@ -150,7 +169,7 @@ def main() -> None:
                     "fid": row["metrics"]["fid"]["value"], "precision": row["metrics"]["precision_recall"]["precision"],
                     "recall": row["metrics"]["precision_recall"]["recall"], "kl_real": last["kl_real"],
                     "reference_images": row["metrics"]["fid"]["reference_images"],
-                    "margin": last.get("margin", float("nan")), "images_per_s": cfg.steps * cfg.batch_size / seconds,
+                    **live, "margin": last.get("margin", float("nan")), "images_per_s": cfg.steps * cfg.batch_size / seconds,
                     "train_seconds": round(seconds, 1), "about": {"num_samples": args.num_samples, "ref_images": args.ref_images,
                                                         "feature_precision": args.feature_precision,
                                                         "preset": args.preset, "common": args.common,
