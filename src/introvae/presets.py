@@ -33,7 +33,7 @@ PRESETS: dict[str, TrainConfig] = {
     # Fashion-MNIST at 32 px. Batch 16, lr 1e-3 and the automatic margin after 200 VAE steps were chosen from a
     # screen of one-epoch runs (docs/defaults-fashion-mnist.md: FID 88.8 against 115.0 for batch 32, lr 2e-4);
     # the paper's lr of 2e-4 is for its 128-1024 px networks and long runs, not one epoch of small images.
-    # Adam's beta1 0.5 (the paper: 0.9) from a second screen over four seeds: FID 79.4 +- 10.8 against 89.0 +- 16.6
+    # Adam's beta1 0.5 (the paper: 0.9) from a second screen over four seeds: FID 79.4 +- 10.7 against 89.0 +- 16.6
     # (lower on three seeds of four, and a smaller spread; docs/defaults-fashion-mnist.md), as GANs are usually trained.
     "fashion-mnist": TrainConfig(model=ModelConfig(image_size=32, in_channels=1, latent_dim=128,
                                                    channels=(32, 64, 128, 256)),
