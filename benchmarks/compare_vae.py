@@ -83,7 +83,8 @@ def scored(run: Path, step: int, settings: EvalSettings, device, metrics=MODEL_M
     generator = "ema" if settings.ema and has_ema else "trained"  # which generator the evaluation would use
     for row in reversed(read_metrics(run)):
         m, fid = row.get("metrics", {}), row.get("metrics", {}).get("fid", {})
-        same = (row.get("step") == step and row.get("generator", "trained") == generator and row.get("bn_protocol") == settings.bn_protocol
+        same = (row.get("step") == step and row.get("generator", "trained") == generator
+                and row.get("bn_protocol") == settings.bn_protocol
                 and row.get("encoder_stats") == settings.encoder_stats and row.get("seed") == settings.seed
                 and fid.get("samples") == settings.num_samples and fid.get("reference_images") == settings.ref_images
                 and fid.get("feature_precision", "fp32") == settings.feature_precision and set(metrics) <= set(m)
