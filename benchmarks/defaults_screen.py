@@ -89,13 +89,21 @@ def train(cfg, run: Path) -> float:
     return time.perf_counter() - t0
 
 
+def last_stats(run: Path) -> dict:
+    """The newest row of ``run``'s stats.jsonl that logged losses (it carries rollbacks, lr and margin)."""
+    stats = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines() if line]
+    return [s for s in stats if "kl_real" in s][-1]
+
+
 def table(out: Path) -> str:
     rows = [json.loads(p.read_text()) for p in sorted(out.glob("*/screen.json"))]
+    for r in rows:  # read from the run, so that rows written before this column existed show it too
+        r.setdefault("rollbacks", last_stats(out / f"{r['variant']}-seed{r['seed']}").get("rollbacks", 0))
     by_variant: dict[str, list[dict]] = {}
     for r in rows:
         by_variant.setdefault(r["variant"], []).append(r)
     lines = ["| variant | changes | seeds | steps | FID | precision | recall | FID, trained generator "
-             "| kl_real at end | margin at end | train images/s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| kl_real at end | margin at end | train images/s | rollbacks |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def cell(values, fmt):
         if len(values) == 1:
@@ -108,13 +116,14 @@ def table(out: Path) -> str:
                      f"| {cell([r['precision'] for r in rs], '.3f')} | {cell([r['recall'] for r in rs], '.3f')} "
                      f"| {cell([r['fid_live'] for r in rs], '.1f') if all('fid_live' in r for r in rs) else '(same)'} "
                      f"| {cell([r['kl_real'] for r in rs], '.1f')} | {cell([r['margin'] for r in rs], '.1f')} "
-                     f"| {cell([r['images_per_s'] for r in rs], '.0f')} |")
+                     f"| {cell([r['images_per_s'] for r in rs], '.0f')} | {sum(r['rollbacks'] for r in rs)} |")
     about = rows[0]["about"] if rows else {}
     refs = sorted({r.get("reference_images", about.get("ref_images")) for r in rows})  # fewer if the data has fewer
     head = (f"FID of {about.get('num_samples')} samples (eval-mode BatchNorm, EMA generator where kept) against "
             f"{' / '.join(map(str, refs))} training images, Inception in {about.get('feature_precision')}; "
             f"preset {about.get('preset')} with {about.get('common')}; {about.get('epochs')} epoch(s) each; "
-            f"sorted by FID.")
+            f"sorted by FID. A rollback (the guard: steps with non-finite losses) restarts from the last checkpoint "
+            f"at a lower learning rate, so a row with rollbacks did not train with all of the fields it names.")
     return head + "\n\n" + "\n".join(lines) + "\n"
 
 
@@ -160,12 +169,12 @@ def main() -> None:
                                metrics=("fid", "precision_recall"))
                     live = {"fid_live": m["fid"]["value"], "precision_live": m["precision_recall"]["precision"],
                             "recall_live": m["precision_recall"]["recall"]}
-                stats = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines() if line]
-                last = [s for s in stats if "kl_real" in s][-1]
+                last = last_stats(run)
                 done.write_text(json.dumps({
                     "variant": name, "seed": seed, "steps": cfg.steps, "config": cfg.to_dict(),
                     "fid": row["metrics"]["fid"]["value"], "precision": row["metrics"]["precision_recall"]["precision"],
                     "recall": row["metrics"]["precision_recall"]["recall"], "kl_real": last["kl_real"],
+                    "rollbacks": last.get("rollbacks", 0), "lr_at_end": last.get("lr"),
                     "reference_images": row["metrics"]["fid"]["reference_images"],
                     **live, "margin": last.get("margin", float("nan")),
                     "images_per_s": cfg.steps * cfg.batch_size / seconds,
