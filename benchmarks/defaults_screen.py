@@ -26,6 +26,7 @@ import torch
 from introvae import checkpoint, get_preset
 from introvae.data import load
 from introvae.metrics import EvalSettings
+from introvae.stats import read_stats
 from introvae.trainer import Trainer, resume
 
 from compare_vae import scored  # an evaluation already in metrics.jsonl with the same settings, or a new one
@@ -91,14 +92,14 @@ def train(cfg, run: Path) -> float:
 
 def last_stats(run: Path) -> dict:
     """The newest row of ``run``'s stats.jsonl that logged losses (it carries rollbacks, lr and margin)."""
-    stats = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines() if line]
-    return [s for s in stats if "kl_real" in s][-1]
+    return [s for s in read_stats(run) if "kl_real" in s][-1]
 
 
 def table(out: Path) -> str:
     rows = [json.loads(p.read_text()) for p in sorted(out.glob("*/screen.json"))]
-    for r in rows:  # read from the run, so that rows written before this column existed show it too
-        r.setdefault("rollbacks", last_stats(out / f"{r['variant']}-seed{r['seed']}").get("rollbacks", 0))
+    for r in rows:  # rows written before this column existed: read it from their run
+        if "rollbacks" not in r:
+            r["rollbacks"] = last_stats(out / f"{r['variant']}-seed{r['seed']}").get("rollbacks", 0)
     by_variant: dict[str, list[dict]] = {}
     for r in rows:
         by_variant.setdefault(r["variant"], []).append(r)
