@@ -78,8 +78,9 @@ def train_stage(cfg, run: Path, steps: int, previous: Path | None) -> Path:
 def scored(run: Path, step: int, settings: EvalSettings, device, metrics=MODEL_METRICS) -> dict:
     """The metrics of ``run`` at ``step`` under ``settings``: an evaluation already in its metrics.jsonl with the
     same settings (e.g. run by `introvae evaluate` in another process), or a new one."""
-    last = checkpoint.latest(run)
-    has_ema = last is not None and bool(checkpoint.load(last)["config"].get("ema"))
+    # config.json is rewritten at every (re)start, so its ema field says whether the checkpoints carry an
+    # averaged generator, without loading a checkpoint for it
+    has_ema = bool(json.loads((run / "config.json").read_text()).get("ema"))
     generator = "ema" if settings.ema and has_ema else "trained"  # which generator the evaluation would use
     for row in reversed(read_metrics(run)):
         m, fid = row.get("metrics", {}), row.get("metrics", {}).get("fid", {})
