@@ -72,6 +72,8 @@ def test_json_and_yaml_round_trip(tmp_path):
     ("in_channels", 2, "1 (grayscale) or 3"),
     ("margin", -1.0, ">= 0"),
     ("alpha", float("nan"), "finite"),
+    ("alpha_early", -0.5, ">= 0"),
+    ("alpha_early_epochs", float("inf"), ">= 0"),
     ("beta", 0.0, "> 0"),
     ("batch_size", 1, ">= 2"),
     ("lr", 0.0, "> 0"),

@@ -199,3 +199,33 @@ def test_a_checkpoint_of_non_fused_adam_resumes_with_the_fused_optimiser(tmp_pat
     assert r.run.optimizers["encoder"].param_groups[0]["fused"] and masks_steps(r.run.optimizers["encoder"])
     r.train()
     assert r.step == 4 and r.run.weights_finite()
+
+
+def test_alpha_early_trains_the_first_epochs_with_its_own_weight_then_alpha_and_survives_resume(tmp_path, faces16):
+    early = dict(steps=10, vae_steps=2, alpha=0.25, alpha_early=0.5, alpha_early_epochs=0.25, log_every=1,
+                 checkpoint_every=100)
+    t = _train(tmp_path / "early", faces16, **early)
+    assert t.run.alpha_early_steps == 5  # a quarter of an epoch of 20 steps
+    t.train()
+    alphas = [r["alpha"] for r in read_stats(tmp_path / "early")]
+    assert alphas == [0.0] * 2 + [0.5] * 3 + [0.25] * 5
+    # the first 5 steps are those of a run with alpha 0.5 throughout, and not those of alpha 0.25
+    def five_steps(name, **kw):  # built and trained in turn: a Trainer seeds the global RNG when it is built
+        tr = _train(tmp_path / name, faces16, **kw)
+        tr.train(stop_after=5)
+        return tr.run.model.state_dict()
+
+    probe = five_steps("probe", **early)
+    half = five_steps("half", **{**early, "alpha": 0.5, "alpha_early_epochs": 0.0})
+    quarter = five_steps("quarter", **{**early, "alpha_early_epochs": 0.0})
+    assert all(torch.equal(probe[k], half[k]) for k in half)
+    assert not all(torch.equal(probe[k], quarter[k]) for k in quarter)
+    # stopped before the switch and resumed: the switch happens at the same step, the weights end the same
+    first = _train(tmp_path / "b", faces16, **early)
+    first.train(stop_after=4)
+    second = resume(tmp_path / "b", data=faces16, show_progress=False, log=lambda s: None)
+    assert second.run.alpha_early_steps == 5
+    second.train()
+    a, b = t.run.model.state_dict(), second.run.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["alpha"] for r in read_stats(tmp_path / "b")] == alphas

@@ -91,6 +91,11 @@ class TrainConfig:
                                 group="objective")
     alpha: float = param(0.25, "weight of the introspective (adversarial) terms of Eq. 11-12 (paper: 0.25)",
                          group="objective")
+    alpha_early: float = param(0.5, "alpha for the first --alpha-early-epochs epochs of training (the VAE warm-up "
+                                    "counted in them), --alpha from then on: a stronger game while the samples are "
+                                    "still blurry (not in the paper; see the fashion-mnist preset)", group="objective")
+    alpha_early_epochs: float = param(0.0, "epochs trained with --alpha-early before --alpha takes over (0: --alpha "
+                                           "throughout, as the paper)", group="objective")
     beta: float = param(0.5, "weight of the reconstruction error L_AE in Eq. 11-12; larger improves "
                              "reconstructions, may reduce diversity and needs a larger margin", group="objective")
     beta_rec: float = param(1.0, "soft-introvae: weight of the reconstruction error (a plain sum of squares) in "
@@ -180,6 +185,18 @@ class TrainConfig:
             return 0
         by_epochs = math.ceil(self.vae_epochs * steps_per_epoch(num_train, self.batch_size * processes))
         return max(self.vae_steps, by_epochs)
+
+    def alpha_words(self) -> str:
+        """alpha as a person reads it: "0.25", or "0.5 for 1 epoch(s), then 0.25"."""
+        if self.alpha_early_epochs > 0:
+            return f"{self.alpha_early:g} for {self.alpha_early_epochs:g} epoch(s), then {self.alpha:g}"
+        return f"{self.alpha:g}"
+
+    def alpha_early_steps(self, num_train: int, processes: int = 1) -> int:
+        """The step at which ``alpha`` takes over from ``alpha_early`` (0: never early)."""
+        if self.objective != "introvae":
+            return 0
+        return math.ceil(self.alpha_early_epochs * steps_per_epoch(num_train, self.batch_size * processes))
 
     # --- (de)serialisation ------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -106,6 +106,8 @@ _RULES: dict[str, tuple[Any, str]] = {
     "margin": (lambda v: v == "auto" or (isinstance(v, float) and math.isfinite(v) and v >= 0),
                "must be auto or a finite number >= 0"),
     "alpha": (lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0"),
+    "alpha_early": (lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0"),
+    "alpha_early_epochs": (lambda v: math.isfinite(v) and v >= 0, "must be >= 0"),
     "beta": (lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0"),
     "beta_rec": (lambda v: math.isfinite(v) and v > 0, "must be a finite number > 0"),
     "beta_kl": (lambda v: math.isfinite(v) and v > 0, "must be a finite number > 0"),

@@ -65,7 +65,7 @@ class Explorer:
                  f"{c.image_size} px {'RGB' if c.in_channels == 3 else 'grayscale'} · latent size {c.latent_dim}"]
         if r is not None:
             margin = r.margin if r.margin == "auto" else f"{r.margin:g}"
-            weights = (f"margin {margin}, alpha {r.alpha:g}, beta {r.beta:g}" if r.objective == "introvae"
+            weights = (f"margin {margin}, alpha {r.alpha_words()}, beta {r.beta:g}" if r.objective == "introvae"
                        else f"beta_neg {r.beta_neg:g}" if r.objective == "soft-introvae" else f"beta {r.beta:g}")
             lines.append(f"objective: {r.objective} ({weights}) · step {self.step} · generator: "
                          f"{self.model.generator_source}")

@@ -176,17 +176,19 @@ def vae_beta(beta_rec: float, beta_kl: float) -> float:
     return 2 * beta_rec / beta_kl
 
 
-def make_objective(config, *, warmup: bool = False, margin=None):
+def make_objective(config, *, warmup: bool = False, margin=None, alpha: float | None = None):
     """The objective a :class:`TrainConfig` trains with (the plain VAE during the warm-up, and for alpha = 0).
-    ``margin``: the run's margin object (:func:`introvae.margin.make_margin`); default ``config.margin``."""
+    ``margin``: the run's margin object (:func:`introvae.margin.make_margin`); default ``config.margin``.
+    ``alpha``: the weight in force (``config.alpha_early`` early in a run); default ``config.alpha``."""
     if config.objective == "soft-introvae":
         if warmup:
             return VAELoss(beta=vae_beta(config.beta_rec, config.beta_kl))
         return SoftIntroVAELoss(beta_rec=config.beta_rec, beta_kl=config.beta_kl, beta_neg=config.beta_neg,
                                 gamma_r=config.gamma_r)
-    if config.objective == "vae" or warmup or config.alpha == 0:
+    alpha = config.alpha if alpha is None else alpha
+    if config.objective == "vae" or warmup or alpha == 0:
         return VAELoss(beta=config.beta)
     margin = config.margin if margin is None else margin
     if margin == "auto":
         raise ValueError("margin 'auto' is a margin.AutoMargin the run owns: pass it as margin=")
-    return IntroVAELoss(margin=margin, alpha=config.alpha, beta=config.beta)
+    return IntroVAELoss(margin=margin, alpha=alpha, beta=config.beta)

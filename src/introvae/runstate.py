@@ -49,6 +49,7 @@ class RunState:
         self.num_train, self.global_batch = num_train, config.batch_size * world.size
         self.total_steps = config.total_steps(num_train, world.size)
         self.warmup_steps = config.warmup_steps(num_train, world.size)
+        self.alpha_early_steps = config.alpha_early_steps(num_train, world.size)  # alpha_early before this step
         self.step, self.rollbacks = 0, 0
         self.epoch, self.epoch_images = 0, 0  # the data cursor: epoch, and images of it used
         self.step_epoch = 0  # the epoch the last step's batch came from
@@ -91,7 +92,7 @@ class RunState:
             "auto_margin": self.margin.state_dict() if isinstance(self.margin, AutoMargin) else None,
             "step": self.step, "data_epoch": self.epoch, "data_epoch_images": self.epoch_images,
             "processes": self.world.size, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
-            "rollbacks": self.rollbacks, "torch_rng": torch.get_rng_state(),
+            "alpha_early_steps": self.alpha_early_steps, "rollbacks": self.rollbacks, "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
         }
 
@@ -111,6 +112,7 @@ class RunState:
         self.step, self.rollbacks = int(state["step"]), int(state["rollbacks"])
         self.epoch, self.epoch_images = int(state["data_epoch"]), int(state["data_epoch_images"])
         self.total_steps, self.warmup_steps = int(state["total_steps"]), int(state["warmup_steps"])
+        self.alpha_early_steps = int(state.get("alpha_early_steps", 0))  # 0: a checkpoint from before the field
         saved_procs = int(state["processes"])
         if saved_procs != self.world.size:
             # Another number of processes: keep the run's length (and warm-up) in images seen.
@@ -119,6 +121,8 @@ class RunState:
             self.total_steps = rescale(self.total_steps)
             if self.warmup_steps > self.step:
                 self.warmup_steps = rescale(self.warmup_steps)
+            if self.alpha_early_steps > self.step:
+                self.alpha_early_steps = rescale(self.alpha_early_steps)
             log(f"resuming with {self.world.size} process(es) instead of {saved_procs}: global batch "
                 f"{old_gb} -> {self.global_batch}; {self.total_steps - self.step} steps remain, to see as many images")
         torch.set_rng_state(state["torch_rng"])

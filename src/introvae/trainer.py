@@ -98,12 +98,23 @@ class Trainer:
         """The number of steps trained so far."""
         return self.run.step
 
+    def phase_at(self, step: int) -> int:
+        """Which objective trains step ``step`` (0-based): 0 the VAE warm-up, 1 the game with ``alpha_early``,
+        2 the game with ``alpha`` (or Soft-IntroVAE's, or the plain VAE's)."""
+        if step < self.run.warmup_steps:
+            return 0
+        return 1 if step < self.run.alpha_early_steps else 2
+
     def alpha_at(self, step: int) -> float | None:
-        """alpha, or 0 during the VAE warm-up and for the plain-VAE objective; None (no such weight) for
-        Soft-IntroVAE after its warm-up, whose adversarial weights are beta_neg and gamma_r."""
-        if self.config.objective == "vae" or step < self.run.warmup_steps:
+        """alpha (``alpha_early`` early in the run), or 0 during the VAE warm-up and for the plain-VAE objective;
+        None (no such weight) for Soft-IntroVAE after its warm-up, whose adversarial weights are beta_neg and
+        gamma_r."""
+        phase = self.phase_at(step)
+        if self.config.objective == "vae" or phase == 0:
             return 0.0
-        return None if self.config.objective == "soft-introvae" else self.config.alpha
+        if self.config.objective == "soft-introvae":
+            return None
+        return self.config.alpha_early if phase == 1 else self.config.alpha
 
     # --- the loop ----------------------------------------------------------------------------
     def train(self, *, stop_after: int | None = None) -> Path:
@@ -117,7 +128,9 @@ class Trainer:
         if dist_.broadcast_object(checkpoint.latest(self.run_dir) is None, world):
             self.save_checkpoint()  # step 0: even a run killed at once, or diverging at once, has one
         end = run.total_steps if stop_after is None else min(run.total_steps, stop_after)
-        objectives = (make_objective(cfg, warmup=True), make_objective(cfg, margin=run.margin))
+        objectives = (make_objective(cfg, warmup=True),  # indexed by phase_at
+                      make_objective(cfg, margin=run.margin, alpha=cfg.alpha_early),
+                      make_objective(cfg, margin=run.margin))
         run.model.train()
         self.stats.reset()
         self.last_checkpoint = time.monotonic()
@@ -136,7 +149,7 @@ class Trainer:
                     x = x.to(self.device, non_blocking=True)
                     if run.channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)
-                    logs = self.train_step(objectives[run.step >= run.warmup_steps], x)
+                    logs = self.train_step(objectives[self.phase_at(run.step)], x)
                     run.advance(used)
                     self._record(logs, images=len(x) * world.size)
                     bar.update(1)
