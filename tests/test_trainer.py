@@ -229,3 +229,11 @@ def test_alpha_early_trains_the_first_epochs_with_its_own_weight_then_alpha_and_
     a, b = t.run.model.state_dict(), second.run.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [r["alpha"] for r in read_stats(tmp_path / "b")] == alphas
+
+
+def test_the_kl_plot_marks_where_alpha_early_hands_over_to_alpha():
+    from introvae.plots import alpha_switches
+
+    rows = [{"step": s, "alpha": a} for s, a in ((1, 0.0), (2, 0.5), (3, 0.5), (4, 0.25), (5, 0.25), (6, None))]
+    assert alpha_switches(rows) == [(3, 0.5, 0.25)]
+    assert alpha_switches([{"step": 1, "alpha": 0.0}, {"step": 2, "alpha": 0.25}]) == []  # the warm-up's end

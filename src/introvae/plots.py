@@ -22,6 +22,22 @@ def draw_kl(ax, rows: list[dict], *, margin: float | str | None, warmup_steps: i
         ax.axhline(margin, color="k", linestyle="--", linewidth=1, label=f"margin m = {margin:g}")
     if warmup_steps:
         ax.axvspan(0, warmup_steps, color="0.9", label="VAE warm-up (alpha = 0)")
+    for step, before, after in alpha_switches(rows):
+        ax.axvline(step, color="0.4", linestyle=":", linewidth=1, label=f"alpha {before:g} -> {after:g}")
+
+
+def alpha_switches(rows: list[dict]) -> list[tuple[int, float, float]]:
+    """(step, alpha before, alpha after) wherever the game's alpha changes between two stats rows (the end of
+    --alpha-early-epochs); step is the last logged step of the old alpha (the switch follows it, before the next
+    row). The start of the game after the warm-up (alpha 0) is not one."""
+    found, last, last_step = [], None, 0
+    for r in rows:
+        a = r.get("alpha")
+        if a:  # None (Soft-IntroVAE) and 0 (the warm-up) are not the game's alpha
+            if last is not None and a != last:
+                found.append((last_step, last, a))
+            last, last_step = a, r["step"]
+    return found
 
 
 def plot_kl(rows: list[dict], path: str | Path, *, margin: float | str | None, warmup_steps: int = 0,
