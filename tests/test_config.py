@@ -29,8 +29,10 @@ def test_every_preset_is_valid_names_its_data_or_none_and_adam_is_the_papers():
         assert (c.lr, c.adam_beta1, c.adam_beta2) == (1e-3 if name in measured else 2e-4,
                                                       0.5 if name == "fashion-mnist" else 0.9, 0.999), name
     f = PRESETS["fashion-mnist"]
-    assert (f.margin, f.vae_steps, f.batch_size, f.alpha, f.beta, f.ema, f.mirror) == ("auto", 200, 16, 0.5, 10.0, 0.0,
+    assert (f.margin, f.vae_steps, f.batch_size, f.alpha, f.beta, f.ema, f.mirror) == ("auto", 200, 16, 0.25, 10.0, 0.0,
                                                                                      True)
+    assert (f.alpha_early, f.alpha_early_epochs) == (0.5, 1.0)  # alpha 0.5 for the first epoch, then 0.25
+    assert all(c.alpha_early_epochs == 0 for n, c in PRESETS.items() if n != "fashion-mnist")  # the paper's alpha
     # presets for the user's own images name no data (training them asks for --data); the others name theirs
     assert [n for n, c in PRESETS.items() if c.data is None] == ["celeba128", "lsun256", "celebahq256",
                                                                  "celebahq1024", "rgb64"]
