@@ -171,20 +171,23 @@ class TrainConfig:
                "give either steps or epochs, not both")
 
     # --- derived values ---------------------------------------------------
+    def epochs_to_steps(self, epochs: float, num_train: int, processes: int = 1) -> int:
+        """Optimisation steps that see ``epochs`` epochs of ``num_train`` images (rounded up)."""
+        return math.ceil(epochs * steps_per_epoch(num_train, self.batch_size * processes))
+
     def total_steps(self, num_train: int, processes: int = 1) -> int:
         """Optimisation steps for ``num_train`` training images (``batch_size`` per process)."""
         if self.steps is not None:
             return self.steps
         if self.epochs is None:
             raise ConfigError("steps: give the training length as steps or epochs")
-        return max(1, math.ceil(self.epochs * steps_per_epoch(num_train, self.batch_size * processes)))
+        return max(1, self.epochs_to_steps(self.epochs, num_train, processes))
 
     def warmup_steps(self, num_train: int, processes: int = 1) -> int:
         """Steps trained as a plain VAE (alpha = 0) before the introspective game starts."""
         if self.objective == "vae":
             return 0
-        by_epochs = math.ceil(self.vae_epochs * steps_per_epoch(num_train, self.batch_size * processes))
-        return max(self.vae_steps, by_epochs)
+        return max(self.vae_steps, self.epochs_to_steps(self.vae_epochs, num_train, processes))
 
     def alpha_words(self) -> str:
         """alpha as a person reads it: "0.25", or "0.5 for 1 epoch(s), then 0.25"."""
@@ -196,7 +199,7 @@ class TrainConfig:
         """The step at which ``alpha`` takes over from ``alpha_early`` (0: never early)."""
         if self.objective != "introvae":
             return 0
-        return math.ceil(self.alpha_early_epochs * steps_per_epoch(num_train, self.batch_size * processes))
+        return self.epochs_to_steps(self.alpha_early_epochs, num_train, processes)
 
     # --- (de)serialisation ------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -92,7 +92,8 @@ class RunState:
             "auto_margin": self.margin.state_dict() if isinstance(self.margin, AutoMargin) else None,
             "step": self.step, "data_epoch": self.epoch, "data_epoch_images": self.epoch_images,
             "processes": self.world.size, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
-            "alpha_early_steps": self.alpha_early_steps, "rollbacks": self.rollbacks, "torch_rng": torch.get_rng_state(),
+            "alpha_early_steps": self.alpha_early_steps, "rollbacks": self.rollbacks,
+            "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
         }
 
