@@ -145,8 +145,10 @@ def make_parser() -> argparse.ArgumentParser:
     v.add_argument("--num-samples", type=int, default=10_000, help="generated images for FID (default 10000; "
                                                                     "the paper uses 50000)")
     v.add_argument("--pairs", type=int, default=10_000, help="random pairs for MS-SSIM (default 10000, as the paper)")
-    v.add_argument("--ref-split", choices=("train", "test"), default="train",
-                   help="the real images FID compares with (default train)")
+    v.add_argument("--ref-split", choices=("auto", "train", "test"), default="auto",
+                   help="the real images FID compares with: auto (default) takes the data set's official test split "
+                        "where it has one (Fashion-MNIST and other IDX data, as the literature does), else the "
+                        "training images; train or test choose one")
     v.add_argument("--ref-images", type=int, default=10_000, help="at most this many real images (a fixed subset)")
     v.add_argument("--neighbours", type=int, default=8, help="samples shown with their nearest training images")
     v.add_argument("--image-size", type=int, help="for a folder of images: the size to score at")

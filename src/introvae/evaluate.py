@@ -13,6 +13,7 @@ from .config import TrainConfig
 from .data import load
 from .errors import UserError
 from .metrics import IMAGE_METRICS, MODEL_METRICS, EvalSettings, MetricContext, measure
+from .metrics import protocol
 from .metrics.batchnorm import encoder_with_stats, generator_with_protocol
 from .metrics.store import append_metrics
 from .runstate import load_model
@@ -49,7 +50,7 @@ def evaluate_model(source: str | Path, settings: EvalSettings = EvalSettings(), 
     if show_progress and "fid" in metrics and s.num_samples < 10_000:
         print(f"note: FID on {s.num_samples} samples is biased upwards against the usual 10,000 or 50,000: "
               f"compare it only with FIDs of the same count")
-    return _record(out_dir, measure(metrics, ctx), step=loaded.step, data=data_id, resolution=cfg.image_size,
+    return _record(out_dir, measure(metrics, ctx), ctx, step=loaded.step, data=data_id, resolution=cfg.image_size,
                    in_channels=cfg.in_channels, seed=s.seed, model=str(source), generator=loaded.generator_source,
                    bn_protocol=s.bn_protocol, encoder_stats=s.encoder_stats, batch_size=s.batch_size,
                    device=str(device), seconds=time.perf_counter() - t0)
@@ -66,7 +67,7 @@ def evaluate_folder(folder: str | Path, *, data: str, image_size: int, in_channe
     images = load(data, image_size=image_size, in_channels=in_channels, show_progress=show_progress)
     ctx = MetricContext(data=images, data_id=data, image_size=image_size, in_channels=in_channels, device=device,
                         settings=settings, images=imgs[:], features=features, show_progress=show_progress)
-    return _record(Path(out) if out else Path(folder), measure(IMAGE_METRICS, ctx), step=None, data=data,
+    return _record(Path(out) if out else Path(folder), measure(IMAGE_METRICS, ctx), ctx, step=None, data=data,
                    resolution=image_size, in_channels=in_channels, seed=settings.seed, images=str(folder),
                    device=str(device), seconds=time.perf_counter() - t0)
 
@@ -78,9 +79,11 @@ def model_dir(src: Path) -> Path:
     return src if src.is_dir() else src.parent.parent if src.parent.name == "checkpoints" else src.parent
 
 
-def _record(out_dir: Path, results: dict, **about) -> dict:
+def _record(out_dir: Path, results: dict, ctx: MetricContext, **about) -> dict:
     row = {"step": about.pop("step"), "metrics": results, **about, "seconds": round(about["seconds"], 1),
            "version": __version__, "machine": platform.machine()}
+    if any(name in results for name in ("fid", "precision_recall")):
+        row["protocol"] = ctx.protocol
     row["metrics_file"] = str(append_metrics(out_dir, row))
     return row
 
@@ -119,8 +122,11 @@ def format_table(result: dict) -> str:
                          f"MSE {v['mse']:.5f}, SSIM {v['ssim']:.4f} on {r['images']} {r['split']} images"))
         rows.append(("KL of real images", f"{r['kl_real']:.2f} nats", f"the encoder's, on the {r['split']} images"))
     w = max(len(a) for a, _, _ in rows)
+    lines = [f"{a:<{w}}  {b:>16}  {c}" for a, b, c in rows]
     about = f"on {result['device']}" + (f", step {result['step']}" if result.get("step") is not None else "")
     if "bn_protocol" in result:
         about += (f"; generator BatchNorm: {result['bn_protocol']} (batch {result['batch_size']}), encoder "
                   f"statistics: {result['encoder_stats']}")
-    return "\n".join([f"{a:<{w}}  {b:>16}  {c}" for a, b, c in rows] + [about])
+    if "protocol" in result:
+        lines.append(protocol.one_line(result["protocol"]))
+    return "\n".join(lines + [about])

@@ -228,7 +228,8 @@ class Trainer:
         return self.stats.write_row(fields, fp16=run.precision.scaler is not None)
 
     def evaluate(self) -> float:
-        """FID of ``eval_samples`` generated images against as many training images, into metrics.jsonl."""
+        """FID of ``eval_samples`` generated images against as many real ones (the official test split where the
+        data has one), into metrics.jsonl."""
         from .metrics.training import TrainingEvaluator
 
         if self.evaluator is None:

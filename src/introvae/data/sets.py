@@ -99,6 +99,7 @@ class ImageSet:
     train: Tensor | LazyImages
     test: Tensor | LazyImages
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    official_test: bool = False  # the held-out images are the data set's own test split (IDX), not our 10 %
 
     def __post_init__(self) -> None:
         if len(self.train) == 0:
@@ -162,4 +163,4 @@ def _idx_set(root: Path, image_size: int, in_channels: int) -> ImageSet:
     test = sources.ArraySource(root.name, sources.read_idx(test_file) if test_file else train.images[:0],
                                image_size, in_channels)
     return ImageSet(root.name, cache_in_memory(LazyImages(train, np.arange(len(train))))[0],
-                    cache_in_memory(LazyImages(test, np.arange(len(test))))[0])
+                    cache_in_memory(LazyImages(test, np.arange(len(test))))[0], official_test=test_file is not None)

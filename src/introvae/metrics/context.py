@@ -19,13 +19,14 @@ from torch import Tensor
 from ..data import ImageSet, to_float, to_uint8
 from ..errors import MetricError
 from . import fid as fidlib
+from . import protocol
 
 
 @dataclass(frozen=True)
 class EvalSettings:
     num_samples: int = 10_000  # generated images for FID
     pairs: int = 10_000  # random pairs for MS-SSIM
-    ref_split: str = "train"  # real images FID compares with
+    ref_split: str = "auto"  # real images FID compares with: auto (the official test split if any), train, test
     ref_images: int = 10_000  # at most this many of them (a fixed subset)
     neighbours: int = 8  # samples shown with their nearest training images
     batch_size: int = 100  # generated, encoded and Inception images per chunk
@@ -49,6 +50,15 @@ class MetricContext:
         self.data, self.data_id, self.image_size, self.in_channels = data, data_id, image_size, in_channels
         self.device, self.settings, self.model, self._images = device, settings, model, images
         self._features, self.out_dir, self.show_progress = features, out_dir, show_progress
+
+    @functools.cached_property
+    def ref_split(self) -> str:
+        """The split the samples are compared with (``auto`` resolved: test for data with an official one)."""
+        return protocol.resolve_split(self.settings.ref_split, self.data.official_test)
+
+    @functools.cached_property
+    def protocol(self) -> dict:
+        return protocol.describe(self)
 
     @functools.cached_property
     def feature_precision(self) -> str:
@@ -79,7 +89,7 @@ class MetricContext:
     @functools.cached_property
     def reference(self) -> Tensor:
         """A fixed subset (the same every time) of the real images of ``ref_split``, uint8 on the CPU."""
-        split, limit = self.settings.ref_split, self.settings.ref_images
+        split, limit = self.ref_split, self.settings.ref_images
         images = self.data.train if split == "train" else self.data.test
         if len(images) == 0:
             raise MetricError(f"the {split} split of {self.data.name} is empty")
@@ -93,14 +103,14 @@ class MetricContext:
         """Inception features of :attr:`reference`, cached on disk (custom feature functions are not cached)."""
         ref = self.reference
         if self._features is not None:
-            return self.features_of(ref, desc=f"real {self.settings.ref_split} features")
-        key = fidlib.stats_key(data=self.data_id, split=self.settings.ref_split, n=len(ref),
+            return self.features_of(ref, desc=f"real {self.ref_split} features")
+        key = fidlib.stats_key(data=self.data_id, split=self.ref_split, n=len(ref),
                                image_size=self.image_size, in_channels=self.in_channels,
                                precision=self.feature_precision)
         path = fidlib.cache_dir() / f"features-{key}.pt"
         if path.is_file():
             return torch.load(path, weights_only=True)
-        f = self.features_of(ref, desc=f"real {self.settings.ref_split} features")
+        f = self.features_of(ref, desc=f"real {self.ref_split} features")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         torch.save(f, tmp)

@@ -215,5 +215,5 @@ def stats_key(*, precision: str = "fp32", **fields) -> str:
 def fid_metric(ctx) -> dict:
     """FID of the scored images against the reference images (both through the Inception network)."""
     return {"value": fid_from_features(ctx.sample_features, ctx.reference_features), "samples": len(ctx.samples),
-            "reference": f"{ctx.data_id}:{ctx.settings.ref_split}", "reference_images": len(ctx.reference),
+            "reference": f"{ctx.data_id}:{ctx.ref_split}", "reference_images": len(ctx.reference),
             "feature_precision": ctx.feature_precision}

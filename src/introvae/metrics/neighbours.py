@@ -46,5 +46,5 @@ def metric(ctx) -> dict:
     rows = [s.cpu(), to_float(ref[pix]), to_float(ref[feat])]
     labels = ["samples", "nearest real image\nin pixels (L2)", "nearest real image\nin Inception\nfeatures (cosine)"]
     picture = save_labelled_rows(rows, labels, ctx.out_dir / "nearest_neighbours.png",
-                                 title=f"nearest {ctx.settings.ref_split} images (App. E)")
+                                 title=f"nearest {ctx.ref_split} images (App. E)")
     return {"picture": str(picture), "samples": k}

@@ -1,7 +1,8 @@
 """Evaluation during training (``--eval-every``): FID of the current generator, into ``metrics.jsonl``.
 
-The same metric and context as ``introvae evaluate``, with ``eval_samples`` images on each side.
-An FID over training is comparable only with itself (it depends on the number of images).
+The same metric, context and protocol as ``introvae evaluate`` (the official test split where the data has
+one, fp32 features), with ``eval_samples`` images on each side. With fewer than the default 10,000 an FID
+over training is comparable only with itself (it depends on the number of images).
 """
 
 from __future__ import annotations
@@ -41,5 +42,6 @@ class TrainingEvaluator:
             self.reference_features = ctx.reference_features
         finally:
             model.train(was_training)
-        append_metrics(self.run_dir, {"step": step, "during_training": True, "metrics": result})
+        append_metrics(self.run_dir, {"step": step, "during_training": True, "metrics": result,
+                                      "protocol": ctx.protocol})
         return result["fid"]["value"]
