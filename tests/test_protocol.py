@@ -98,3 +98,37 @@ def test_the_training_evaluation_default_is_the_literatures_count(field):
     from introvae import TrainConfig
 
     assert getattr(TrainConfig(), field) == 10_000
+
+
+def test_progress_in_a_log_file_is_a_line_every_few_percent():
+    """Not a terminal (a log file, CI): plain lines, one every few percent, no carriage returns."""
+    import io
+
+    from introvae.progress import LOG_EVERY_PERCENT, progress
+
+    log = io.StringIO()
+    with progress(total=2000, desc="work", unit="img", stream=log) as bar:
+        for _ in range(1000):
+            bar.update(2)
+            bar.set_postfix({"loss": "1.0"}, refresh=False)
+    text = log.getvalue()
+    lines = text.splitlines()
+    assert "\r" not in text and lines[-1].startswith("work: 100%") and "2000/2000" in lines[-1]
+    assert 100 // LOG_EVERY_PERCENT <= len(lines) <= 100 // LOG_EVERY_PERCENT + 2
+    assert sum(list(progress(range(7), desc="it", stream=io.StringIO()))) == 21  # the iterable form
+
+
+def test_progress_on_a_terminal_stays_a_live_bar():
+    import io
+
+    from introvae.progress import progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty = Tty()
+    with progress(total=100, desc="work", stream=tty, mininterval=0) as bar:
+        for _ in range(100):
+            bar.update(1)
+    assert "\r" in tty.getvalue()

@@ -119,7 +119,7 @@ class Trainer:
     # --- the loop ----------------------------------------------------------------------------
     def train(self, *, stop_after: int | None = None) -> Path:
         """Train to the run's last step (or to ``stop_after``, for tests); returns the run directory."""
-        from tqdm.auto import tqdm
+        from .progress import progress
 
         cfg, run, world = self.config, self.run, self.world
         if world.is_main:
@@ -134,7 +134,7 @@ class Trainer:
         run.model.train()
         self.stats.reset()
         self.last_checkpoint = time.monotonic()
-        bar = tqdm(total=run.total_steps, initial=run.step, desc="training", unit="step",
+        bar = progress(total=run.total_steps, initial=run.step, desc="training", unit="step",
                    disable=not self.show_progress, dynamic_ncols=True)
         estimate = TrainingEstimate(end=end, warmup_end=run.warmup_steps, say=bar.write if self.show_progress
                                     else lambda _line: None)
@@ -160,7 +160,8 @@ class Trainer:
                     if not restart and (run.step % cfg.log_every == 0 or run.step == end):
                         row = self._write_stats_row()
                         bar.set_postfix({k: f"{row[k]:.3g}" for k in ("loss_encoder", "loss_generator", "kl_real",
-                                                                      "kl_fake") if row[k] is not None})
+                                                                      "kl_fake") if row[k] is not None},
+                                       refresh=False)  # drawn with the next update (a log file: every few %)
                     if not restart and cfg.eval_every and run.step % cfg.eval_every == 0 and world.is_main:
                         self.evaluate()
                     if not restart and world.is_main and (run.step % cfg.image_every == 0 or

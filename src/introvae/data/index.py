@@ -25,10 +25,10 @@ def folder_index(root: Path, extensions: Sequence[str], *, show_progress: bool =
         return {"mtime_ns": root.stat().st_mtime_ns, "subdirs": subdirs, "ext": sorted(extensions)}
 
     def walk() -> list[str]:
-        from tqdm.auto import tqdm
+        from ..progress import progress
 
         found = []
-        with tqdm(desc=f"indexing {root.name}", unit=" files", disable=not show_progress, leave=False) as bar:
+        with progress(desc=f"indexing {root.name}", unit=" files", disable=not show_progress, leave=False) as bar:
             for dirpath, dirnames, filenames in os.walk(root):
                 dirnames.sort()
                 rel = os.path.relpath(dirpath, root)

@@ -70,10 +70,10 @@ def cache_in_memory(images: LazyImages, *, show_progress: bool = False,
                     chunk: int = 8192) -> tuple[Tensor, list[tuple[str, str]]]:
     """Every image of ``images`` decoded into one uint8 tensor; unreadable ones are left out and returned
     as (file, reason)."""
-    from tqdm.auto import tqdm
+    from ..progress import progress
 
     src, kept, skipped = images.source, [], []
-    with tqdm(total=len(images), desc=f"decoding {src.name}", unit="img", disable=not show_progress,
+    with progress(total=len(images), desc=f"decoding {src.name}", unit="img", disable=not show_progress,
               leave=False) as bar:
         for start in range(0, len(images), chunk):
             ks = images.indices[start:start + chunk]

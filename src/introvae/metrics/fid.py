@@ -157,12 +157,12 @@ def inception_features(batches: Iterable[Tensor], feature_fn: Callable[[Tensor],
     that will take over a minute says so first, with the time estimated from its first batch."""
     import time
 
-    from tqdm.auto import tqdm
+    from ..progress import progress
 
     from ..eta import ANNOUNCE_ABOVE_S, minutes
 
     out, t0 = [], time.perf_counter()
-    with tqdm(total=total, desc=desc, unit="img", disable=not show_progress, leave=False) as bar:
+    with progress(total=total, desc=desc, unit="img", disable=not show_progress, leave=False) as bar:
         for x in batches:
             out.append(feature_fn(x).cpu().double())
             bar.update(len(x))

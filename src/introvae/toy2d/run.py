@@ -83,7 +83,7 @@ class ToyConfig:
 
 def train(config: ToyConfig, out: str | Path, *, progress: bool = True) -> dict:
     """Train, then score and draw; returns the scores (also written to ``scores.json``)."""
-    from tqdm.auto import tqdm
+    from ..progress import progress as bar
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -100,8 +100,8 @@ def train(config: ToyConfig, out: str | Path, *, progress: bool = True) -> dict:
     data = torch.Generator().manual_seed(config.seed + 1)
     rows, t0 = [], time.perf_counter()
     with open(out / "stats.jsonl", "w") as log:
-        for i in tqdm(range(config.steps), desc=f"{config.objective} on {config.density}", disable=not progress,
-                      unit="step", mininterval=2):
+        for i in bar(range(config.steps), desc=f"{config.objective} on {config.density}", disable=not progress,
+                     unit="step", mininterval=2):
             x = sample(config.density, config.batch_size, generator=data).to(device)
             logs = step(objectives[i >= config.warmup_steps()], x)
             if isinstance(margin, AutoMargin):
