@@ -20,7 +20,7 @@ from .config_checks import ENCODER_STATS, OBJECTIVES, PRECISIONS, check, coerce,
 from .errors import ConfigError
 
 # The paper's channel schedule at 1024 px, per resolution from 1024 down to 4x4 (Appendix B;
-# EQUATIONS.md). Smaller images drop its high-resolution end.
+# docs/architecture.md). Smaller images drop its high-resolution end.
 PAPER_CHANNELS: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 512, 512, 512)
 # Groups whose fields may change when a run is resumed (with steps and epochs, to extend it).
 RESUMABLE_GROUPS = ("runtime", "logging")

@@ -2,7 +2,7 @@
 
 Both are derived from a :class:`ModelConfig`: ``image_size`` and a channel schedule listed from full
 resolution down to 4x4, whose high-resolution end is dropped for smaller images. The block internals
-and the decoder's channel placement are those of the authors' code (EQUATIONS.md, Architecture).
+and the decoder's channel placement are those of the authors' code (docs/architecture.md).
 """
 
 from __future__ import annotations

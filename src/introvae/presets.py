@@ -21,7 +21,7 @@ PRESETS: dict[str, TrainConfig] = {
     "lsun256": _paper(256, 512, 120.0, 0.05, 32),
     "celebahq256": _paper(256, 512, 120.0, 0.05, 32),
     # The 1024 px margin is the one value of the table that could not be read back from
-    # the paper's text (EQUATIONS.md marks it unverified); calibrate before trusting it.
+    # the paper's extracted text; calibrate before trusting it.
     "celebahq1024": _paper(1024, 512, 90.0, 0.0025, 8),
     # Ours, for a CPU. The 100 built-in LFW faces (25x25 grayscale, shown at 32 px). Margin auto: on the demo's
     # budget it started the game at 35.8 (the hand-calibrated margin was 35) and scored the same FID (README).

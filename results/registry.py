@@ -1,0 +1,276 @@
+"""The results registry: every figure the README states, one JSON record each, and the tables rendered from them.
+
+    python results/registry.py render            # rewrite the result tables (README, docs/) and docs/results.md
+    python results/registry.py render --check    # exit 1 if a rendered table differs from the records (CI)
+    python results/registry.py add RUN --preset fashion-mnist --train-command "..."   # record RUN's last evaluation
+
+A record (``results/records.jsonl``) holds: ``data``, ``objective``, ``preset`` and ``config_sha``, ``epochs``,
+``seed``, ``metric``, ``value``, ``protocol``, ``command``, ``commit``, ``machine``, ``wall_time``, ``date``;
+a published figure has ``source`` instead of a commit. Tables are never edited by hand: each sits in the
+README (or a page of docs/) between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->``, and ``render``
+writes it anew.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import platform
+import statistics
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORDS = ROOT / "results" / "records.jsonl"
+README = ROOT / "README.md"
+RESULTS_PAGE = ROOT / "docs" / "results.md"
+# The literature's Fashion-MNIST protocol (Lucic et al. 2018; Dai & Wipf 2019, Table 1).
+LITERATURE = {"ref_split": "test", "num_samples": 10_000, "ref_images": 10_000, "feature_precision": "fp32"}
+OBJECTIVE_NAMES = {"introvae": "IntroVAE", "vae": "VAE", "soft-introvae": "Soft-IntroVAE"}
+# Settings that do not change what a run learns: left out of the config hash, so seeds of one preset share it.
+NOT_HASHED = ("seed", "steps", "epochs", "device", "precision", "channels_last", "compile", "loader_workers",
+              "log_every", "image_every", "checkpoint_every", "checkpoint_minutes", "keep_checkpoints",
+              "eval_every", "eval_samples", "grid_size", "checkpoint_activations")
+
+
+# --- reading and writing records ---------------------------------------------------------------
+def read_records(path: Path = RECORDS) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def append_records(records: list[dict], path: Path = RECORDS) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        for r in records:
+            f.write(json.dumps(r, sort_keys=True) + "\n")
+
+
+def config_sha(config: dict) -> str:
+    kept = {k: v for k, v in config.items() if k not in NOT_HASHED}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def machine() -> dict:
+    """The CPU (model and the flags that decide speed) or GPU, and torch's version."""
+    import torch
+
+    info = {"torch": torch.__version__, "arch": platform.machine()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        model = next(ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name"))
+        flags = set(next(ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")))
+        info["cpu"] = model
+        info["cpu_flags"] = sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
+    except (OSError, StopIteration):
+        info["cpu"] = platform.processor() or "unknown"
+    return info
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def training_seconds(run: Path) -> float | None:
+    """Training wall time from the run's own logged rates (each stats row covers log_every steps)."""
+    cfg = json.loads((run / "config.json").read_text())
+    rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines() if line.strip()]
+    if not rows:
+        return None
+    total, last = 0.0, 0
+    for r in rows:
+        if r.get("images_per_s"):
+            total += (r["step"] - last) * cfg["batch_size"] / r["images_per_s"]
+        last = r["step"]
+    return round(total, 1)
+
+
+def records_from_run(run: Path, *, preset: str, train_command: str, eval_command: str,
+                     num_train: int, step: int | None = None) -> list[dict]:
+    """One record per figure (FID, precision, recall) of ``run``'s last evaluation (of checkpoint ``step``)."""
+    cfg = json.loads((run / "config.json").read_text())
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if not r.get("during_training") and step in (None, r["step"]) and "protocol" in r]
+    if not rows:
+        raise SystemExit(f"results: {run} has no evaluation with a protocol" + (f" at step {step}" if step else ""))
+    row = rows[-1]
+    epochs = round(row["step"] * cfg["batch_size"] / num_train, 3)
+    base = {"data": cfg["data"], "objective": cfg["objective"], "preset": preset, "config_sha": config_sha(cfg),
+            "epochs": epochs, "step": row["step"], "seed": cfg["seed"], "protocol": row["protocol"],
+            "command": f"{train_command}; {eval_command}", "commit": git_commit(), "machine": machine(),
+            "wall_time": {"train_s": training_seconds(run), "evaluate_s": row["seconds"]},
+            "date": datetime.date.today().isoformat(), "run": run.name}
+    m = row["metrics"]
+    out = [dict(base, metric="fid", value=round(m["fid"]["value"], 2))]
+    pr = m.get("precision_recall", {})
+    out += [dict(base, metric=k, value=round(pr[k], 4)) for k in ("precision", "recall") if k in pr]
+    return out
+
+
+# --- rendering ---------------------------------------------------------------------------------
+def _is_literature_protocol(p: dict | None) -> bool:
+    return p is not None and all(p.get(k) == v for k, v in LITERATURE.items())
+
+
+def _mean_std(values: list[float], digits: int) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def _hours(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
+def table_fashion_mnist(records: list[dict]) -> str:
+    """Our objectives and the literature's models on Fashion-MNIST, all under the literature's FID protocol."""
+    ours = [r for r in records if r.get("data") == "fashion-mnist" and "source" not in r
+            and _is_literature_protocol(r.get("protocol"))]
+    groups: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for r in ours:
+        key = (r["objective"], r["preset"], r["epochs"])
+        groups[key][r["metric"]].append(r["value"])
+        if r["metric"] == "fid":
+            groups[key]["seeds"].append(r["seed"])
+            groups[key]["train_s"].append((r.get("wall_time") or {}).get("train_s"))
+    lines = ["| model | preset / source | epochs | FID ↓ | precision ↑ | recall ↑ | seeds | training time |",
+             "|---|---|---|---|---|---|---|---|"]
+    order = {"introvae": 0, "soft-introvae": 1, "vae": 2}
+    for (obj, preset, epochs), g in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][2])):
+        times = [t for t in g["train_s"] if t is not None]
+        lines.append(f"| {OBJECTIVE_NAMES.get(obj, obj)} (ours) | `{preset}` | {epochs:g} | "
+                     f"**{_mean_std(g['fid'], 1)}** | "
+                     + " | ".join(_mean_std(g[k], 3) if g.get(k) else "-" for k in ("precision", "recall"))
+                     + f" | {', '.join(map(str, sorted(g['seeds'])))} | "
+                     f"{_hours(statistics.mean(times)) if times else '-'} |")
+    for r in sorted((r for r in records if r.get("data") == "fashion-mnist" and "source" in r
+                     and r["metric"] == "fid"), key=lambda r: r["value"]):
+        std = f" ± {r['std']:.1f}" if r.get("std") is not None else ""
+        lines.append(f"| {r['model']} | {r['source']} | {r.get('epochs_text', '-')} | {r['value']:.1f}{std} | - | - "
+                     f"| {r.get('runs', '-')} | - |")
+    return "\n".join(lines)
+
+
+def table_densities(records: list[dict]) -> str:
+    """The three objectives on the 2D densities (histogram KL and JSD, the Soft-IntroVAE authors' way)."""
+    rows: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        if r.get("protocol", {}).get("kind") == "2d-histogram":
+            rows[(r["data"], r["objective"])][r["metric"]].append(r["value"])
+    lines = ["| density | objective | KL (authors) ↓ | JSD (authors) ↓ | JSD (nats) ↓ | seeds |", "|---|---|---|---|---|---|"]
+    order = {"vae": 0, "introvae": 1, "soft-introvae": 2, "data": 3}
+    for (data, obj), g in sorted(rows.items(), key=lambda kv: (kv[0][0] != "8gaussians", kv[0][0],
+                                                               order.get(kv[0][1], 9))):
+        name = "*data itself*" if obj == "data" else OBJECTIVE_NAMES.get(obj, obj)
+        lines.append(f"| {data} | {name} | {_mean_std(g['kl'], 2)} | {_mean_std(g['jsd'], 2)} | "
+                     f"{_mean_std(g['jsd_textbook'], 2)} | {len(g['kl'])} |")
+    return "\n".join(lines)
+
+
+def table_speed(records: list[dict]) -> str:
+    """Training speed against the same run's matmul peak."""
+    rows = [r for r in records if r.get("metric") == "train_images_per_s"]
+    lines = ["| preset | precision | channels-last | images/s | TFLOP/s | matmul peak TFLOP/s | % of peak | machine |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        x = r["extra"]
+        lines.append(f"| `{r['preset']}` | {x['precision']} | {'yes' if x['channels_last'] else 'no'} | "
+                     f"{r['value']:.1f} | {x['tflops']:.3f} | {x['peak_tflops']:.3f} | "
+                     f"{100 * x['tflops'] / x['peak_tflops']:.1f} | {r['machine'].get('cpu', '?')}, "
+                     f"{' '.join(r['machine'].get('cpu_flags', []))} |")
+    return "\n".join(lines)
+
+
+TABLES = {"fashion-mnist": table_fashion_mnist, "densities": table_densities, "speed": table_speed}
+
+
+def replace_tables(text: str, records: list[dict]) -> str:
+    """``text`` with every ``<!-- results:NAME -->`` ... ``<!-- /results:NAME -->`` block rendered anew."""
+    for name, make in TABLES.items():
+        start, end = f"<!-- results:{name} -->", f"<!-- /results:{name} -->"
+        if start not in text:
+            continue
+        head, rest = text.split(start, 1)
+        if end not in rest:
+            raise SystemExit(f"results: {start} has no closing {end}")
+        text = f"{head}{start}\n{make(records)}\n{end}{rest.split(end, 1)[1]}"
+    return text
+
+
+def results_page(records: list[dict]) -> str:
+    """docs/results.md: every record, grouped by what it measured and under which protocol."""
+    out = ["# Every recorded figure", "",
+           "Rendered from `results/records.jsonl` by `python results/registry.py render`; do not edit by hand.",
+           "Figures measured under different protocols are never in one table.", ""]
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        groups[json.dumps(r.get("protocol"), sort_keys=True)].append(r)
+    for proto, rs in groups.items():
+        p = json.loads(proto) or {}
+        title = ", ".join(f"{k} {v}" for k, v in p.items() if k not in ("inception_sha256", "resize", "network"))
+        out += [f"## {title or 'no protocol'}", "",
+                "| data | model | preset / source | epochs | seed | metric | value | commit | date |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for r in rs:
+            model = r.get("model") or OBJECTIVE_NAMES.get(r.get("objective"), r.get("objective"))
+            out.append(f"| {r.get('data')} | {model} | {r.get('preset') or r.get('source')} | "
+                       f"{r.get('epochs', r.get('epochs_text', '-'))} | {r.get('seed', '-')} | {r['metric']} | "
+                       f"{r['value']}{' ± ' + str(r['std']) if r.get('std') is not None else ''} | "
+                       f"{r.get('commit') or '-'} | {r.get('date', '-')} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def render(*, check: bool, readme: Path = README, page: Path = RESULTS_PAGE, records_path: Path = RECORDS) -> int:
+    records = read_records(records_path)
+    stale = []
+    pages = [readme] + sorted(p for p in page.parent.glob("*.md") if p != page)  # tables may sit in docs/ too
+    rendered = [(path, replace_tables(path.read_text(), records)) for path in pages]
+    for path, new in rendered + [(page, results_page(records))]:
+        old = path.read_text() if path.is_file() else ""
+        if old != new:
+            stale.append(path)
+            if not check:
+                path.write_text(new)
+    if check and stale:
+        names = ", ".join(str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p) for p in stale)
+        print(f"results: {names} differ from results/records.jsonl; run python results/registry.py render",
+              file=sys.stderr)
+        return 1
+    print("results: tables match the records" if check else f"results: rendered {len(records)} records")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("render", help="rewrite the README's result tables and docs/results.md")
+    r.add_argument("--check", action="store_true", help="change nothing; exit 1 if a table differs from the records")
+    a = sub.add_parser("add", help="record the figures of a run's last evaluation")
+    a.add_argument("run", type=Path)
+    a.add_argument("--preset", required=True)
+    a.add_argument("--train-command", required=True)
+    a.add_argument("--eval-command", default="introvae evaluate RUN --threads 1")
+    a.add_argument("--num-train", type=int, default=60_000, help="training images (one epoch)")
+    a.add_argument("--step", type=int, help="the evaluation of this checkpoint step (default: the last one)")
+    args = p.parse_args(argv)
+    if args.command == "render":
+        return render(check=args.check)
+    new = records_from_run(args.run, preset=args.preset, train_command=args.train_command,
+                           eval_command=args.eval_command, num_train=args.num_train, step=args.step)
+    append_records(new)
+    print(f"results: recorded {len(new)} figures of {args.run}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

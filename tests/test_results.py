@@ -1,0 +1,95 @@
+"""The results registry: the README's tables are renderings of results/records.jsonl, checked in CI."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _registry():
+    spec = importlib.util.spec_from_file_location("registry", ROOT / "results" / "registry.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _copy_repo(tmp_path: Path) -> tuple[Path, Path, Path]:
+    shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    shutil.copytree(ROOT / "docs", tmp_path / "docs", ignore=shutil.ignore_patterns("*.png", "*.json"))
+    (tmp_path / "results").mkdir()
+    shutil.copy(ROOT / "results" / "records.jsonl", tmp_path / "results" / "records.jsonl")
+    return tmp_path / "README.md", tmp_path / "docs" / "results.md", tmp_path / "results" / "records.jsonl"
+
+
+def _check(reg, readme, page, records) -> int:
+    return reg.render(check=True, readme=readme, page=page, records_path=records)
+
+
+def test_the_repositorys_tables_match_the_records():
+    reg = _registry()
+    assert reg.render(check=True) == 0
+    readme = (ROOT / "README.md").read_text()
+    for name in ("fashion-mnist", "densities", "speed"):
+        assert f"<!-- results:{name} -->" in readme and f"<!-- /results:{name} -->" in readme
+
+
+def test_a_table_cell_edited_by_hand_fails_the_check(tmp_path, capsys):
+    reg = _registry()
+    readme, page, records = _copy_repo(tmp_path)
+    assert _check(reg, readme, page, records) == 0
+    text = readme.read_text()
+    cell = "| 21.5 ± 1.6 |"  # WGAN's published FID
+    assert cell in text
+    readme.write_text(text.replace(cell, "| 19.5 ± 1.6 |", 1))
+    assert _check(reg, readme, page, records) == 1
+    assert "README.md differ from results/records.jsonl" in capsys.readouterr().err
+    reg.render(check=False, readme=readme, page=page, records_path=records)  # rendering puts it back
+    assert readme.read_text() == text
+
+
+def test_a_new_record_changes_the_rendered_table(tmp_path):
+    reg = _registry()
+    readme, page, records = _copy_repo(tmp_path)
+    proto = {"ref_split": "test", "num_samples": 10000, "ref_images": 10000, "feature_precision": "fp32",
+             "bn_protocol": "eval"}
+    new = [{"data": "fashion-mnist", "objective": "introvae", "preset": "fashion-mnist", "epochs": 7, "seed": s,
+            "metric": "fid", "value": v, "protocol": proto, "wall_time": {"train_s": 7200}} for s, v in
+           ((0, 30.0), (1, 34.0))]
+    reg.append_records(new, records)
+    assert _check(reg, readme, page, records) == 1
+    reg.render(check=False, readme=readme, page=page, records_path=records)
+    row = next(ln for ln in readme.read_text().splitlines() if "| 7 |" in ln)
+    assert "**32.0 ± 2.8**" in row and "| 0, 1 |" in row and "2.0 h" in row and row.startswith("| IntroVAE (ours)")
+    # a figure under another protocol never joins the literature's table
+    reg.append_records([dict(new[0], epochs=9, protocol=dict(proto, ref_split="train"))], records)
+    reg.render(check=False, readme=readme, page=page, records_path=records)
+    assert "| 9 |" not in readme.read_text() and "ref_split train" in page.read_text()
+
+
+def test_records_from_a_run_carry_protocol_command_commit_and_machine(tmp_path):
+    reg = _registry()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"data": "fashion-mnist", "objective": "vae", "seed": 3,
+                                                 "batch_size": 16, "lr": 1e-3}))
+    (run / "stats.jsonl").write_text("\n".join(json.dumps({"step": s, "images_per_s": 80.0}) for s in (50, 100)))
+    proto = {"ref_split": "test", "num_samples": 10000}
+    rows = [{"step": 100, "during_training": True, "metrics": {"fid": {"value": 9.0}}, "protocol": proto},
+            {"step": 100, "seconds": 12.5, "protocol": proto,
+             "metrics": {"fid": {"value": 88.123}, "precision_recall": {"precision": 0.5, "recall": 0.25}}}]
+    (run / "metrics.jsonl").write_text("\n".join(map(json.dumps, rows)))
+    recs = reg.records_from_run(run, preset="p", train_command="T", eval_command="E", num_train=800)
+    assert [(r["metric"], r["value"]) for r in recs] == [("fid", 88.12), ("precision", 0.5), ("recall", 0.25)]
+    r = recs[0]
+    assert (r["epochs"], r["seed"], r["objective"], r["protocol"]) == (2.0, 3, "vae", proto)
+    assert r["command"] == "T; E" and r["wall_time"] == {"train_s": 20.0, "evaluate_s": 12.5}
+    assert "torch" in r["machine"] and r["config_sha"] == reg.config_sha({"data": "fashion-mnist", "objective": "vae",
+                                                                          "seed": 0, "batch_size": 16, "lr": 1e-3})
+    with pytest.raises(SystemExit):
+        reg.records_from_run(run, preset="p", train_command="T", eval_command="E", num_train=800, step=5)
