@@ -116,6 +116,24 @@ def records_from_run(run: Path, *, preset: str, train_command: str, eval_command
     return out
 
 
+def records_from_throughput(rows: list[dict], *, command: str) -> list[dict]:
+    """One record per configuration of ``benchmarks/throughput.py --json-out`` (images/s against the peak)."""
+    out = []
+    for r in rows:
+        if "images_per_s" not in r or r.get("emulated"):
+            continue
+        out.append({"data": f"random images {r['image_size']} px", "objective": r["objective"], "preset": r["preset"],
+                    "metric": "train_images_per_s", "value": r["images_per_s"],
+                    "protocol": {"kind": "throughput", "step": "one Algorithm 1 step, after warm-up",
+                                 "flops": "FlopCounterMode", "peak": "2048^3 matmul in the same dtype, same run"},
+                    "extra": {"precision": r["precision"], "channels_last": r["channels_last"],
+                              "batch_size": r["batch_size"], "gflop_per_image": r["gflop_per_image"],
+                              "tflops": r["achieved_tflops"], "peak_tflops": r["peak_tflops"]},
+                    "command": command, "commit": git_commit(), "machine": machine(),
+                    "date": datetime.date.today().isoformat()})
+    return out
+
+
 # --- rendering ---------------------------------------------------------------------------------
 def _is_literature_protocol(p: dict | None) -> bool:
     return p is not None and all(p.get(k) == v for k, v in LITERATURE.items())
@@ -179,12 +197,13 @@ def table_densities(records: list[dict]) -> str:
 def table_speed(records: list[dict]) -> str:
     """Training speed against the same run's matmul peak."""
     rows = [r for r in records if r.get("metric") == "train_images_per_s"]
-    lines = ["| preset | precision | channels-last | images/s | TFLOP/s | matmul peak TFLOP/s | % of peak | machine |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| preset | batch | precision | channels-last | images/s | GFLOP/image | TFLOP/s | matmul peak TFLOP/s "
+             "| % of peak | machine |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         x = r["extra"]
-        lines.append(f"| `{r['preset']}` | {x['precision']} | {'yes' if x['channels_last'] else 'no'} | "
-                     f"{r['value']:.1f} | {x['tflops']:.3f} | {x['peak_tflops']:.3f} | "
+        lines.append(f"| `{r['preset']}` | {x['batch_size']} | {x['precision']} | "
+                     f"{'yes' if x['channels_last'] else 'no'} | {r['value']:.1f} | {x['gflop_per_image']:.2f} | "
+                     f"{x['tflops']:.3f} | {x['peak_tflops']:.3f} | "
                      f"{100 * x['tflops'] / x['peak_tflops']:.1f} | {r['machine'].get('cpu', '?')}, "
                      f"{' '.join(r['machine'].get('cpu_flags', []))} |")
     return "\n".join(lines)
@@ -262,9 +281,18 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--eval-command", default="introvae evaluate RUN --threads 1")
     a.add_argument("--num-train", type=int, default=60_000, help="training images (one epoch)")
     a.add_argument("--step", type=int, help="the evaluation of this checkpoint step (default: the last one)")
+    t = sub.add_parser("add-throughput", help="record the rows of benchmarks/throughput.py --json-out FILE")
+    t.add_argument("file", type=Path)
+    t.add_argument("--command", required=True, help="the benchmark's command line")
     args = p.parse_args(argv)
     if args.command == "render":
         return render(check=args.check)
+    if args.command == "add-throughput":
+        rows = [json.loads(line) for line in args.file.read_text().splitlines() if line.strip()]
+        new = records_from_throughput(rows, command=args.command)
+        append_records(new)
+        print(f"results: recorded {len(new)} throughput figures")
+        return 0
     new = records_from_run(args.run, preset=args.preset, train_command=args.train_command,
                            eval_command=args.eval_command, num_train=args.num_train, step=args.step)
     append_records(new)
