@@ -271,7 +271,7 @@ def render(*, check: bool, readme: Path = README, page: Path = RESULTS_PAGE, rec
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="action", required=True)
     r = sub.add_parser("render", help="rewrite the README's result tables and docs/results.md")
     r.add_argument("--check", action="store_true", help="change nothing; exit 1 if a table differs from the records")
     a = sub.add_parser("add", help="record the figures of a run's last evaluation")
@@ -285,9 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("file", type=Path)
     t.add_argument("--command", required=True, help="the benchmark's command line")
     args = p.parse_args(argv)
-    if args.command == "render":
+    if args.action == "render":
         return render(check=args.check)
-    if args.command == "add-throughput":
+    if args.action == "add-throughput":
         rows = [json.loads(line) for line in args.file.read_text().splitlines() if line.strip()]
         new = records_from_throughput(rows, command=args.command)
         append_records(new)
