@@ -137,7 +137,7 @@ def test_help_explains_the_hyper_parameters(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     for words in ("hinge margin of Eq. 11", "plain VAE", "reconstruction error L_AE", "Algorithm 1",
-                  "(default: from the preset, else auto)", "--no-channels-last", "--holdout-fraction",
+                  "(default: set by the preset;", "(default: 0.1)", "--no-channels-last", "--holdout-fraction",
                   "--adam-beta1", "--keep-checkpoints", "--max-bad-steps", "--grid-size", "--checkpoint-minutes"):
         assert words in out, words
     # every config field is a flag of train
@@ -182,9 +182,12 @@ def test_evaluate_a_run_and_a_folder_with_the_real_inception(trained, tmp_path, 
     assert m["metrics"]["fid"]["samples"] == 8 and m["metrics"]["fid"]["value"] > 0 and m["step"] == 4
     assert m["data"] == str(trained / "imgs") and m["device"] == "cpu"
     assert main(["sample", str(trained / "run"), "-n", "6", "-o", str(tmp_path / "gen")]) == 0
+    monkeypatch.chdir(tmp_path)
     assert main(["evaluate", str(tmp_path / "gen"), "--data", str(trained / "imgs"), "--image-size", "16",
                  "--pairs", "10", "--quiet"]) == 0
-    assert json.loads((tmp_path / "gen" / "metrics.jsonl").read_text())["metrics"]["fid"]["samples"] == 6
+    # never into the user's image folder: ./evaluate-NAME
+    assert json.loads((tmp_path / "evaluate-gen" / "metrics.jsonl").read_text())["metrics"]["fid"]["samples"] == 6
+    assert not (tmp_path / "gen" / "metrics.jsonl").exists()
     _one_line_error(capsys, ["evaluate", str(tmp_path / "gen"), "--pairs", "10"], "--data", "--image-size")
     _one_line_error(capsys, ["evaluate", str(trained / "run"), "--num-samples", "1"], "--num-samples")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ def save(state: dict[str, Any], path: Path, *, keep: int | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make shared runs unreadable to the group
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()
@@ -55,15 +57,26 @@ def save(state: dict[str, Any], path: Path, *, keep: int | None = None) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def load(path: Path) -> dict[str, Any]:
     """Load a checkpoint safely (``weights_only=True``: no code from the file runs) and check its format."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is no checkpoint
+        raise CheckpointError(f"cannot read checkpoint {path}: not a file torch.save wrote, or cut short (give a run "
+                              "directory, a .pt file of its checkpoints/, or an exported model's directory)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - truncated, corrupt or unsafe files all land here
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+        # torch's own message may advise weights_only=False, which would run code from the file: never say that
+        reason = str(e).splitlines()[0] if "weights_only" not in str(e) else "it holds objects other than tensors"
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {reason}") from None
     if not isinstance(state, dict) or "format" not in state:
         raise CheckpointError(f"{path} is not an introvae checkpoint")
     if state["format"] != CHECKPOINT_FORMAT:

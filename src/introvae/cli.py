@@ -8,6 +8,7 @@ A :class:`UserError` prints one line naming the problem and exits with status 2;
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 
@@ -51,8 +52,7 @@ def add_config_flags(p: argparse.ArgumentParser, *, exclude: tuple[str, ...] = (
         group = f.metadata["group"]
         g = groups.setdefault(group, p.add_argument_group(f"{group} settings"))
         base = str(f.type).split("|")[0].strip()
-        default = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
-        help_ = f"{f.metadata['help']} (default: from the preset, else {default})"
+        help_ = f"{f.metadata['help']} ({_default_words(f)})"
         flag = "--" + f.name.replace("_", "-")
         if base == "bool":
             g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
@@ -64,6 +64,18 @@ def add_config_flags(p: argparse.ArgumentParser, *, exclude: tuple[str, ...] = (
             metavar = "|".join((*words, metavar))
         g.add_argument(flag, dest=f.name, type=_typed(typ, words), default=None, choices=f.metadata["choices"],
                        metavar=metavar, help=help_)
+
+
+def _default_words(f) -> str:
+    """A field's default as it will apply: one value where every preset agrees, else where it comes from."""
+    from .config import field_value
+    from .presets import PRESETS
+
+    values = {json.dumps(field_value(cfg, f.name), default=str) for cfg in PRESETS.values()}
+    if len(values) == 1:
+        v = field_value(next(iter(PRESETS.values())), f.name)
+        return f"default: {','.join(map(str, v)) if isinstance(v, (tuple, list)) else v}"
+    return "default: set by the preset; `introvae presets` and --dry-run show it"
 
 
 def _model_args(p: argparse.ArgumentParser, *, ema: bool = True) -> None:
@@ -81,6 +93,8 @@ def make_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="introvae", description="IntroVAE: introspective variational autoencoders "
                                              "(Huang et al., NeurIPS 2018).")
     p.add_argument("--version", action="version", version=f"introvae {__version__}")
+    p.add_argument("--threads", dest="global_threads", type=_positive_int, default=None, metavar="N",
+                   help="CPU threads, before or after the command (introvae --threads 1 sample ...)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     preset_help = f"named configuration: {', '.join(PRESETS)} (default: chosen from --data)"
 
@@ -108,7 +122,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("reconstruct", help="encode and decode images (posterior mean)")
     _model_args(r, ema=False)
-    r.add_argument("images", nargs="+", help="image files")
+    r.add_argument("images", nargs="+", help="image files, or folders of them (searched recursively); unreadable "
+                                             "ones are skipped with a warning")
     r.add_argument("-o", "--out", required=True, help="output directory")
 
     i = sub.add_parser("interpolate", help="decode the line between two images' latent codes (Fig. 6)")
@@ -152,7 +167,8 @@ def make_parser() -> argparse.ArgumentParser:
     v.add_argument("--ref-images", type=int, default=10_000, help="at most this many real images (a fixed subset)")
     v.add_argument("--neighbours", type=int, default=8, help="samples shown with their nearest training images")
     v.add_argument("--image-size", type=int, help="for a folder of images: the size to score at")
-    v.add_argument("--in-channels", type=int, choices=(1, 3), default=3, help="for a folder of images")
+    v.add_argument("--in-channels", type=int, choices=(1, 3), default=None,
+                   help="for a folder of images: 1 or 3 (default 3); a model knows its own")
     v.add_argument("--batch-size", type=int, default=100, help="images generated and scored at a time (default 100)")
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--bn-protocol", choices=BN_PROTOCOLS, default="eval",
@@ -168,7 +184,8 @@ def make_parser() -> argparse.ArgumentParser:
                         "AVX512-BF16 or AMX, but its FIDs read about 1.2 %% lower than fp32's: compare bf16 numbers "
                         "only with bf16 numbers; see README)")
     v.add_argument("--device", default="auto", help="auto (the GPU if there is one), cpu, cuda, cuda:N or mps")
-    v.add_argument("-o", "--out", help="where metrics.jsonl goes (default: the run or image folder)")
+    v.add_argument("-o", "--out", help="where metrics.jsonl goes (default: the run or model directory; for a "
+                                       "folder of images, ./evaluate-FOLDERNAME, never the images' own folder)")
     v.add_argument("--quiet", action="store_true")
     v.add_argument("--no-ema", action="store_true",
                    help="use the trained generator even if the run kept an EMA of it (--ema)")
@@ -194,6 +211,11 @@ def make_parser() -> argparse.ArgumentParser:
             "--threads", type=_positive_int, default=None, metavar="N",
             help="CPU threads for the computations (default: one per core, PyTorch's choice); with torchrun, per "
                  "process. Fewer leave cores to other work")
+    for name in ("train", "calibrate", "reconstruct", "interpolate", "evaluate", "serve"):
+        sub.choices[name].add_argument(
+            "--max-image-pixels", type=_positive_int, default=None, metavar="N",
+            help="decode images up to N pixels without a warning (PIL's default: 89478485; larger ones warn, "
+                 "over twice N are skipped as possible decompression bombs)")
     sub.add_parser("presets", help="list the named presets with their hyper-parameters and sizes")
     return p
 
@@ -232,14 +254,22 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:  # reported by the command's own parser, so the message names the command and its --help
             commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
             commands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
-        if getattr(args, "threads", None):
+        threads = getattr(args, "threads", None) or args.global_threads
+        if threads:
             import torch
 
-            torch.set_num_threads(args.threads)
+            torch.set_num_threads(threads)
+        if getattr(args, "max_image_pixels", None):
+            from PIL import Image
+
+            Image.MAX_IMAGE_PIXELS = args.max_image_pixels
         return COMMANDS[args.command](args) or 0
     except UserError as e:
         print(f"introvae: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return getattr(e, "status", EXIT_USAGE)
     except KeyboardInterrupt:
         print("introvae: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (introvae presets | head): not our error
+        sys.stderr.close()
+        return 0

@@ -17,11 +17,40 @@ def config_overrides(args: argparse.Namespace) -> dict:
     return {f.name: getattr(args, f.name) for f in flat_fields() if getattr(args, f.name, None) is not None}
 
 
+def chosen_preset(args: argparse.Namespace) -> str:
+    """The preset a command starts from: named, or chosen from --data."""
+    from .presets import preset_for_data
+
+    return args.preset or preset_for_data(args.data)
+
+
+def preset_words(args: argparse.Namespace) -> str:
+    """How the first line of a run names its preset ("preset rgb64, chosen for a folder of images")."""
+    name = chosen_preset(args)
+    return f"preset {name}" + ("" if args.preset else f" (chosen for --data {args.data}; --preset names another)")
+
+
+def check_writable(run_dir: Path, command: str = "train") -> None:
+    """Refuse, before any work, an output directory that cannot be made or written (one line)."""
+    import os
+
+    p = Path(run_dir).absolute()
+    if p.exists() and not p.is_dir():
+        raise UserError(f"{command}: --out {run_dir}: {p} is a file, not a directory")
+    ancestor = p
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"{command}: --out {run_dir}: {ancestor} is a file, so no directory can be made under it")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"{command}: --out {run_dir}: no permission to write in {ancestor}")
+
+
 def build_config(args: argparse.Namespace):
     """preset (named, or chosen from --data) <- config file <- command-line flags."""
-    from .presets import get_preset, preset_for_data
+    from .presets import get_preset
 
-    preset = args.preset or preset_for_data(args.data)
+    preset = chosen_preset(args)
     cfg = get_preset(preset)
     if args.config:
         cfg = cfg.replace(**read_config_file(args.config))
@@ -88,9 +117,12 @@ def cmd_train(args) -> int:
             raise UserError("train: give --steps or --epochs")
         if args.dry_run:
             say(json.dumps(cfg.to_dict(), indent=2))
-            say(describe(cfg.model))
+            say(f"{preset_words(args)}; {describe(cfg.model)}")
+            if cfg.steps is not None and cfg.objective != "vae" and cfg.vae_steps >= cfg.steps:
+                say(warmup_covers_run(cfg.steps, cfg.vae_steps))
             return 0
         if args.out:
+            check_writable(Path(args.out))
             run_dir = Path(args.out)
         else:
             distributed.setup(world, devices.resolve_device(cfg.device))  # to agree on the run directory's number
@@ -99,12 +131,18 @@ def cmd_train(args) -> int:
         if latest(run_dir) is not None:
             raise UserError(f"train: {run_dir} already holds a run; continue it with --resume {run_dir} "
                             "or choose another --out")
-        trainer = Trainer(cfg, run_dir, show_progress=not args.quiet)
+        try:
+            trainer = Trainer(cfg, run_dir, show_progress=not args.quiet)
+        except KeyboardInterrupt:
+            raise UserError("interrupted while reading the data; no run was started and nothing was written",
+                            status=130) from None
         procs = f" on {world.size} processes (global batch {trainer.run.global_batch})" if world.enabled else ""
-        say(f"training {describe(cfg.model)} on {trainer.data.name} ({len(trainer.data.train)} train / "
-            f"{len(trainer.data.test)} held-out images) for {trainer.run.total_steps} steps "
-            f"({trainer.run.warmup_steps} VAE warm-up) on {trainer.device} in {trainer.run.arithmetic}{procs} "
-            f"into {run_dir}")
+        say(f"training {describe(cfg.model)}, {preset_words(args)}, on {trainer.data.name} "
+            f"({len(trainer.data.train)} train / {len(trainer.data.test)} held-out images) for "
+            f"{trainer.run.total_steps} steps ({trainer.run.warmup_steps} VAE warm-up) on {trainer.device} in "
+            f"{trainer.run.arithmetic}{procs} into {run_dir}")
+        if cfg.objective != "vae" and trainer.run.warmup_steps >= trainer.run.total_steps:
+            say(warmup_covers_run(trainer.run.total_steps, trainer.run.warmup_steps))
     try:
         trainer.train()
     finally:
@@ -115,6 +153,11 @@ def cmd_train(args) -> int:
         return STOPPED_EARLY
     say(f"done: step {trainer.step}; pictures and kl.png in {trainer.run_dir}")
     return 0
+
+
+def warmup_covers_run(total: int, warmup: int) -> str:
+    return (f"introvae: warning: the VAE warm-up ({warmup} steps) covers the whole run ({total} steps): this trains "
+            f"a plain VAE and never plays the introspective game; give more --steps or fewer --vae-steps")
 
 
 STOPPED_EARLY = 3  # the exit status of a run stopped before its last step (a script can tell it from the end)
@@ -155,17 +198,70 @@ def cmd_sample(args) -> int:
     return 0
 
 
-def _model_and_images(args, paths: list[str]):
-    """The model on its device, and the image files read at its size and channel count, (N, C, H, W)."""
+def image_files(paths: list[str], command: str) -> list[Path]:
+    """Image files named, or found (recursively, sorted) in the folders named."""
+    from .data import IMAGE_EXTENSIONS
+
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise UserError(f"{command}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the folder {p}")
+            out += found
+        elif not p.exists():
+            raise UserError(f"{command}: image not found: {p}")
+        else:
+            out.append(p)
+    return out
+
+
+def _model_and_images(args, paths: list[Path], *, skip_unreadable: bool = False):
+    """The model on its device, the image files read at its size and channel count (N, C, H, W), and the
+    paths read. ``skip_unreadable``: leave out (with a warning) images that cannot be decoded, as train does."""
+    import warnings
+
     import torch
 
-    from .data import read_image
+    from .data import DataError, read_image
+    from .errors import DataWarning
     from .runstate import load_model
 
     model = load_model(args.model, device=args.device)
     c = model.config
-    images = torch.stack([read_image(p, image_size=c.image_size, in_channels=c.in_channels) for p in paths])
-    return model, images.to(model.device)
+    read, kept, problems = [], [], []
+    for p in paths:
+        try:
+            read.append(read_image(p, image_size=c.image_size, in_channels=c.in_channels))
+            kept.append(p)
+        except DataError as e:
+            if not skip_unreadable or len(paths) == 1:
+                raise
+            problems.append(str(e))
+    if not read:
+        raise UserError(f"none of the {len(paths)} images could be read (first: {problems[0]})")
+    if problems:
+        warnings.warn(f"skipped {len(problems)} unreadable image(s) of {len(paths)} (first: {problems[0]})",
+                      DataWarning, stacklevel=2)
+    return model, torch.stack(read).to(model.device), kept
+
+
+def unique_stems(paths: list[Path]) -> list[str]:
+    """Output names that never collide: a file's stem, with as much of its folder as tells same names apart."""
+    import os
+
+    stems = [p.stem for p in paths]
+    if len(set(stems)) == len(stems):
+        return stems
+    parents = [p.resolve().parent for p in paths]
+    common = Path(os.path.commonpath(parents))
+    names = ["_".join((*parent.relative_to(common).parts, p.stem)) for p, parent in zip(paths, parents)]
+    seen: dict[str, int] = {}
+    for i, n in enumerate(names):  # still the same (a.png beside a.jpg): number them
+        seen[n] = seen.get(n, 0) + 1
+        if seen[n] > 1:
+            names[i] = f"{n}-{seen[n]}"
+    return names
 
 
 def cmd_reconstruct(args) -> int:
@@ -174,14 +270,14 @@ def cmd_reconstruct(args) -> int:
     from .data import save_image
     from .grids import make_grid
 
-    model, x = _model_and_images(args, args.images)
+    model, x, paths = _model_and_images(args, image_files(args.images, "reconstruct"), skip_unreadable=True)
     rec = model.reconstruct(x).cpu()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for p, a, r in zip(args.images, x.cpu(), rec):
-        save_image(r, out / f"{Path(p).stem}-reconstruction.png")
+    for name, a, r in zip(unique_stems(paths), x.cpu(), rec):
+        save_image(r, out / f"{name}-reconstruction.png")
         # the input as the model saw it (cropped, resized) beside its reconstruction
-        save_image(make_grid(torch.stack([a, r]), nrow=2), out / f"{Path(p).stem}-pair.png")
+        save_image(make_grid(torch.stack([a, r]), nrow=2), out / f"{name}-pair.png")
     print(f"wrote {len(rec)} reconstructions to {out}/ (NAME-reconstruction.png, and NAME-pair.png: "
           f"the input as the model sees it | its reconstruction)")
     return 0
@@ -192,7 +288,10 @@ def cmd_interpolate(args) -> int:
 
     if args.steps < 2:
         raise UserError("interpolate: --steps must be >= 2")
-    model, ab = _model_and_images(args, [args.a, args.b])
+    for p in (args.a, args.b):
+        if Path(p).is_dir():
+            raise UserError(f"interpolate: {p} is a folder; give two image files")
+    model, ab, _ = _model_and_images(args, image_files([args.a, args.b], "interpolate"))
     strip = model.interpolate(ab[0], ab[1], args.steps)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -243,6 +342,10 @@ def cmd_evaluate(args) -> int:
         print(format_toy_scores(result))
         return 0
     if src.is_file() or (src / "model.safetensors").is_file() or (src / "checkpoints").is_dir():
+        given = [f for f, v in (("--in-channels", args.in_channels), ("--image-size", args.image_size)) if v]
+        if given:
+            raise UserError(f"evaluate: {' and '.join(given)} apply to a folder of images; a model is scored at "
+                            f"its own size and channels")
         result = evaluate_model(src, settings, data=args.data, out=args.out, device=args.device,
                                 show_progress=not args.quiet)
     else:
@@ -250,8 +353,9 @@ def cmd_evaluate(args) -> int:
             raise UserError("evaluate: for a folder of images give --data (the real images) and --image-size")
         from .config import ModelConfig
 
-        ModelConfig(image_size=args.image_size, in_channels=args.in_channels)  # validates, naming the field
-        result = evaluate_folder(src, data=args.data, image_size=args.image_size, in_channels=args.in_channels,
+        channels = args.in_channels or 3
+        ModelConfig(image_size=args.image_size, in_channels=channels)  # validates, naming the field
+        result = evaluate_folder(src, data=args.data, image_size=args.image_size, in_channels=channels,
                                  settings=settings, out=args.out, device=args.device, show_progress=not args.quiet)
     print(format_table(result))
     print(f"appended to {result['metrics_file']}")
@@ -261,6 +365,9 @@ def cmd_evaluate(args) -> int:
 def cmd_export(args) -> int:
     from .runstate import load_model
 
+    if Path(args.out).suffix.lower() in (".safetensors", ".pt", ".pth", ".bin", ".json", ".ckpt"):
+        raise UserError(f"export: -o names a directory (it gets config.json and model.safetensors), not a file: "
+                        f"{args.out}; try -o {Path(args.out).with_suffix('')}")
     model = load_model(args.model, ema=not args.no_ema, device="cpu")
     out = model.save_pretrained(args.out)
     print(f"exported the {model.generator_source} generator to {out}/ (config.json + model.safetensors)")

@@ -257,6 +257,11 @@ def flat_dict(cfg: TrainConfig) -> dict[str, Any]:
     return {**d.pop("model"), **d}
 
 
+def field_value(cfg: TrainConfig, name: str) -> Any:
+    """A flat field's value: the model's fields by their own name."""
+    return getattr(cfg.model, name) if name in {f.name for f in fields(ModelConfig)} else getattr(cfg, name)
+
+
 def group_of(name: str) -> str:
     return next(f.metadata["group"] for f in flat_fields() if f.name == name)
 

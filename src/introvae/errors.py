@@ -10,7 +10,12 @@ from __future__ import annotations
 
 
 class UserError(Exception):
-    """A problem with what the user gave; the message names it."""
+    """A problem with what the user gave; the message names it. ``status``: the exit status (2; 130 for an
+    interruption that left nothing behind)."""
+
+    def __init__(self, message: str = "", *, status: int = 2):
+        super().__init__(message)
+        self.status = status
 
 
 class ConfigError(UserError):

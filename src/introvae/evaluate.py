@@ -36,11 +36,13 @@ def evaluate_model(source: str | Path, settings: EvalSettings = EvalSettings(), 
     if data_id is None:
         raise UserError(f"evaluate: {src} does not say which data it was trained on; give --data")
     holdout = run_cfg.holdout_fraction if run_cfg else TrainConfig.holdout_fraction  # the run's held-out split
+    # lazy: without a decoded copy on disk, only the images a metric uses are decoded
     images = load(data_id, image_size=cfg.image_size, in_channels=cfg.in_channels, holdout_fraction=holdout,
-                  show_progress=show_progress)
+                  show_progress=show_progress, lazy=True)
     s = settings
     model = generator_with_protocol(loaded, s.bn_protocol, samples=s.bn_samples, batch_size=s.batch_size, seed=s.seed)
-    model = encoder_with_stats(model, s.encoder_stats, images.train[:s.bn_samples], batch_size=s.batch_size)
+    real = images.train[:min(s.bn_samples, len(images.train))] if s.encoder_stats == "real" else None
+    model = encoder_with_stats(model, s.encoder_stats, real, batch_size=s.batch_size)
     # Default: the run directory (also for a file inside its checkpoints/), else beside the file.
     out_dir = Path(out) if out else model_dir(src)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -64,10 +66,12 @@ def evaluate_folder(folder: str | Path, *, data: str, image_size: int, in_channe
     device = devices.resolve_device(device)
     imgs = load(str(folder), image_size=image_size, in_channels=in_channels, holdout_fraction=0.0,
                 show_progress=show_progress).train
-    images = load(data, image_size=image_size, in_channels=in_channels, show_progress=show_progress)
+    images = load(data, image_size=image_size, in_channels=in_channels, show_progress=show_progress, lazy=True)
     ctx = MetricContext(data=images, data_id=data, image_size=image_size, in_channels=in_channels, device=device,
                         settings=settings, images=imgs[:], features=features, show_progress=show_progress)
-    return _record(Path(out) if out else Path(folder), measure(IMAGE_METRICS, ctx), ctx, step=None, data=data,
+    # Not into the user's image folder: a folder of its own in the working directory, unless told.
+    out_dir = Path(out) if out else Path(f"evaluate-{Path(folder).resolve().name}")
+    return _record(out_dir, measure(IMAGE_METRICS, ctx), ctx, step=None, data=data,
                    resolution=image_size, in_channels=in_channels, seed=settings.seed, images=str(folder),
                    device=str(device), seconds=time.perf_counter() - t0)
 

@@ -5,6 +5,7 @@ Batches are scaled to [0, 1] floats, the scale the paper's margins were tuned on
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,9 @@ def prepare(img: Image.Image, image_size: int, in_channels: int) -> np.ndarray:
         raise ValueError(f"image too small ({w}x{h})")
     s = min(w, h)
     left, top = (w - s) // 2, (h - s) // 2
-    img = img.crop((left, top, left + s, top + s)).resize((image_size, image_size), Image.Resampling.LANCZOS)
+    with warnings.catch_warnings():  # PIL checks the size again when cropping: one warning per image (open's)
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        img = img.crop((left, top, left + s, top + s)).resize((image_size, image_size), Image.Resampling.LANCZOS)
     a = np.array(img, dtype=np.uint8)  # a writable copy
     return np.ascontiguousarray(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
 

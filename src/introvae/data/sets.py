@@ -9,6 +9,8 @@ worker processes, an unreadable image replaced by its next readable neighbour.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ..errors import DataError, DataWarning
-from . import sources
+from . import decoded, sources
 from .images import DECODE_ERRORS, IMAGE_EXTENSIONS
 from .index import folder_index
 
@@ -74,7 +76,7 @@ def cache_in_memory(images: LazyImages, *, show_progress: bool = False,
 
     src, kept, skipped = images.source, [], []
     with progress(total=len(images), desc=f"decoding {src.name}", unit="img", disable=not show_progress,
-              leave=False) as bar:
+                  leave=False) as bar, _large_images_counted(src.name):
         for start in range(0, len(images), chunk):
             ks = images.indices[start:start + chunk]
             try:
@@ -89,6 +91,24 @@ def cache_in_memory(images: LazyImages, *, show_progress: bool = False,
     c, s = src.in_channels, src.image_size
     arr = np.concatenate(kept) if kept else np.zeros((0, c, s, s), np.uint8)
     return torch.from_numpy(arr), skipped
+
+
+@contextlib.contextmanager
+def _large_images_counted(name: str):
+    """PIL's DecompressionBombWarning (one per image over its pixel limit) as one line for the whole decode."""
+    from PIL import Image
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", Image.DecompressionBombWarning)
+        yield
+    large = [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+    for w in caught:  # everything else as it would have been shown
+        if w not in large:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if large:
+        limit = Image.MAX_IMAGE_PIXELS or 0
+        warnings.warn(f"{name}: {len(large)} image(s) larger than {limit:,} pixels were decoded (PIL's limit; it "
+                      f"refuses those over twice that; --max-image-pixels N moves it)", DataWarning, stacklevel=3)
 
 
 @dataclass
@@ -107,8 +127,11 @@ class ImageSet:
 
 
 def load(data: str, *, image_size: int, in_channels: int, holdout_fraction: float = 0.1,
-         show_progress: bool = True) -> ImageSet:
-    """A data set by name (``faces``, ``fashion-mnist``) or path (folder, zip, LMDB, IDX directory)."""
+         show_progress: bool = True, lazy: bool = False) -> ImageSet:
+    """A data set by name (``faces``, ``fashion-mnist``) or path (folder, zip, LMDB, IDX directory).
+
+    A folder or zip small enough for memory is decoded once and kept on disk (:mod:`.decoded`); later calls
+    map it. ``lazy``: where no decoded copy exists yet, decode nothing now, only the images used (evaluate)."""
     if data == "faces":
         return _split(sources.faces(image_size, in_channels), holdout_fraction, show_progress)
     if data in ("fashion-mnist", "fashion_mnist", "fmnist"):
@@ -131,10 +154,10 @@ def load(data: str, *, image_size: int, in_channels: int, holdout_fraction: floa
         raise DataError(f"data: {p} is neither a folder, a zip of images, nor a directory of IDX files")
     if len(src) == 0:
         raise DataError(f"data: no images ({', '.join(IMAGE_EXTENSIONS)}) found in {p}")
-    return _split(src, holdout_fraction, show_progress)
+    return _split(src, holdout_fraction, show_progress, lazy=lazy)
 
 
-def _split(src: sources.Source, holdout_fraction: float, show_progress: bool) -> ImageSet:
+def _split(src: sources.Source, holdout_fraction: float, show_progress: bool, *, lazy: bool = False) -> ImageSet:
     """A fixed held-out split (independent of the run's seed), the same whether cached or streamed."""
     n = len(src)
     n_test = int(round(n * holdout_fraction)) if n > 1 else 0
@@ -142,9 +165,22 @@ def _split(src: sources.Source, holdout_fraction: float, show_progress: bool) ->
     train, test = LazyImages(src, perm[n_test:]), LazyImages(src, perm[:n_test])
     if n * src.in_channels * src.image_size ** 2 > IN_MEMORY_LIMIT or isinstance(src, sources.LmdbSource):
         return ImageSet(src.name, train, test)
-    (train, bad_train), (test, bad_test) = (cache_in_memory(part, show_progress=show_progress)
-                                            for part in (train, test))
-    skipped = sorted(bad_train + bad_test)
+    store = decoded.store_dir(src, holdout_fraction=holdout_fraction, split_seed=SPLIT_SEED)
+    kept = decoded.read(store) if store is not None else None
+    if kept is not None:
+        train, test, skipped = kept
+        if show_progress:
+            print(f"introvae: {src.name}: using its decoded images cached in {store}", file=sys.stderr)
+    elif lazy:
+        return ImageSet(src.name, train, test)
+    else:
+        (train, bad_train), (test, bad_test) = (cache_in_memory(part, show_progress=show_progress)
+                                                for part in (train, test))
+        skipped = sorted(bad_train + bad_test)
+        if store is not None and len(train) and decoded.write(store, train, test, skipped, source=src.name) \
+                and show_progress:
+            print(f"introvae: {src.name}: decoded {len(train) + len(test)} images once; cached in {store} (reused "
+                  f"while the source is unchanged)", file=sys.stderr)
     if skipped and len(train) + len(test) == 0:
         raise DataError(f"data: none of the {n} images in {src.name} could be read "
                         f"(first problem: {skipped[0][0]}: {skipped[0][1]})")

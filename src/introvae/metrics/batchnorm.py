@@ -60,9 +60,9 @@ def generator_with_protocol(model, protocol: str, *, samples: int, batch_size: i
     return model.with_generator(decoder, source=model.generator_source)
 
 
-def encoder_with_stats(model, stats: str, images: Tensor, *, batch_size: int):
+def encoder_with_stats(model, stats: str, images: Tensor | None, *, batch_size: int):
     """``model`` with its encoder's statistics as ``stats`` says: ``running``, or re-estimated on ``images``
-    (uint8, real training images)."""
+    (uint8, real training images; only read for ``real``)."""
     if stats not in ENCODER_STATS:
         raise MetricError(f"encoder-stats: must be one of {', '.join(ENCODER_STATS)}, got {stats!r}")
     if stats == "running":
