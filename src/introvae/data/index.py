@@ -28,7 +28,8 @@ def folder_index(root: Path, extensions: Sequence[str], *, show_progress: bool =
         from ..progress import progress
 
         found = []
-        with progress(desc=f"indexing {root.name}", unit=" files", disable=not show_progress, leave=False) as bar:
+        # leave=True: the last line says how many files were seen (a bar cleared at the end read "0 files")
+        with progress(desc=f"indexing {root.name}", unit=" files", disable=not show_progress, leave=True) as bar:
             for dirpath, dirnames, filenames in os.walk(root):
                 dirnames.sort()
                 rel = os.path.relpath(dirpath, root)
