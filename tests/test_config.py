@@ -14,9 +14,13 @@ def test_paper_presets_hold_the_papers_values():
     for name in ("lsun256", "celebahq256"):
         c = PRESETS[name]
         assert (c.model.image_size, c.model.latent_dim, c.margin, c.alpha, c.beta) == (256, 512, 120.0, 0.25, 0.05)
+    # 1024 px: the paper's text lost the margin; the authors' released script's values (EQUATIONS.md)
     c = PRESETS["celebahq1024"]
-    assert (c.model.image_size, c.model.latent_dim, c.margin, c.alpha, c.beta) == (1024, 512, 90.0, 0.25, 0.0025)
+    assert (c.model.image_size, c.model.latent_dim, c.margin, c.alpha, c.beta, c.vae_epochs) == (1024, 512, 500.0,
+                                                                                                0.5, 0.01, 4.0)
     assert c.model.stage_channels == PAPER_CHANNELS
+    a = PRESETS["celebahq256-authors"]  # the authors' narrower 256 px network, batch 16
+    assert a.model.stage_channels == (32, 64, 128, 256, 512, 512, 512) and (a.batch_size, a.margin) == (16, 120.0)
     assert PRESETS["celeba128"].model.stage_channels == (128, 256, 512, 512, 512, 512)
 
 
@@ -35,7 +39,7 @@ def test_every_preset_is_valid_names_its_data_or_none_and_adam_is_the_papers():
     assert all(c.alpha_early_epochs == 0 for n, c in PRESETS.items() if n != "fashion-mnist")  # the paper's alpha
     # presets for the user's own images name no data (training them asks for --data); the others name theirs
     assert [n for n, c in PRESETS.items() if c.data is None] == ["celeba128", "lsun256", "celebahq256",
-                                                                 "celebahq1024", "rgb64"]
+                                                                 "celebahq256-authors", "celebahq1024", "rgb64"]
     assert (PRESETS["faces"].data, PRESETS["fashion-mnist"].data) == ("faces", "fashion-mnist")
 
 

@@ -157,3 +157,44 @@ def test_a_device_this_machine_lacks_is_one_line(tmp_path, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "asked for, but this machine has no CUDA device" in err, err
+
+
+def test_features_are_true_fp32_on_a_gpu_and_the_settings_come_back():
+    """TF32 may speed up fp32 training on a GPU, never an FID: the feature pass turns it off, then restores it."""
+    from introvae.devices import true_fp32
+
+    b = torch.backends
+    saved = (b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32)
+    try:
+        b.cuda.matmul.allow_tf32 = b.cudnn.allow_tf32 = True
+        with true_fp32(torch.device("cuda")):  # only flags: no CUDA device needed
+            assert (b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32) == (False, False)
+        assert (b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32) == (True, True)
+        with true_fp32(torch.device("cpu")):  # nothing to change on a CPU
+            assert b.cuda.matmul.allow_tf32
+    finally:
+        b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32 = saved
+
+
+def test_training_on_a_gpu_turns_on_cudnn_benchmark_and_tf32(monkeypatch):
+    from introvae.devices import training_backends
+
+    b = torch.backends
+    saved = (b.cudnn.benchmark, b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32)
+    try:
+        b.cudnn.benchmark = b.cuda.matmul.allow_tf32 = b.cudnn.allow_tf32 = False
+        training_backends(torch.device("cpu"))
+        assert not b.cudnn.benchmark
+        training_backends(torch.device("cuda"))
+        assert b.cudnn.benchmark and b.cuda.matmul.allow_tf32 and b.cudnn.allow_tf32
+    finally:
+        b.cudnn.benchmark, b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32 = saved
+
+
+def test_the_fid_cache_key_knows_the_device_kind():
+    from introvae.metrics.fid import stats_key
+
+    args = dict(data="faces", split="train", n=10, image_size=16, in_channels=1)
+    cpu = stats_key(**args)
+    assert stats_key(**args, device="cpu") == cpu  # keys of earlier versions still hit on a CPU
+    assert stats_key(**args, device="cuda") not in (cpu, stats_key(**args, device="cuda", precision="bf16"))

@@ -148,7 +148,10 @@ def test_auto_precision_is_bf16_with_channels_last_only_where_the_cpu_computes_b
 
     monkeypatch.setattr(devices, "cpu_flags", lambda: flags)
     assert resolve("auto", CPU) == expected and resolve("fp16", CPU) == "fp16" and resolve("fp32", CPU) == "fp32"
-    assert resolve("auto", torch.device("cuda")) == "fp32"  # GPUs: fp32 unless asked (no CUDA needed to decide)
+    for gpu_bf16, on_gpu in ((True, "bf16"), (False, "fp32")):  # a GPU: bf16 where it computes it (no CUDA needed)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: gpu_bf16)
+        assert resolve("auto", torch.device("cuda")) == on_gpu
+    assert resolve("auto", torch.device("mps")) == "fp32"
     trainer = Trainer(tiny_config(precision="auto", steps=2), tmp_path / "run", data=faces16, show_progress=False)
     run = trainer.run
     assert run.precision.name == expected and run.channels_last == (expected == "bf16")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from .errors import UserError
@@ -64,3 +66,37 @@ def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work (for timing); nothing to do on the CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+# --- arithmetic policy on CUDA -----------------------------------------------------------------------------
+def training_backends(device: torch.device) -> None:
+    """Settings for training on ``device``: on CUDA, cuDNN picks its fastest convolution per shape
+    (``cudnn.benchmark``; our shapes are fixed) and fp32 matmuls and convolutions may use TF32 tensor cores
+    (A100 and later), which the run's first line says. Nothing to set on a CPU."""
+    if device.type != "cuda":
+        return
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+
+def tf32_words(device: torch.device, precision: str) -> str:
+    """How the first line of a run states TF32: only for fp32 on a GPU that has it."""
+    if device.type == "cuda" and precision == "fp32" and torch.cuda.get_device_capability(device)[0] >= 8:
+        return " (TF32 matmuls and convolutions)"
+    return ""
+
+
+@contextlib.contextmanager
+def true_fp32(device: torch.device):
+    """fp32 arithmetic that is fp32 on every device: TF32 off while inside (for FID and precision/recall
+    features, so that a score does not depend on the GPU it was computed on); the settings are put back after."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

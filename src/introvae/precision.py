@@ -47,14 +47,14 @@ def emulated_warning(name: str, device: torch.device, flag: str = "--precision")
 
 
 def resolve(name: str, device: torch.device) -> str:
-    """The precision a run trains in: ``name``, or for ``auto`` bf16 on a CPU that computes it natively (AVX512-BF16
-    or AMX), where bf16 training tracked fp32 and ran 1.7x faster (docs/defaults-fashion-mnist.md), and fp32
-    everywhere else, GPUs included (give bf16 or fp16 for them by hand)."""
+    """The precision a run trains in: ``name``, or for ``auto`` bf16 where the device computes it natively: a CUDA
+    GPU that supports it (Ampere and later), or a CPU with AVX512-BF16 or AMX, where bf16 training tracked fp32 and
+    ran 1.7x faster (docs/defaults-fashion-mnist.md); fp32 everywhere else (older GPUs, MPS, other CPUs)."""
     if name != "auto":
         return name
     from .devices import has_native_bf16
 
-    return "bf16" if device.type == "cpu" and has_native_bf16(device) else "fp32"
+    return "bf16" if device.type in ("cpu", "cuda") and has_native_bf16(device) else "fp32"
 
 
 def make_precision(name: str, device: torch.device, *, warn: bool = True) -> Precision:

@@ -40,8 +40,11 @@ class RunState:
         if config.sync_bn and world.enabled:
             dist_.convert_sync_batchnorm(model, device)
         self.precision = make_precision(config.precision, device, warn=world.is_main)
-        # auto precision brings its memory layout: bf16 convolutions on a CPU run fastest in NHWC
-        self.channels_last = config.channels_last or (config.precision == "auto" and self.precision.name == "bf16")
+        # bf16 brings its memory layout: bf16 convolutions run fastest in NHWC, on CPUs (oneDNN) and on GPUs (cuDNN's
+        # tensor-core kernels). On a CPU only `auto` implies it, so that runs started with an explicit bf16 resume as
+        # they began; on a GPU bf16 always does.
+        self.channels_last = config.channels_last or (self.precision.name == "bf16" and (
+            config.precision == "auto" or device.type == "cuda"))
         self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
         self.optimizers = make_optimizers(self.model, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2))
         self.ema = make_ema(self.model.decoder) if config.ema > 0 else None
@@ -57,7 +60,10 @@ class RunState:
     @property
     def arithmetic(self) -> str:
         """The precision and layout the run trains with, as the start line says it: "bf16, channels-last (auto)"."""
-        words = self.precision.name + (", channels-last" if self.channels_last else "")
+        from .devices import tf32_words
+
+        words = self.precision.name + tf32_words(self.device, self.precision.name)
+        words += ", channels-last" if self.channels_last else ""
         return words + (" (auto)" if self.config.precision == "auto" else "")
 
     @property

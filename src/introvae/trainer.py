@@ -51,6 +51,7 @@ class Trainer:
         self.show_progress = show_progress and self.world.is_main
         self.log = log if self.world.is_main else (lambda _msg: None)
         self.device = dist_.setup(self.world, devices.resolve_device(config.device))
+        devices.training_backends(self.device)  # cudnn.benchmark and TF32 on CUDA (stated in the first line)
         self.data = data if data is not None else load(
             config.data, image_size=config.model.image_size, in_channels=config.model.in_channels,
             holdout_fraction=config.holdout_fraction, show_progress=self.show_progress)
@@ -79,8 +80,10 @@ class Trainer:
             import torch._functorch.config as functorch_config
 
             # Algorithm 1 back-propagates through the shared forward pass twice (retain_graph), which compiled
-            # backward functions that free ("donate") their saved buffers refuse.
-            functorch_config.donated_buffer = False
+            # backward functions that free ("donate") their saved buffers refuse. Older torch has no such setting
+            # (and donates nothing).
+            if hasattr(functorch_config, "donated_buffer"):
+                functorch_config.donated_buffer = False
             nets = {k: torch.compile(m, **COMPILE_OPTIONS) for k, m in nets.items()}
             if self.config.checkpoint_activations:  # checkpointed blocks break the graph: compile them apart
                 import torch._dynamo as dynamo
@@ -88,7 +91,8 @@ class Trainer:
                 blocks = [m for m in self.run.model.modules() if isinstance(m, ResBlock)]
                 # One compiled variant per block, and per block in a frozen or recomputing pass: all share one
                 # function, whose default limit of 8 variants would leave the rest eager.
-                dynamo.config.recompile_limit = max(dynamo.config.recompile_limit, 4 * len(blocks))
+                name = "recompile_limit" if hasattr(dynamo.config, "recompile_limit") else "cache_size_limit"
+                setattr(dynamo.config, name, max(getattr(dynamo.config, name), 4 * len(blocks)))  # older torch
                 for m in blocks:
                     m.compile_inner(**COMPILE_OPTIONS)
         return nets

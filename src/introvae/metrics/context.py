@@ -106,7 +106,7 @@ class MetricContext:
             return self.features_of(ref, desc=f"real {self.ref_split} features")
         key = fidlib.stats_key(data=self.data_id, split=self.ref_split, n=len(ref),
                                image_size=self.image_size, in_channels=self.in_channels,
-                               precision=self.feature_precision)
+                               precision=self.feature_precision, device=torch.device(self.device).type)
         path = fidlib.cache_dir() / f"features-{key}.pt"
         if path.is_file():
             return torch.load(path, weights_only=True)

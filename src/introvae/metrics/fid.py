@@ -130,10 +130,13 @@ def load_inception(device: str | torch.device = "cpu", *, fold: bool = True,
 
     @torch.no_grad()
     def features(images: Tensor) -> Tensor:
+        from ..devices import true_fp32
+
         x = inception_inputs(images.to(device))
         if fold:
             x = x.to(dtype).contiguous(memory_format=torch.channels_last)  # oneDNN and cuDNN's fastest layout
-        return net(x).float().flatten(1)
+        with true_fp32(device):  # never TF32: a score must not depend on the GPU
+            return net(x).float().flatten(1)
 
     return features
 
@@ -205,9 +208,12 @@ def cache_dir() -> Path:
     return cache_root() / "fid-stats"
 
 
-def stats_key(*, precision: str = "fp32", **fields) -> str:
-    """A cache key from everything the statistics depend on (data set, split, size, count, network, precision)."""
+def stats_key(*, precision: str = "fp32", device: str = "cpu", **fields) -> str:
+    """A cache key from everything the statistics depend on (data set, split, size, count, network, precision,
+    and the kind of device whose arithmetic computed them)."""
     extra = {} if precision == "fp32" else {"precision": precision}  # fp32 keys stay those of earlier versions
+    if device != "cpu":  # CPU keys stay those of earlier versions; a GPU's features are its own (true fp32, cuDNN)
+        extra["device"] = f"{device}:{'true-fp32' if precision == 'fp32' else precision}"
     blob = json.dumps({**fields, **extra, "net": INCEPTION_SHA1, "graph": GRAPH}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
