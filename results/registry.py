@@ -209,7 +209,22 @@ def table_speed(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-TABLES = {"fashion-mnist": table_fashion_mnist, "densities": table_densities, "speed": table_speed}
+def table_projection(records: list[dict]) -> str:
+    """benchmarks/gpu_projection.py's rows: projected on a CPU, never measured."""
+    rows = [r for r in records if r.get("metric") == "projected_img_s_h100"]
+    lines = ["| preset | params (M) | GFLOP/image | activations MiB/image (checkpointed) | largest batch in 80 GB "
+             "(checkpointed) | img/s on an H100 | min per 30k-image epoch |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        x = r["extra"]
+        lines.append(f"| `{r['preset']}` | {x['parameters'] / 1e6:.1f} | {x['gflop_per_image']:.0f} | "
+                     f"{x['activations_mib_per_image']:.0f} ({x['activations_mib_per_image_checkpointed']:.0f}) | "
+                     f"{x['max_batch_80gb']} ({x['max_batch_80gb_checkpointed']}) | {r['value']:.0f} *projected* | "
+                     f"{x['minutes_per_epoch H100 80GB']:.1f} *projected* |")
+    return "\n".join(lines)
+
+
+TABLES = {"fashion-mnist": table_fashion_mnist, "densities": table_densities, "speed": table_speed,
+          "projection": table_projection}
 
 
 def replace_tables(text: str, records: list[dict]) -> str:
@@ -284,7 +299,20 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("add-throughput", help="record the rows of benchmarks/throughput.py --json-out FILE")
     t.add_argument("file", type=Path)
     t.add_argument("--command", required=True, help="the benchmark's command line")
+    j = sub.add_parser("add-projection", help="record the rows of benchmarks/gpu_projection.py --json-out FILE")
+    j.add_argument("file", type=Path)
+    j.add_argument("--command", required=True)
     args = p.parse_args(argv)
+    if args.action == "add-projection":
+        rows = json.loads(args.file.read_text())
+        append_records([{"data": "meta tensors (shapes only)", "objective": "introvae", "preset": r["preset"],
+                         "metric": "projected_img_s_h100", "value": round(r["img_s H100 80GB"], 1),
+                         "protocol": {"kind": "projection", "fraction_of_bf16_peak": r["fraction_of_peak"],
+                                      "activations": "bytes saved for backward, fp32"},
+                         "extra": r, "command": args.command, "commit": git_commit(), "machine": machine(),
+                         "date": datetime.date.today().isoformat()} for r in rows])
+        print(f"results: recorded {len(rows)} projections")
+        return 0
     if args.action == "render":
         return render(check=args.check)
     if args.action == "add-throughput":
