@@ -48,8 +48,10 @@ class OnAccelerator(torch.Tensor):
     def __repr__(self) -> str:
         return f"OnAccelerator({self.inner!r})"
 
-    # Reading values on the host works as on a GPU (a synchronisation there).
+    # Reading values on the host works as on a GPU (a synchronisation there), and is counted.
     def tolist(self):
+        if _ACTIVE:
+            _ACTIVE[-1].host_read("tolist")
         return self.inner.tolist()
 
     def __format__(self, spec: str) -> str:
@@ -64,10 +66,20 @@ class OnAccelerator(torch.Tensor):
         raise RuntimeError(f"{func} on an accelerator tensor outside fake_accelerator()")
 
 
+_ACTIVE: list = []  # the fake accelerator's mode while one is active (tolist is not an ATen operation)
+_HOST_READS = {torch.ops.aten._local_scalar_dense.default}  # .item(), bool(), int(), float() of a device tensor
+
+
 class _Mode(TorchDispatchMode):
     def __init__(self):
         super().__init__()
         self.ops = 0  # operations that ran on the accelerator
+        self.host_reads = 0  # device-to-host reads: each one a synchronisation on a GPU
+        self.read_ops: list[str] = []
+
+    def host_read(self, what: str) -> None:
+        self.host_reads += 1
+        self.read_ops.append(what)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -90,6 +102,9 @@ class _Mode(TorchDispatchMode):
             return t
 
         a, k = tree_map(unwrap, args), tree_map(unwrap, kwargs)
+        if seen["accelerator"] and (func in _HOST_READS or (func in _CROSS_DEVICE and _target_is_host(func, args,
+                                                                                                   kwargs))):
+            self.host_read(str(func))
         target = k.get("device")
         to_accelerator = target is not None and torch.device(target).type == ACCELERATOR.type
         if to_accelerator:
@@ -127,6 +142,15 @@ class _FromData(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def _target_is_host(func, args, kwargs) -> bool:
+    """Whether a cross-device copy brings accelerator data to the host (``.cpu()``, ``copy_`` into a host tensor)."""
+    if func is torch.ops.aten._to_copy.default:
+        device = kwargs.get("device")
+        return isinstance(args[0], OnAccelerator) and device is not None and torch.device(device).type == "cpu"
+    dst, src = args[0], args[1]  # copy_(dst, src)
+    return isinstance(src, OnAccelerator) and not isinstance(dst, OnAccelerator)
+
+
 @contextlib.contextmanager
 def fake_accelerator():
     """Run the block with ``meta`` standing in for a GPU (see the module's docstring). Yields the mode,
@@ -141,12 +165,14 @@ def fake_accelerator():
     for m, _ in saved:
         m._get_fused_kernels_supported_devices = fused
     mode = _Mode()
+    _ACTIVE.append(mode)
     try:
         with _FromData(), mode, warnings.catch_warnings():
             # load_state_dict warns that copying into a meta parameter does nothing; here it does copy.
             warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter")
             yield mode
     finally:
+        _ACTIVE.remove(mode)
         for m, f in saved:
             if f is not None:
                 m._get_fused_kernels_supported_devices = f

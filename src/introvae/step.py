@@ -89,7 +89,10 @@ class TrainStep:
             self.scaler.unscale_(opt)
             ok = ok & agreed(torch.isfinite(loss.detach()).reshape(()), self.world)
             self.overflow = torch.maximum(self.overflow, (ok & ~finite(None, params)).float())
-            if bool(ok):  # the scaler reads its own flags on the host anyway
+            if masks_steps(opt):  # fused Adam: the scaler hands found_inf to the kernel, no host read
+                skip_in_scaler(self.scaler, opt, ~ok)
+                self.scaler.step(opt)
+            elif bool(ok):  # an optimiser that cannot skip on the device: decided on the host
                 self.scaler.step(opt)
             return ok
         ok = ok & agreed(finite(loss, params), self.world)
@@ -199,6 +202,14 @@ def step_if(opt: torch.optim.Optimizer, ok: Tensor) -> None:
         opt.step()
     finally:
         del opt.grad_scale, opt.found_inf
+
+
+def skip_in_scaler(scaler: torch.amp.GradScaler, opt: torch.optim.Optimizer, skip: Tensor) -> None:
+    """Make the scaler's next ``step(opt)`` skip when ``skip`` (a bool tensor) holds, on the device: ``skip`` joins
+    the inf/NaN flags ``unscale_`` recorded, which the scaler passes to a fused optimiser as ``found_inf`` (and
+    counts at ``update()``, which lowers the scale as for an overflow)."""
+    for flag in scaler._per_optimizer_states[id(opt)]["found_inf_per_device"].values():
+        flag.copy_(torch.maximum(flag, skip.to(flag.device, flag.dtype)))
 
 
 class DivergenceGuard:
