@@ -13,8 +13,23 @@ def test_gpu_check_passes_on_the_cpu(tmp_path):
     r = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--out", str(tmp_path)],
                        capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    table = r.stdout[r.stdout.index("| check | result |"):].splitlines()[2:]
+    table = [ln for ln in r.stdout[r.stdout.index("| check | result |"):].splitlines()[2:] if ln.startswith("|")]
     results = {row.split(" | ")[0].strip("| "): row.split(" | ")[1] for row in table}
-    assert len(results) == 11 and set(results.values()) == {"PASS", "skip"}, results
-    assert results["2 processes over NCCL"] == "skip"  # needs two GPUs
+    assert len(results) == 15 and set(results.values()) == {"PASS", "SKIP"}, results
+    assert results["2 processes over NCCL"] == "SKIP"  # needs two GPUs
     assert results["evaluate"] == "PASS" and results["torch.compile"] == "PASS"
+    assert results["resume on the device, extended"] == "PASS"  # bit for bit on the CPU
+    skipped = sum(v == "SKIP" for v in results.values())
+    assert r.stdout.strip().splitlines()[-1] == f"{15 - skipped} passed, 0 failed, {skipped} skipped"
+
+
+def test_a_required_check_that_cannot_run_fails(tmp_path):
+    """--require nccl on a machine without two GPUs: the skip becomes a failure, and the exit status says so."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    gc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gc)
+    gc.CHECKS[:] = [c for c in gc.CHECKS if "NCCL" in c[0]]
+    sys.argv = ["gpu_check.py", "--device", "cpu", "--quick", "--out", str(tmp_path), "--require", "nccl"]
+    assert gc.main() == 1
