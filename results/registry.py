@@ -81,17 +81,9 @@ def git_commit() -> str | None:
 
 
 def training_seconds(run: Path) -> float | None:
-    """Training wall time from the run's own logged rates (each stats row covers log_every steps)."""
-    cfg = json.loads((run / "config.json").read_text())
-    rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines() if line.strip()]
-    if not rows:
-        return None
-    total, last = 0.0, 0
-    for r in rows:
-        if r.get("images_per_s"):
-            total += (r["step"] - last) * cfg["batch_size"] / r["images_per_s"]
-        last = r["step"]
-    return round(total, 1)
+    from introvae.export import training_seconds as seconds
+
+    return round(seconds(run), 1) if seconds(run) else None
 
 
 def records_from_run(run: Path, *, preset: str, train_command: str, eval_command: str,

@@ -190,10 +190,16 @@ def make_parser() -> argparse.ArgumentParser:
     v.add_argument("--no-ema", action="store_true",
                    help="use the trained generator even if the run kept an EMA of it (--ema)")
 
-    e = sub.add_parser("export", help="write config.json + model.safetensors from a run")
+    e = sub.add_parser("export", help="write a model folder (config.json, model.safetensors, a README.md card)",
+                       description="Writes the hub layout: config.json (the model config), model.safetensors (both "
+                                   "networks), README.md (a model card with metadata, the training settings and the "
+                                   "run's last evaluation with its protocol) and samples.png.")
     e.add_argument("model", help="a run directory (its newest checkpoint) or a checkpoint file")
     e.add_argument("-o", "--out", required=True, help="output directory")
     e.add_argument("--no-ema", action="store_true", help="export the trained generator even if the run kept an EMA")
+    e.add_argument("--fp16", action="store_true", help="store the weights in fp16 (half the size; loaded as fp32)")
+    e.add_argument("--name", help="the model's name in its card (default: the output folder's name)")
+    sub.add_parser("models", help="list the shipped pretrained models with their metrics")
 
     s = sub.add_parser("serve", help="a local web page to explore a model: sample, reconstruct, interpolate, edit",
                        description="Starts a local web app (Gradio; pip install 'introvae[app]') on a model and "

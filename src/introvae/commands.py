@@ -331,9 +331,14 @@ def cmd_evaluate(args) -> int:
                             seed=args.seed, ema=not args.no_ema, bn_protocol=args.bn_protocol,
                             encoder_stats=args.encoder_stats, bn_samples=args.bn_samples,
                             feature_precision=args.feature_precision)
+    from . import hub
+
     src = Path(args.source)
     if not src.exists():
-        raise UserError(f"evaluate: not found: {src}")
+        try:
+            src = hub.resolve(args.source)  # a shipped model's name, or hf://OWNER/NAME
+        except UserError:
+            raise UserError(f"evaluate: not found: {src}") from None
     from . import toy2d
 
     if toy2d.is_run(src):  # a 2D density run: histogram KL and JSD of samples against fresh data
@@ -365,12 +370,30 @@ def cmd_evaluate(args) -> int:
 def cmd_export(args) -> int:
     from .runstate import load_model
 
+    from .export import export
+
     if Path(args.out).suffix.lower() in (".safetensors", ".pt", ".pth", ".bin", ".json", ".ckpt"):
         raise UserError(f"export: -o names a directory (it gets config.json and model.safetensors), not a file: "
                         f"{args.out}; try -o {Path(args.out).with_suffix('')}")
-    model = load_model(args.model, ema=not args.no_ema, device="cpu")
-    out = model.save_pretrained(args.out)
-    print(f"exported the {model.generator_source} generator to {out}/ (config.json + model.safetensors)")
+    model, out = export(args.model, args.out, ema=not args.no_ema, fp16=args.fp16, name=args.name)
+    print(f"exported the {model.generator_source} generator to {out}/ (config.json, model.safetensors"
+          f"{' in fp16' if args.fp16 else ''}, README.md model card, samples.png)")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from . import hub
+
+    models = hub.shipped()
+    if not models:
+        print(f"no shipped models in {hub.models_dir()}")
+        return 0
+    for name, d in models.items():
+        meta = hub.card_metadata(d)
+        results = (meta.get("model-index") or [{}])[0].get("results") or [{}]
+        metrics = ", ".join(f"{m['type']} {m['value']}" for m in results[0].get("metrics", []))
+        print(f"{name:22s} data={(meta.get('datasets') or ['?'])[0]:14s} {metrics or 'not evaluated'}")
+    print(f"(in {hub.models_dir()}; use a name wherever a MODEL goes: introvae sample NAME -n 16 -o s.png)")
     return 0
 
 
@@ -397,5 +420,5 @@ def cmd_presets(args) -> int:
 COMMANDS = {
     "train": cmd_train, "sample": cmd_sample, "reconstruct": cmd_reconstruct, "interpolate": cmd_interpolate,
     "calibrate": cmd_calibrate, "demo": cmd_demo, "export": cmd_export, "presets": cmd_presets,
-    "evaluate": cmd_evaluate, "serve": cmd_serve,
+    "evaluate": cmd_evaluate, "serve": cmd_serve, "models": cmd_models,
 }

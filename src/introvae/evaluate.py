@@ -28,11 +28,14 @@ def evaluate_model(source: str | Path, settings: EvalSettings = EvalSettings(), 
     ``nearest_neighbours.png``."""
     t0 = time.perf_counter()
     device = devices.resolve_device(device)
+    from . import hub
+
     loaded = load_model(source, ema=settings.ema, device=device)
     cfg = loaded.config
-    src = Path(source)
+    src = hub.resolve(source)
     run_cfg = _run_config(src)
-    data_id = data or (run_cfg.data if run_cfg else None)
+    card_data = (hub.card_metadata(src).get("datasets") or [None])[0] if src.is_dir() else None
+    data_id = data or (run_cfg.data if run_cfg else None) or card_data
     if data_id is None:
         raise UserError(f"evaluate: {src} does not say which data it was trained on; give --data")
     holdout = run_cfg.holdout_fraction if run_cfg else TrainConfig.holdout_fraction  # the run's held-out split

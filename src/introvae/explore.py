@@ -42,15 +42,15 @@ class Explorer:
     ``data`` names the training data for an export (which does not record it); a run knows its own."""
 
     def __init__(self, source: str | Path, *, device: str | torch.device = "auto", data: str | None = None):
+        from . import hub
         from .runstate import load_model
 
-        self.source = Path(source)
-        if not self.source.exists():
-            raise UserError(f"serve: not found: {self.source}")
+        self.source = hub.resolve(source)  # a path, a shipped model's name, or hf://OWNER/NAME
         self.model = load_model(self.source, device=device).eval()
         self.config = self.model.config
         self.run_config = _run_config(self.source)
-        self.data_id = data or (self.run_config.data if self.run_config else None)
+        card_data = (hub.card_metadata(self.source).get("datasets") or [None])[0] if self.source.is_dir() else None
+        self.data_id = data or (self.run_config.data if self.run_config else None) or card_data
         self.step = self.model.step  # None for an export
         self._train: torch.Tensor | None = None
         self._directions: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None

@@ -223,14 +223,16 @@ def newest_readable_checkpoint(run_dir: Path, log: Callable[[str], None]) -> tup
 
 def load_model(source: str | Path, *, ema: bool = True, device: str | torch.device = "auto") -> IntroVAE:
     """An :class:`IntroVAE` in eval mode on ``device`` from a run directory (its newest checkpoint), a
-    checkpoint file, or an exported model directory (``config.json`` + ``model.safetensors``). A run trained
+    checkpoint file, an exported model directory (``config.json`` + ``model.safetensors``), a shipped model's
+    name (``introvae models``) or ``hf://OWNER/NAME``. A run trained
     with ``--ema`` gives its averaged generator unless ``ema`` is False; ``model.generator_source`` says which
     ("ema" or "trained"); ``model.step`` is the checkpoint's step (None for an export)."""
+    from . import hub
+
     device = devices.resolve_device(device)
-    p = Path(source)
-    if not p.exists():
-        raise UserError(f"model not found: {p}")
+    p = hub.resolve(source)  # a path, a shipped model's name, or hf://OWNER/NAME
     if p.is_dir() and (p / "model.safetensors").is_file():
+        hub.check_folder(p)
         model = IntroVAE.from_pretrained(p, device=device)
         model.step = None
         return model

@@ -1,0 +1,79 @@
+"""``introvae export``: a run's model as a folder in the hub layout, with a model card filled from the run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import torch
+
+
+def export(source: str | Path, out: str | Path, *, ema: bool = True, fp16: bool = False,
+           name: str | None = None):
+    """Write ``config.json``, ``model.safetensors`` (fp16 on request), ``README.md`` and ``samples.png`` for the
+    model of ``source`` (a run directory or a checkpoint) into ``out``; returns (model, out)."""
+    from . import hub
+    from .evaluate import _run_config, model_dir
+    from .grids import save_grid
+    from .metrics.store import read_metrics
+    from .runstate import load_model
+
+    model = load_model(source, ema=ema, device="cpu")
+    out = Path(out)
+    model.save_pretrained(out)
+    if fp16:
+        _to_fp16(out / "model.safetensors", model)
+    src = hub.resolve(source)
+    run_cfg = _run_config(src)
+    rows = [r for r in read_metrics(model_dir(src)) if not r.get("during_training") and "protocol" in r
+            and r.get("step") == model.step]
+    with torch.no_grad():
+        save_grid(model.sample(64, seed=0).clamp(0, 1), out / "samples.png", nrow=8)
+    training = None
+    if run_cfg is not None:
+        training = {"step": model.step, "generator": model.generator_source}
+        seconds = training_seconds(model_dir(src))
+        if seconds:
+            training["training time (from its logged rates)"] = f"{seconds / 60:.0f} min"
+    hub.write_card(out, name=name or out.name, config=model.config.to_dict(),
+                   run_config=run_cfg.to_dict() if run_cfg else None, evaluation=rows[-1] if rows else None,
+                   source=f"introvae train ... --out {model_dir(src).name}", training=training, commit=_commit(),
+                   samples="samples.png")
+    return model, out
+
+
+def _to_fp16(path: Path, model) -> None:
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    state = {k: (v.half() if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
+    save_file(state, str(path), metadata={**(meta or {}), "dtype": "float16"})
+
+
+def training_seconds(run: Path) -> float | None:
+    """A run's training wall time from its own logged rates (each stats row covers the steps since the last)."""
+    cfg_path, stats = run / "config.json", run / "stats.jsonl"
+    if not (cfg_path.is_file() and stats.is_file()):
+        return None
+    batch = json.loads(cfg_path.read_text()).get("batch_size", 1)
+    total, last = 0.0, 0
+    for line in stats.read_text().splitlines():
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if r.get("images_per_s"):
+            total += (r["step"] - last) * batch / r["images_per_s"]
+        last = r.get("step", last)
+    return total or None
+
+
+def _commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                              text=True, check=True).stdout.strip() or None
+    except (OSError, subprocess.CalledProcessError):
+        return None

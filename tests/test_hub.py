@@ -1,0 +1,106 @@
+"""Models as the field shares them: export with a card, load by name, hf:// from a filled cache, bad folders."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from introvae import hub
+from introvae.cli import main
+from introvae.errors import CheckpointError, UserError
+from introvae.runstate import load_model
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from introvae import train
+
+    tmp = tmp_path_factory.mktemp("hub")
+    train(tiny_config(steps=4), tmp / "run", show_progress=False, log=lambda s: None)
+    return tmp / "run"
+
+
+def test_export_writes_the_hub_layout_with_a_card(run, tmp_path, capsys):
+    assert main(["export", str(run), "-o", str(tmp_path / "m"), "--name", "tiny-faces"]) == 0
+    files = sorted(p.name for p in (tmp_path / "m").iterdir())
+    assert files == ["README.md", "config.json", "model.safetensors", "samples.png"]
+    meta = hub.card_metadata(tmp_path / "m")
+    assert meta["library_name"] == "introvae" and meta["license"] == "mit" and meta["datasets"] == ["faces"]
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert "# tiny-faces" in card and 'load_model("tiny-faces")' in card and "settings: objective introvae" in card
+    a, b = load_model(run, device="cpu"), load_model(tmp_path / "m", device="cpu")
+    for (k, v), w in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(v, w), k
+
+
+def test_a_card_carries_the_runs_evaluation_with_its_protocol(run, tmp_path, monkeypatch):
+    from conftest import tiny_features
+    from introvae.evaluate import evaluate_model
+    from introvae.metrics import EvalSettings
+
+    monkeypatch.setenv("INTROVAE_CACHE", str(tmp_path / "cache"))
+    shutil.copytree(run, tmp_path / "run")
+    evaluate_model(tmp_path / "run", EvalSettings(num_samples=12, ref_images=12, pairs=4, neighbours=0,
+                                                  batch_size=12), device="cpu", show_progress=False,
+                   features=tiny_features)
+    assert main(["export", str(tmp_path / "run"), "-o", str(tmp_path / "m")]) == 0
+    results = hub.card_metadata(tmp_path / "m")["model-index"][0]["results"][0]["metrics"]
+    assert results[0]["type"] == "fid" and results[0]["value"] > 0 and "vs 12 train images" in results[0]["name"]
+    assert '"ref_split": "train"' in (tmp_path / "m" / "README.md").read_text()
+
+
+def test_a_shipped_name_loads_and_is_listed(run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("INTROVAE_MODELS", str(tmp_path / "models"))
+    assert main(["export", str(run), "-o", str(tmp_path / "models" / "tiny"), "--fp16"]) == 0
+    size16 = (tmp_path / "models" / "tiny" / "model.safetensors").stat().st_size
+    assert main(["export", str(run), "-o", str(tmp_path / "full")]) == 0
+    assert size16 < 0.6 * (tmp_path / "full" / "model.safetensors").stat().st_size  # fp16: about half
+    model = load_model("tiny", device="cpu")  # by name
+    assert next(model.parameters()).dtype == torch.float32
+    ref = load_model(run, device="cpu")
+    for v, w in zip(model.state_dict().values(), ref.state_dict().values()):
+        assert torch.allclose(v.float(), w.float(), rtol=1e-3, atol=1e-3)
+    capsys.readouterr()
+    assert main(["models"]) == 0
+    assert "tiny" in capsys.readouterr().out
+    assert main(["sample", "tiny", "-n", "4", "-o", str(tmp_path / "s.png")]) == 0 and (tmp_path / "s.png").is_file()
+    with pytest.raises(UserError, match="shipped models: tiny"):
+        hub.resolve("no-such-model")
+
+
+def test_hf_names_load_from_a_cache_the_test_fills_itself_offline(run, tmp_path, monkeypatch):
+    pytest.importorskip("huggingface_hub")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hf" / "models--someone--tiny-faces"
+    snap = repo / "snapshots" / commit
+    assert main(["export", str(run), "-o", str(snap)]) == 0
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    model = load_model("hf://someone/tiny-faces", device="cpu")
+    assert model.config.image_size == 16
+    with pytest.raises(UserError, match="hf://someone/other"):
+        load_model("hf://someone/other", device="cpu")  # offline, not in the cache: one line
+
+
+def test_a_model_folder_whose_files_do_not_match_is_one_line(run, tmp_path, capsys):
+    assert main(["export", str(run), "-o", str(tmp_path / "m")]) == 0
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**cfg, "in_channels": 3}))
+    with pytest.raises(CheckpointError, match="do not belong together"):
+        load_model(tmp_path / "m", device="cpu")
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    data = (tmp_path / "m" / "model.safetensors").read_bytes()
+    (tmp_path / "m" / "model.safetensors").write_bytes(data[: len(data) // 2])
+    assert main(["sample", str(tmp_path / "m"), "-n", "2", "-o", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "cannot be read (truncated" in err
