@@ -106,8 +106,12 @@ def test_progress_in_a_log_file_is_a_line_every_few_percent():
 
     from introvae.progress import LOG_EVERY_PERCENT, progress
 
+    quick = io.StringIO()
+    with progress(total=10, desc="quick", stream=quick) as bar:
+        bar.update(10)
+    assert quick.getvalue() == ""  # work of under two seconds leaves no lines in a log
     log = io.StringIO()
-    with progress(total=2000, desc="work", unit="img", stream=log) as bar:
+    with progress(total=2000, desc="work", unit="img", stream=log, delay=0) as bar:
         for _ in range(1000):
             bar.update(2)
             bar.set_postfix({"loss": "1.0"}, refresh=False)

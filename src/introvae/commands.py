@@ -141,6 +141,12 @@ def cmd_train(args) -> int:
             f"({len(trainer.data.train)} train / {len(trainer.data.test)} held-out images) for "
             f"{trainer.run.total_steps} steps ({trainer.run.warmup_steps} VAE warm-up) on {trainer.device} in "
             f"{trainer.run.arithmetic}{procs} into {run_dir}")
+        from .loggers import available
+
+        if cfg.logger == "tensorboard" or (cfg.logger == "auto" and available()):
+            say(f"TensorBoard: tensorboard --logdir {run_dir / 'tensorboard'}"
+                + (" (--logger auto: the package is installed; --logger none turns it off)" if cfg.logger == "auto"
+                   else ""))
         if cfg.objective != "vae" and trainer.run.warmup_steps >= trainer.run.total_steps:
             say(warmup_covers_run(trainer.run.total_steps, trainer.run.warmup_steps))
     try:

@@ -158,6 +158,9 @@ class TrainConfig:
     rollback_lr_factor: float = param(0.5, "the learning rate is multiplied by this at each rollback",
                                       group="logging")
     grid_size: int = param(8, "images per row of the image grids", group="logging")
+    logger: str = param("auto", "also log to TensorBoard (RUN/tensorboard; the tensorboard extra): tensorboard, "
+                                "none, or auto (when the package is installed; the first line says which)",
+                        group="logging", choices=("auto", "tensorboard", "none"))
     eval_every: int = param(0, "steps between FID measurements during training (0: none)", group="logging")
     eval_samples: int = param(10_000, "generated and real images per FID measurement during training (10,000: the "
                                       "literature's protocol; fewer are faster but biased upwards)",

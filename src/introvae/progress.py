@@ -51,5 +51,6 @@ def progress(iterable=None, *, total: int | None = None, desc: str, disable: boo
     else:
         kw.update(mininterval=LOG_EVERY_S)
     kw["leave"] = True  # the last line says how it ended
+    kw.setdefault("delay", 2.0)  # work done in under two seconds leaves no lines at all
     kw.pop("dynamic_ncols", None)
     return tqdm(iterable, total=total, desc=desc, file=_Lines(stream), ascii=True, **kw)

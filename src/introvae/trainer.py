@@ -17,10 +17,11 @@ import torch
 
 from . import checkpoint, devices
 from . import distributed as dist_
-from .config import TrainConfig
+from .config import TrainConfig, flat_dict
 from .data import ImageSet, batches, load
 from .ema import update_ema
 from .eta import TrainingEstimate
+from .loggers import make_logger
 from .margin import AutoMargin
 from .errors import UserError
 from .model import ResBlock
@@ -71,6 +72,7 @@ class Trainer:
         self.evaluator = None  # made at the first --eval-every measurement (metrics.training)
         self.feature_fn = None  # FID's feature network for those (None: Inception; tests put a small one)
         self.stop_requested = False
+        self.logger = None  # TensorBoard (loggers.make_logger), made when training starts
 
     def _wrappers(self) -> dict[str, torch.nn.Module] | None:
         """The modules the training passes call: DistributedDataParallel and/or torch.compile of E and G."""
@@ -128,6 +130,9 @@ class Trainer:
         cfg, run, world = self.config, self.run, self.world
         if world.is_main:
             self._prepare_run_dir()
+        self.logger = make_logger(cfg.logger, self.run_dir, start_step=run.step, is_main=world.is_main)
+        if self.logger is not None and run.step == 0:
+            self.logger.hparams(flat_dict(cfg))
         dist_.barrier(world)
         if dist_.broadcast_object(checkpoint.latest(self.run_dir) is None, world):
             self.save_checkpoint()  # step 0: even a run killed at once, or diverging at once, has one
@@ -166,6 +171,8 @@ class Trainer:
                         restart = self._check_guard()
                     if not restart and (run.step % cfg.log_every == 0 or run.step == end):
                         row = self._write_stats_row()
+                        if self.logger is not None:
+                            self.logger.scalars(row)
                         bar.set_postfix({k: f"{row[k]:.3g}" for k in ("loss_encoder", "loss_generator", "kl_real",
                                                                       "kl_fake") if row[k] is not None},
                                        refresh=False)  # drawn with the next update (a log file: every few %)
@@ -174,6 +181,10 @@ class Trainer:
                     if not restart and world.is_main and (run.step % cfg.image_every == 0 or
                                                           run.step == run.total_steps):
                         self.snapshots.write(run.step, run.model, run.sampler, warmup_steps=run.warmup_steps)
+                        if self.logger is not None:
+                            self.logger.images(run.step, {
+                                "samples": self.run_dir / f"samples-{run.step:09d}.png",
+                                "reconstructions": self.run_dir / f"reconstructions-{run.step:09d}.png"})
                     if not restart and (checkpoint_due or run.step == end):
                         restart = not self.save_checkpoint(final=run.step == end)
                     if restart:
@@ -195,6 +206,8 @@ class Trainer:
         finally:
             bar.close()
             self._restore_signal_handlers(old_handlers)
+            if self.logger is not None:
+                self.logger.close()
         return self.run_dir
 
     # --- between steps -----------------------------------------------------------------------
@@ -243,7 +256,13 @@ class Trainer:
         if self.evaluator is None:
             self.evaluator = TrainingEvaluator(self.run_dir, self.data, self.config, self.device,
                                                features=self.feature_fn)
-        return self.evaluator.measure(self.run.step, self.run.model, self.run.sampler)
+        fid = self.evaluator.measure(self.run.step, self.run.model, self.run.sampler)
+        if self.logger is not None:
+            from .metrics.store import read_metrics
+
+            row = read_metrics(self.run_dir)[-1]
+            self.logger.evaluation(self.run.step, row["metrics"], row.get("protocol"))
+        return fid
 
     # --- checkpoints and rollback --------------------------------------------------------------
     def save_checkpoint(self, *, final: bool = False) -> bool:
@@ -272,6 +291,9 @@ class Trainer:
         self.guard.reset()
         self.stats.truncate(self.run.step)
         self.stats.reset()
+        if self.logger is not None:  # the steps after the restored one are replayed: drop their curves
+            self.logger.close()
+            self.logger = make_logger(self.config.logger, self.run_dir, start_step=self.run.step, is_main=True)
         self.log(f"\nwarning: {why}; rolled back to {path.name} (step {self.run.step}) and lowered the learning "
                  f"rate to {self.run.lr:.3g}")
         self.save_checkpoint()
