@@ -215,8 +215,25 @@ def table_projection(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def table_models(records: list[dict]) -> str:
+    """The shipped models (models/*/README.md cards): their data, size and recorded metrics."""
+    import yaml
+
+    lines = ["| name | data | objective | size | FID (protocol) | use it |", "|---|---|---|---|---|---|"]
+    for d in sorted((ROOT / "models").glob("*/README.md")):
+        text = d.read_text()
+        meta = yaml.safe_load(text.split("---", 2)[1]) if text.startswith("---") else {}
+        metrics = (meta.get("model-index") or [{}])[0].get("results", [{}])[0].get("metrics", [])
+        fid = next((f"{m['value']} ({m['name'].removeprefix('FID ')})" for m in metrics if m["type"] == "fid"), "-")
+        size = (d.parent / "model.safetensors").stat().st_size / 2**20
+        objective = next((t for t in meta.get("tags", []) if t in OBJECTIVE_NAMES), "introvae")
+        lines.append(f"| `{d.parent.name}` | {(meta.get('datasets') or ['?'])[0]} | {OBJECTIVE_NAMES[objective]} | "
+                     f"{size:.1f} MB | {fid} | `introvae sample {d.parent.name} -n 16 -o s.png` |")
+    return "\n".join(lines)
+
+
 TABLES = {"fashion-mnist": table_fashion_mnist, "densities": table_densities, "speed": table_speed,
-          "projection": table_projection}
+          "projection": table_projection, "models": table_models}
 
 
 def replace_tables(text: str, records: list[dict]) -> str:
