@@ -201,6 +201,19 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--name", help="the model's name in its card (default: the output folder's name)")
     sub.add_parser("models", help="list the shipped pretrained models with their metrics")
 
+    pr = sub.add_parser("prepare", help="decode a data source once, over all cores, into a store --data can map",
+                        description="Decodes SOURCE (a folder, zip, LMDB database, IDX directory, faces or "
+                                    "fashion-mnist) at one size into OUT: train.npy and test.npy (uint8, memory-"
+                                    "mapped by every later command and every torchrun process) and index.json "
+                                    "(names, skipped files, a fingerprint of the source). Then --data OUT.")
+    pr.add_argument("source", help="what --data would take")
+    pr.add_argument("out", help="the store directory to write")
+    pr.add_argument("--image-size", type=int, required=True, help="image side in pixels (as the run's)")
+    pr.add_argument("--in-channels", type=int, choices=(1, 3), default=3, help="1 or 3 (default 3)")
+    pr.add_argument("--holdout-fraction", type=float, default=0.1, help="held-out share, as the run's (default 0.1)")
+    pr.add_argument("--workers", type=int, default=None, help="decoding processes (default: one per core)")
+    pr.add_argument("--quiet", action="store_true")
+
     s = sub.add_parser("serve", help="a local web page to explore a model: sample, reconstruct, interpolate, edit",
                        description="Starts a local web app (Gradio; pip install 'introvae[app]') on a model and "
                                    "prints its address: samples from a seed and temperature, reconstructions of "
@@ -217,7 +230,7 @@ def make_parser() -> argparse.ArgumentParser:
             "--threads", type=_positive_int, default=None, metavar="N",
             help="CPU threads for the computations (default: one per core, PyTorch's choice); with torchrun, per "
                  "process. Fewer leave cores to other work")
-    for name in ("train", "calibrate", "reconstruct", "interpolate", "evaluate", "serve"):
+    for name in ("train", "calibrate", "reconstruct", "interpolate", "evaluate", "serve", "prepare"):
         sub.choices[name].add_argument(
             "--max-image-pixels", type=_positive_int, default=None, metavar="N",
             help="decode images up to N pixels without a warning (PIL's default: 89478485; larger ones warn, "

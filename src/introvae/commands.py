@@ -387,6 +387,25 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_prepare(args) -> int:
+    from .config import ModelConfig
+    from .data.prepared import prepare
+
+    ModelConfig(image_size=args.image_size, in_channels=args.in_channels)  # validates, naming the field
+    if args.workers is not None and args.workers < 0:
+        raise UserError("prepare: --workers must be >= 0")
+    if Path(args.out).resolve() == Path(args.source).resolve():
+        raise UserError("prepare: OUT must differ from SOURCE")
+    check_writable(Path(args.out), "prepare")
+    try:
+        prepare(args.source, args.out, image_size=args.image_size, in_channels=args.in_channels,
+                holdout_fraction=args.holdout_fraction, workers=args.workers, show_progress=not args.quiet)
+    except KeyboardInterrupt:
+        raise UserError(f"interrupted; no store was left at {args.out} (run it again to start over)",
+                        status=130) from None
+    return 0
+
+
 def cmd_models(args) -> int:
     from . import hub
 
@@ -426,5 +445,5 @@ def cmd_presets(args) -> int:
 COMMANDS = {
     "train": cmd_train, "sample": cmd_sample, "reconstruct": cmd_reconstruct, "interpolate": cmd_interpolate,
     "calibrate": cmd_calibrate, "demo": cmd_demo, "export": cmd_export, "presets": cmd_presets,
-    "evaluate": cmd_evaluate, "serve": cmd_serve, "models": cmd_models,
+    "evaluate": cmd_evaluate, "serve": cmd_serve, "models": cmd_models, "prepare": cmd_prepare,
 }

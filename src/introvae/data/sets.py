@@ -128,12 +128,29 @@ class ImageSet:
 
 def load(data: str, *, image_size: int, in_channels: int, holdout_fraction: float = 0.1,
          show_progress: bool = True, lazy: bool = False) -> ImageSet:
-    """A data set by name (``faces``, ``fashion-mnist``) or path (folder, zip, LMDB, IDX directory).
+    """A data set by name (``faces``, ``fashion-mnist``) or path (folder, zip, LMDB, IDX directory, or a store
+    written by ``introvae prepare``).
 
     A folder or zip small enough for memory is decoded once and kept on disk (:mod:`.decoded`); later calls
     map it. ``lazy``: where no decoded copy exists yet, decode nothing now, only the images used (evaluate)."""
+    from . import prepared
+
+    if prepared.is_store(Path(data).expanduser()):
+        return prepared.read_store(Path(data).expanduser(), image_size=image_size, in_channels=in_channels,
+                                   holdout_fraction=holdout_fraction)
+    opened = open_source(data, image_size=image_size, in_channels=in_channels, show_progress=show_progress)
+    if isinstance(opened, ImageSet):
+        return opened
+    if isinstance(opened, sources.ArraySource):
+        return _split(opened, holdout_fraction, show_progress)
+    return _split(opened, holdout_fraction, show_progress, lazy=lazy)
+
+
+def open_source(data: str, *, image_size: int, in_channels: int, show_progress: bool = True):
+    """The :class:`ImageSet` of a data set that is arrays with its own split (IDX files), else the
+    :class:`~.sources.Source` to split and decode (the faces, a folder, a zip, an LMDB database)."""
     if data == "faces":
-        return _split(sources.faces(image_size, in_channels), holdout_fraction, show_progress)
+        return sources.faces(image_size, in_channels)
     if data in ("fashion-mnist", "fashion_mnist", "fmnist"):
         return _idx_set(sources.fashion_mnist_dir(), image_size, in_channels)
     p = Path(data).expanduser()
@@ -154,7 +171,7 @@ def load(data: str, *, image_size: int, in_channels: int, holdout_fraction: floa
         raise DataError(f"data: {p} is neither a folder, a zip of images, nor a directory of IDX files")
     if len(src) == 0:
         raise DataError(f"data: no images ({', '.join(IMAGE_EXTENSIONS)}) found in {p}")
-    return _split(src, holdout_fraction, show_progress, lazy=lazy)
+    return src
 
 
 def _split(src: sources.Source, holdout_fraction: float, show_progress: bool, *, lazy: bool = False) -> ImageSet:
