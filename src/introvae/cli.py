@@ -201,6 +201,22 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--name", help="the model's name in its card (default: the output folder's name)")
     sub.add_parser("models", help="list the shipped pretrained models with their metrics")
 
+    cp = sub.add_parser("compare", help="IntroVAE, Soft-IntroVAE and a VAE on your data at one budget, scored alike",
+                        description="Trains each objective on --data for the same number of images seen, with the "
+                                    "presets' measured defaults, scores each under evaluate's protocol, and writes "
+                                    "compare.md (FID, precision, recall, PSNR, time), compare.json and samples.png "
+                                    "into --out. Run it again after a stop: it resumes.")
+    cp.add_argument("--data", required=True, help="what train's --data takes")
+    cp.add_argument("--budget", required=True, help="images seen per objective and seed: 60000, 60k, 1.2m")
+    cp.add_argument("--objectives", default="introvae,soft-introvae,vae", help="comma-separated (default: all three)")
+    cp.add_argument("--seeds", type=_positive_int, default=1, help="seeds per objective (default 1)")
+    cp.add_argument("--image-size", type=int, help="image side (default: the preset's)")
+    cp.add_argument("--eval-samples", type=_positive_int, default=10_000,
+                    help="samples and real images for FID (default 10000, the literature's)")
+    cp.add_argument("--out", help="output folder (default compare-DATANAME)")
+    cp.add_argument("--device", default="auto", help="auto (the GPU if there is one), cpu, cuda, cuda:N or mps")
+    cp.add_argument("--quiet", action="store_true")
+
     pr = sub.add_parser("prepare", help="decode a data source once, over all cores, into a store --data can map",
                         description="Decodes SOURCE (a folder, zip, LMDB database, IDX directory, faces or "
                                     "fashion-mnist) at one size into OUT: train.npy and test.npy (uint8, memory-"
@@ -225,7 +241,7 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="auto (the GPU if there is one), cpu, cuda, cuda:N or mps")
     s.add_argument("--data", help="the training data, for an exported model (edit directions, neighbours)")
 
-    for name in ("train", "calibrate", "demo", "sample", "reconstruct", "interpolate", "evaluate", "serve"):
+    for name in ("train", "calibrate", "demo", "sample", "reconstruct", "interpolate", "evaluate", "serve", "compare"):
         sub.choices[name].add_argument(
             "--threads", type=_positive_int, default=None, metavar="N",
             help="CPU threads for the computations (default: one per core, PyTorch's choice); with torchrun, per "

@@ -406,6 +406,22 @@ def cmd_prepare(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from .compare import parse_budget, plan, run_all, write_outputs
+
+    budget = parse_budget(args.budget)
+    out = Path(args.out or f"compare-{Path(args.data).name}")
+    check_writable(out, "compare")
+    plans = plan(args.data, budget, objectives=[o.strip() for o in args.objectives.split(",") if o.strip()],
+                 seeds=args.seeds, out=out, image_size=args.image_size)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = run_all(plans, eval_samples=args.eval_samples, device=args.device, show_progress=not args.quiet)
+    table = write_outputs(rows, plans, out, data=args.data, budget_images=budget)
+    print(table.read_text())
+    print(f"wrote {table}, {out / 'compare.json'} and {out / 'samples.png'}")
+    return 0
+
+
 def cmd_models(args) -> int:
     from . import hub
 
@@ -446,4 +462,5 @@ COMMANDS = {
     "train": cmd_train, "sample": cmd_sample, "reconstruct": cmd_reconstruct, "interpolate": cmd_interpolate,
     "calibrate": cmd_calibrate, "demo": cmd_demo, "export": cmd_export, "presets": cmd_presets,
     "evaluate": cmd_evaluate, "serve": cmd_serve, "models": cmd_models, "prepare": cmd_prepare,
+    "compare": cmd_compare,
 }

@@ -1,0 +1,179 @@
+"""``introvae compare``: IntroVAE, Soft-IntroVAE or a VAE, on your data, at your budget.
+
+Each objective trains on the same data for the same number of images seen, with the presets' measured
+defaults (Fashion-MNIST: ``fashion-mnist``, the same with ``--objective vae``, ``fashion-mnist-soft``; other
+data: the preset ``--data`` picks, with the objective swapped), then is scored under the evaluation protocol
+(``evaluate``'s defaults: the official test split where the data has one, fp32 features). The output folder
+gets ``compare.md`` (FID, precision, recall, reconstruction PSNR, wall time), ``compare.json`` and
+``samples.png`` (a row of samples per objective). Interrupted, it resumes: finished runs and their
+evaluations are kept, an unfinished run continues from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import TrainConfig
+from .errors import UserError
+
+OBJECTIVES = ("introvae", "soft-introvae", "vae")
+NAMES = {"introvae": "IntroVAE", "soft-introvae": "Soft-IntroVAE", "vae": "VAE"}
+
+
+@dataclass(frozen=True)
+class Plan:
+    objective: str
+    seed: int
+    config: TrainConfig
+    run: Path
+
+
+def config_for(objective: str, data: str, *, image_size: int | None, seed: int, images: int) -> TrainConfig:
+    """The preset's measured defaults for ``objective`` on ``data``, trained for ``images`` images."""
+    from .presets import get_preset, preset_for_data
+
+    name = preset_for_data(data)
+    if name == "fashion-mnist":
+        base = get_preset("fashion-mnist-soft" if objective == "soft-introvae" else "fashion-mnist")
+    else:
+        base = get_preset(name)
+    fields = {"data": data, "objective": objective, "seed": seed, "logger": "none"}
+    if image_size:
+        fields["image_size"] = image_size
+    if objective == "soft-introvae" and base.objective != "soft-introvae":
+        # Soft-IntroVAE's knob beta_neg is of the order of the latent size (the authors: 256 for z = 32, 2 x the
+        # latent size elsewhere); its batch and lr are the authors' (128, 2e-4)
+        fields.update(beta_neg=float(2 * base.model.latent_dim), batch_size=max(base.batch_size, 32), lr=2e-4,
+                      vae_steps=0, adam_beta1=0.9)
+    cfg = base.replace(**fields)
+    steps = max(1, images // cfg.batch_size)
+    return cfg.replace(steps=steps, epochs=None, image_every=max(1, steps), checkpoint_every=0)
+
+
+def plan(data: str, budget_images: int, *, objectives=OBJECTIVES, seeds: int = 1, out: Path,
+         image_size: int | None = None) -> list[Plan]:
+    plans = []
+    for objective in objectives:
+        if objective not in OBJECTIVES:
+            raise UserError(f"compare: unknown objective {objective!r} (known: {', '.join(OBJECTIVES)})")
+        for seed in range(seeds):
+            cfg = config_for(objective, data, image_size=image_size, seed=seed, images=budget_images)
+            plans.append(Plan(objective, seed, cfg, Path(out) / f"{objective}-s{seed}"))
+    return plans
+
+
+def run_all(plans: list[Plan], *, eval_samples: int, device: str = "auto", show_progress: bool = True,
+            say=print, features=None) -> list[dict]:
+    """Train (or resume) and score every plan; one row per plan."""
+    from . import checkpoint
+    from .evaluate import evaluate_model
+    from .metrics import EvalSettings
+    from .trainer import Trainer, resume
+
+    rows = []
+    for p in plans:
+        t0 = time.perf_counter()
+        done = checkpoint.latest(p.run)
+        if done is not None and checkpoint.load(done)["step"] >= p.config.steps:
+            say(f"compare: {p.run.name} already trained ({p.config.steps} steps)")
+        else:
+            if done is not None:
+                say(f"compare: {p.run.name}: resuming from {done.name}")
+                trainer = resume(p.run, {"device": device}, show_progress=show_progress)
+            else:
+                trainer = Trainer(p.config.replace(device=device), p.run, show_progress=show_progress)
+                if trainer.run.warmup_steps >= trainer.run.total_steps and p.objective != "vae":
+                    raise UserError(f"compare: a budget of {p.config.steps} steps leaves no step after the "
+                                    f"{trainer.run.warmup_steps}-step VAE warm-up of {NAMES[p.objective]}; give a "
+                                    f"larger --budget")
+                say(f"compare: training {NAMES[p.objective]} (seed {p.seed}) for {p.config.steps} steps of "
+                    f"{p.config.batch_size} into {p.run}")
+            trainer.train()
+            if trainer.step < p.config.steps:
+                raise UserError(f"compare: stopped during {p.run.name}; run the same command again to resume",
+                                status=3)
+        settings = EvalSettings(num_samples=eval_samples, ref_images=eval_samples, pairs=min(eval_samples, 2000),
+                                neighbours=0)
+        result = _scored(p.run, settings) or evaluate_model(
+            p.run, settings, device=device, show_progress=show_progress, features=features,
+            metrics=("fid", "precision_recall", "reconstruction"))
+        m = result["metrics"]
+        rows.append({"objective": p.objective, "seed": p.seed, "steps": p.config.steps,
+                     "batch_size": p.config.batch_size, "fid": m["fid"]["value"],
+                     "precision": m["precision_recall"].get("precision"), "recall": m["precision_recall"].get("recall"),
+                     "psnr": m["reconstruction"]["posterior_mean"]["psnr"], "train_s": _train_seconds(p.run),
+                     "protocol": result.get("protocol"), "run": str(p.run), "elapsed_s": time.perf_counter() - t0})
+    return rows
+
+
+def _scored(run: Path, settings) -> dict | None:
+    """The run's last evaluation if it used these settings (a resumed compare does not score twice)."""
+    from .metrics.store import read_metrics
+
+    for row in reversed(read_metrics(run)):
+        p = row.get("protocol") or {}
+        if not row.get("during_training") and p.get("num_samples") == settings.num_samples and \
+                "reconstruction" in row.get("metrics", {}) and "precision_recall" in row["metrics"]:
+            return row
+    return None
+
+
+def _train_seconds(run: Path) -> float | None:
+    from .export import training_seconds
+
+    return training_seconds(run)
+
+
+def write_outputs(rows: list[dict], plans: list[Plan], out: Path, *, data: str, budget_images: int) -> Path:
+    """compare.md (the table), compare.json (the rows) and samples.png (one row of samples per objective)."""
+    from .grids import save_labelled_rows
+    from .runstate import load_model
+
+    out = Path(out)
+    lines = [f"# {data}: {', '.join(NAMES[o] for o in dict.fromkeys(r['objective'] for r in rows))} at "
+             f"{budget_images:,} images seen", "",
+             "| objective | seed | steps x batch | FID | precision | recall | PSNR (dB) | training time |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        t = r["train_s"]
+        lines.append(f"| {NAMES[r['objective']]} | {r['seed']} | {r['steps']} x {r['batch_size']} | {r['fid']:.1f} | "
+                     f"{_num(r['precision'])} | {_num(r['recall'])} | {r['psnr']:.2f} | "
+                     f"{'-' if t is None else f'{t / 60:.1f} min'} |")
+    proto = rows[0].get("protocol") if rows else None
+    if proto:
+        lines += ["", f"Protocol: {proto['num_samples']} samples vs {proto['ref_images']} {proto['ref_split']} images, "
+                      f"{proto['feature_precision']} Inception features, generator BatchNorm {proto['bn_protocol']}."]
+    (out / "compare.md").write_text("\n".join(lines) + "\n")
+    (out / "compare.json").write_text(json.dumps(rows, indent=1))
+    pictures, labels = [], []
+    for p in plans:
+        if p.seed == 0:
+            model = load_model(p.run, device="cpu")
+            with torch.no_grad():
+                pictures.append(model.sample(8, seed=0).clamp(0, 1))
+            labels.append(NAMES[p.objective])
+    if pictures:
+        save_labelled_rows(pictures, labels, out / "samples.png", title=f"{data}, {budget_images:,} images seen")
+    return out / "compare.md"
+
+
+def _num(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def parse_budget(text: str) -> int:
+    """``--budget``: images seen per objective and seed, as a number: 60000, 60k or 1.2m."""
+    t = text.strip().lower().replace(",", "").replace("_", "")
+    mult = {"k": 1_000, "m": 1_000_000}.get(t[-1:], 1)
+    try:
+        value = float(t[:-1] if mult > 1 else t) * mult
+    except ValueError:
+        raise UserError(f"compare: --budget is a number of images seen (e.g. 60000, 60k, 1.2m), got {text!r}") from None
+    if value < 1:
+        raise UserError(f"compare: --budget must be at least 1 image, got {text!r}")
+    return int(value)

@@ -1,0 +1,52 @@
+"""introvae compare on tiny data: every objective trained and scored alike, a table and a picture, resumable."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import tiny_features, write_pngs
+from introvae.cli import main
+from introvae.metrics import fid as fidlib
+
+
+@pytest.fixture
+def stub_inception(monkeypatch, tmp_path):
+    monkeypatch.setenv("INTROVAE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(fidlib, "load_inception", lambda device="cpu", **_: tiny_features)
+
+
+def _argv(tmp_path, budget="96"):
+    return ["compare", "--data", str(tmp_path / "imgs"), "--budget", budget, "--image-size", "16",
+            "--eval-samples", "16", "--out", str(tmp_path / "cmp"), "--device", "cpu", "--quiet"]
+
+
+def test_compare_trains_scores_and_resumes(tmp_path, stub_inception, capsys, monkeypatch):
+    import introvae.presets as presets
+
+    write_pngs(tmp_path / "imgs", 48)
+    # a tiny network and a short warm-up for the folder's preset, so that the test takes seconds
+    small = presets.PRESETS["rgb64"].replace(image_size=16, channels=(4, 8, 8), latent_dim=8, vae_steps=2,
+                                            batch_size=8)
+    monkeypatch.setitem(presets.PRESETS, "rgb64", small)
+    assert main(_argv(tmp_path)) == 0
+    out = capsys.readouterr().out
+    rows = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert [r["objective"] for r in rows] == ["introvae", "soft-introvae", "vae"]
+    assert all(r["steps"] * r["batch_size"] <= 96 and r["fid"] > 0 and r["psnr"] > 0 for r in rows)
+    assert "| IntroVAE | 0 | 12 x 8 |" in out and "Protocol: 16 samples vs 16 train images" in out
+    assert (tmp_path / "cmp" / "samples.png").is_file()
+    # run again: nothing is trained or scored twice
+    assert main(_argv(tmp_path)) == 0
+    again = capsys.readouterr().out
+    assert again.count("already trained") == 3
+    assert len([ln for ln in (tmp_path / "cmp" / "vae-s0" / "metrics.jsonl").read_text().splitlines()]) == 1
+
+
+def test_a_budget_inside_the_warm_up_is_refused_in_one_line(tmp_path, stub_inception, capsys):
+    write_pngs(tmp_path / "imgs", 24)
+    assert main(_argv(tmp_path, budget="64")) == 2  # rgb64's 500 VAE warm-up steps dwarf 4 steps of 16
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "leaves no step after the" in err
+    assert main(["compare", "--data", "faces", "--budget", "lots"]) == 2
