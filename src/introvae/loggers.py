@@ -49,9 +49,13 @@ class TensorBoardLogger:
     def images(self, step: int, paths: dict[str, Path]) -> None:
         from PIL import Image
 
-        for tag, path in paths.items():
-            if path.is_file():
-                self.writer.add_image(tag, np.asarray(Image.open(path).convert("RGB")), step, dataformats="HWC")
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # our own grids: no --max-image-pixels check
+        try:
+            for tag, path in paths.items():
+                if path.is_file():
+                    self.writer.add_image(tag, np.asarray(Image.open(path).convert("RGB")), step, dataformats="HWC")
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
 
     def evaluation(self, step: int, metrics: dict, protocol: dict | None) -> None:
         for name, value in metrics.items():

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .config import ModelConfig
+from .posterior import kl_divergence, reparameterize
 from .errors import CheckpointError, ConfigError
 
 # Bumped whenever a change of the networks makes older weights unusable (checked on load).
@@ -136,11 +137,6 @@ class Decoder(nn.Module):
         return self.to_image(self.stages(self.fc(z).view(z.shape[0], self.c4, 4, 4)))
 
 
-def reparameterize(mu: Tensor, logvar: Tensor, eps: Tensor) -> Tensor:
-    """z = mu + exp(logvar / 2) * eps."""
-    return mu + torch.exp(0.5 * logvar) * eps
-
-
 class IntroVAE(nn.Module):
     """Encoder + generator with the :class:`ModelConfig` that built them: what users sample from and export.
 
@@ -215,7 +211,6 @@ class IntroVAE(nn.Module):
         """The encoder's KL to the prior of each image (Eq. 9), shape (N,): IntroVAE's encoder learns to give real
         images a small one and generated images at least the margin, so a large value reads as "unlike the
         training images" (an anomaly score)."""
-        from .objectives import kl_divergence  # (objectives imports this module)
 
         return kl_divergence(*self.encode(x))
 

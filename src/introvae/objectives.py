@@ -20,15 +20,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .model import reparameterize
+from .posterior import kl_divergence, reparameterize
 
 Noise = Callable[[tuple[int, ...]], Tensor]  # standard normal draws of a shape, on the batch's device
-
-
-def kl_divergence(mu: Tensor, logvar: Tensor) -> Tensor:
-    """Eq. 9, per image: 1/2 * sum_j (mu_j^2 + sigma_j^2 - log sigma_j^2 - 1). Shape (B,)."""
-    mu, logvar = mu.float(), logvar.float()
-    return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1).sum(dim=1)
 
 
 def reconstruction_error(x_r: Tensor, x: Tensor) -> Tensor:

@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 
 from ..errors import DataError, DataWarning
-from . import decoded, sources
+from . import decoded, sources, store
+from .imageset import ImageSet
 from .images import DECODE_ERRORS, IMAGE_EXTENSIONS
 from .index import folder_index
 
@@ -111,21 +112,6 @@ def _large_images_counted(name: str):
                       f"refuses those over twice that; --max-image-pixels N moves it)", DataWarning, stacklevel=3)
 
 
-@dataclass
-class ImageSet:
-    """Training and held-out images: uint8 tensors (N, C, H, W), or :class:`LazyImages` for large data."""
-
-    name: str
-    train: Tensor | LazyImages
-    test: Tensor | LazyImages
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
-    official_test: bool = False  # the held-out images are the data set's own test split (IDX), not our 10 %
-
-    def __post_init__(self) -> None:
-        if len(self.train) == 0:
-            raise DataError(f"{self.name}: no training images")
-
-
 def load(data: str, *, image_size: int, in_channels: int, holdout_fraction: float = 0.1,
          show_progress: bool = True, lazy: bool = False) -> ImageSet:
     """A data set by name (``faces``, ``fashion-mnist``) or path (folder, zip, LMDB, IDX directory, or a store
@@ -133,11 +119,9 @@ def load(data: str, *, image_size: int, in_channels: int, holdout_fraction: floa
 
     A folder or zip small enough for memory is decoded once and kept on disk (:mod:`.decoded`); later calls
     map it. ``lazy``: where no decoded copy exists yet, decode nothing now, only the images used (evaluate)."""
-    from . import prepared
-
-    if prepared.is_store(Path(data).expanduser()):
-        return prepared.read_store(Path(data).expanduser(), image_size=image_size, in_channels=in_channels,
-                                   holdout_fraction=holdout_fraction)
+    if store.is_store(Path(data).expanduser()):
+        return store.read_store(Path(data).expanduser(), image_size=image_size, in_channels=in_channels,
+                                holdout_fraction=holdout_fraction)
     opened = open_source(data, image_size=image_size, in_channels=in_channels, show_progress=show_progress)
     if isinstance(opened, ImageSet):
         return opened
