@@ -104,3 +104,17 @@ def test_a_model_folder_whose_files_do_not_match_is_one_line(run, tmp_path, caps
     assert main(["sample", str(tmp_path / "m"), "-n", "2", "-o", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "cannot be read (truncated" in err
+
+
+def test_exports_follow_the_umask(run, tmp_path):
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        for extra in ([], ["--fp16"]):
+            out = tmp_path / f"m{len(extra)}"
+            assert main(["export", str(run), "-o", str(out), *extra]) == 0
+            assert stat.S_IMODE((out / "model.safetensors").stat().st_mode) == 0o644
+    finally:
+        os.umask(mask)

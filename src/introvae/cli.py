@@ -199,6 +199,7 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-ema", action="store_true", help="export the trained generator even if the run kept an EMA")
     e.add_argument("--fp16", action="store_true", help="store the weights in fp16 (half the size; loaded as fp32)")
     e.add_argument("--name", help="the model's name in its card (default: the output folder's name)")
+    e.add_argument("--train-command", help="the command that trained it, for the card")
     sub.add_parser("models", help="list the shipped pretrained models with their metrics")
 
     cp = sub.add_parser("compare", help="IntroVAE, Soft-IntroVAE and a VAE on your data at one budget, scored alike",

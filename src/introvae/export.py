@@ -10,7 +10,7 @@ import torch
 
 
 def export(source: str | Path, out: str | Path, *, ema: bool = True, fp16: bool = False,
-           name: str | None = None):
+           name: str | None = None, train_command: str | None = None):
     """Write ``config.json``, ``model.safetensors`` (fp16 on request), ``README.md`` and ``samples.png`` for the
     model of ``source`` (a run directory or a checkpoint) into ``out``; returns (model, out)."""
     from . import hub
@@ -38,7 +38,8 @@ def export(source: str | Path, out: str | Path, *, ema: bool = True, fp16: bool 
             training["training time (from its logged rates)"] = f"{seconds / 60:.0f} min"
     hub.write_card(out, name=name or out.name, config=model.config.to_dict(),
                    run_config=run_cfg.to_dict() if run_cfg else None, evaluation=rows[-1] if rows else None,
-                   source=f"introvae train ... --out {model_dir(src).name}", training=training, commit=_commit(),
+                   source=train_command or f"the run {model_dir(src).name} (its config.json holds every setting)",
+                   training=training, commit=_commit(),
                    samples="samples.png")
     return model, out
 
@@ -51,6 +52,9 @@ def _to_fp16(path: Path, model) -> None:
         meta = f.metadata()
     state = {k: (v.half() if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
     save_file(state, str(path), metadata={**(meta or {}), "dtype": "float16"})
+    from .model import _follow_umask
+
+    _follow_umask(path)
 
 
 def training_seconds(run: Path) -> float | None:

@@ -248,6 +248,7 @@ class IntroVAE(nn.Module):
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         save_file(state, str(d / "model.safetensors"), metadata={
             "introvae_version": __version__, "architecture": str(ARCHITECTURE), "generator": self.generator_source})
+        _follow_umask(d / "model.safetensors")
         return d
 
     @classmethod
@@ -275,6 +276,15 @@ class IntroVAE(nn.Module):
         load_state_strict(model, load_file(str(d / "model.safetensors")), source=str(d))
         model.generator_source = meta.get("generator", "trained")
         return model.to(device).eval()
+
+
+def _follow_umask(path: Path) -> None:
+    """safetensors writes through a 0600 temporary file: give the export the mode the user's umask asks for."""
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 def load_state_strict(model: nn.Module, state: dict[str, Tensor], *, source: str) -> None:
