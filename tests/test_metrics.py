@@ -132,7 +132,7 @@ def test_nearest_neighbours_find_the_copies():
     train = torch.rand(50, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     picks = torch.tensor([3, 17, 42])
     noisy = train[picks] + 0.01 * torch.randn(3, 1, 8, 8)
-    assert torch.equal(nearest_pixel(noisy, train, batch=7), picks)
+    assert torch.equal(nearest_pixel(noisy, train, chunk_bytes=4 * 64 * 7), picks)  # 7 images per chunk
     f = tiny_features(train)
     assert torch.equal(nearest_feature(f[picks] * 3.0, f), picks)  # cosine: the scale does not matter
 
@@ -308,3 +308,25 @@ def test_a_feature_pass_over_a_minute_says_how_long_first(capsys):
     assert "sample features: 10000 images through the Inception network, about 2 min" in out.out + out.err
     fidlib.inception_features((torch.rand(4, 1, 8, 8) for _ in range(2)), slow, total=8, desc="few")
     assert "about" not in "".join(capsys.readouterr())  # short jobs start without a word
+
+
+def test_nearest_neighbours_stream_references_in_bounded_chunks():
+    """The search converts at most chunk_bytes of references at a time, and finds the same neighbours as a
+    search over everything at once (k nearest, nearest first)."""
+    from introvae.metrics.neighbours import nearest_k, nearest_pixel
+
+    g = torch.Generator().manual_seed(0)
+    refs = torch.randint(0, 256, (300, 1, 8, 8), dtype=torch.uint8, generator=g)
+    samples = refs[[5, 77, 250]].float() / 255 + 0.001
+    whole = torch.cdist(samples.flatten(1), refs.flatten(1).float() / 255).topk(4, largest=False).indices
+    small = nearest_k(samples, refs, 4, chunk_bytes=4 * 64 * 7)  # 7 images per chunk
+    assert torch.equal(small, whole) and small[:, 0].tolist() == [5, 77, 250]
+    assert nearest_pixel(samples, refs, chunk_bytes=4 * 64).tolist() == [5, 77, 250]
+
+
+def test_generation_chunks_are_bounded_by_bytes():
+    from introvae.model import generation_chunk
+
+    assert generation_chunk(32) == 256 and generation_chunk(64) == 256
+    assert generation_chunk(256) == 64 and generation_chunk(1024) == 4
+    assert 64 * 4 * 1024 * 1024 * generation_chunk(1024) <= 2**30

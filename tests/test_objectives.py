@@ -301,3 +301,30 @@ def test_real_statistics_leave_the_encoders_running_statistics_to_the_real_image
     for name, v in states[False].items():
         if not name.endswith(("running_mean", "running_var", "num_batches_tracked")):
             assert torch.allclose(v, states[True][name], atol=1e-6), name
+
+
+def test_the_encoder_phases_graph_is_released_before_the_generator_phase():
+    """Only what the shared forward pass references stays alive into the generator phase (memory at 1024 px)."""
+    import weakref
+
+    from conftest import model_and_reference
+    from introvae.objectives import make_objective
+    from introvae.step import TrainStep, make_optimizers
+
+    cfg, model, _, x = model_and_reference()
+    objective = make_objective(cfg, margin=5.0)
+    seen = {}
+    encoder_phase, generator_phase = objective.encoder_phase, objective.generator_phase
+
+    def watched_encoder(nets, f):
+        loss, values = encoder_phase(nets, f)
+        seen["loss"], seen["kl_fake"] = weakref.ref(loss), weakref.ref(values["kl_fake"])
+        return loss, values
+
+    def watched_generator(nets, f):
+        seen["alive"] = (seen["loss"]() is not None, seen["kl_fake"]() is not None)
+        return generator_phase(nets, f)
+
+    objective.encoder_phase, objective.generator_phase = watched_encoder, watched_generator
+    TrainStep(model, make_optimizers(model, lr=1e-3, betas=(0.9, 0.999)))(objective, x)
+    assert seen["alive"] == (False, False)

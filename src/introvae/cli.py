@@ -116,7 +116,8 @@ def make_parser() -> argparse.ArgumentParser:
     _model_args(s)
     s.add_argument("-n", type=int, default=64, help="number of images (default 64)")
     s.add_argument("--seed", type=int, default=0, help="same seed -> same images, on any device")
-    s.add_argument("--batch-size", type=int, default=256, help="images generated at a time (default 256)")
+    s.add_argument("--batch-size", type=int, default=None,
+                   help="images generated at a time (default: from the image size, 256 up to 64 px, 4 at 1024 px)")
     s.add_argument("-o", "--out", required=True,
                    help="a file (.png, .jpg, .webp, .bmp) for one grid, or a directory for one PNG per image")
 

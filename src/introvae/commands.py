@@ -184,9 +184,10 @@ def cmd_sample(args) -> int:
     from .grids import save_grid
     from .runstate import load_model
 
-    if args.n < 1 or args.batch_size < 1:
+    if args.n < 1 or (args.batch_size is not None and args.batch_size < 1):
         raise UserError("sample: -n and --batch-size must be >= 1")
     model = load_model(args.model, ema=not args.no_ema, device=args.device)
+    args.batch_size = args.batch_size or model.chunk
     z, out = model.latents(args.n, seed=args.seed), Path(args.out)
     if out.suffix.lower() in IMAGE_EXTENSIONS:  # a file name: one grid (grid.jpg is a JPEG, not a folder)
         images = torch.cat([to_uint8(model.sample(z=c)).cpu() for c in z.split(args.batch_size)])

@@ -177,12 +177,12 @@ class Explorer:
 
     def neighbours(self, seed: int = 0, n: int = 4, k: int = 5) -> np.ndarray:
         """Rows of: a sample, then its ``k`` nearest training images in pixel space (L2; App. E)."""
+        from .metrics.neighbours import nearest_k
+
         train = self.training_images()
         fake = self.model.decode(self.model.latents(int(n), seed=int(seed))).float().cpu().clamp(0, 1)
-        real = to_float(train).flatten(1)
+        nearest = nearest_k(fake, train, k).cpu()  # one search, the references streamed (the metric's)
         rows = []
-        for f in fake:
-            d = torch.cdist(f.flatten()[None], real)[0]
-            nearest = d.topk(k, largest=False).indices
-            rows += [f[None], to_float(train[nearest])]
+        for f, idx in zip(fake, nearest):
+            rows += [f[None], to_float(train[idx])]
         return as_array(torch.cat(rows), nrow=k + 1)

@@ -178,13 +178,18 @@ class IntroVAE(nn.Module):
         g = torch.Generator().manual_seed(seed) if seed is not None else None
         return torch.randn(n, self.config.latent_dim, generator=g)
 
+    @property
+    def chunk(self) -> int:
+        """Images per forward pass when none is given: :func:`generation_chunk` of this model's image size."""
+        return generation_chunk(self.config.image_size)
+
     @torch.no_grad()
     def sample(self, n: int | None = None, *, seed: int | None = None, z: Tensor | None = None,
-               batch_size: int = 256) -> Tensor:
+               batch_size: int | None = None) -> Tensor:
         """Generated images from ``z`` (default: ``n`` draws with ``seed``), decoded ``batch_size`` at a time
-        on the model's device; returned on that device."""
+        (default: :attr:`chunk`, bounded in memory at any size) on the model's device; returned on that device."""
         z = self.latents(n, seed=seed) if z is None else z
-        return torch.cat([self.decoder(c.to(self.device)) for c in z.split(batch_size)])
+        return torch.cat([self.decoder(c.to(self.device)) for c in z.split(batch_size or self.chunk)])
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, *, sample_z: bool = False, generator: torch.Generator | None = None) -> Tensor:
@@ -196,15 +201,15 @@ class IntroVAE(nn.Module):
         return self.decoder(reparameterize(mu, logvar, eps))
 
     @torch.no_grad()
-    def encode(self, x: Tensor, *, batch_size: int = 256) -> tuple[Tensor, Tensor]:
+    def encode(self, x: Tensor, *, batch_size: int | None = None) -> tuple[Tensor, Tensor]:
         """The posterior (mu, logvar) of images ``x`` in [0, 1], (N, C, H, W), on the model's device."""
-        outs = [self.encoder(c.to(self.device)) for c in x.split(batch_size)]
+        outs = [self.encoder(c.to(self.device)) for c in x.split(batch_size or self.chunk)]
         return torch.cat([m for m, _ in outs]), torch.cat([v for _, v in outs])
 
     @torch.no_grad()
-    def decode(self, z: Tensor, *, batch_size: int = 256) -> Tensor:
+    def decode(self, z: Tensor, *, batch_size: int | None = None) -> Tensor:
         """Images from latent codes ``z`` (N, latent_dim), on the model's device."""
-        return torch.cat([self.decoder(c.to(self.device)) for c in z.split(batch_size)])
+        return torch.cat([self.decoder(c.to(self.device)) for c in z.split(batch_size or self.chunk)])
 
     @torch.no_grad()
     def kl(self, x: Tensor) -> Tensor:
@@ -276,6 +281,17 @@ class IntroVAE(nn.Module):
         load_state_strict(model, load_file(str(d / "model.safetensors")), source=str(d))
         model.generator_source = meta.get("generator", "trained")
         return model.to(device).eval()
+
+
+# Bytes of activations one generated image may take in a chunk: the decoder's widest full-resolution stages hold
+# about 64 fp32 values per pixel at once (16-32 channels, a few tensors alive), so 1 GiB gives 4 images at 1024 px,
+# 64 at 256 px and the cap of 256 at 64 px and below.
+GENERATION_BUDGET = 2**30
+
+
+def generation_chunk(image_size: int, *, budget: int = GENERATION_BUDGET, cap: int = 256) -> int:
+    """Images generated, encoded or decoded per pass by default, from the image size: a memory bound in bytes."""
+    return max(1, min(cap, budget // (64 * 4 * image_size * image_size)))
 
 
 def _follow_umask(path: Path) -> None:

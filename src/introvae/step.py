@@ -67,6 +67,9 @@ class TrainStep:
             ok_per_network[network] = ok
             logs[f"loss_{phase}"] = loss.detach().float()
             logs.update({k: v.detach().float() for k, v in values.items()})
+            # release this phase's own graph (its encoder passes over generated images) before the next phase runs:
+            # retain_graph keeps only what the shared forward pass still references (a quarter of a 1024 px peak)
+            del loss, values
         for network, stats in saved.items():  # where(), not a branch: no sync, and NaN statistics are replaced
             live = self.norm_stats[network]
             if live:  # networks without BatchNorm (the 2D MLPs) have none

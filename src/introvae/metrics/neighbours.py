@@ -9,18 +9,34 @@ from torch.nn import functional as F
 from ..data import to_float
 
 
+CHUNK_BYTES = 256 * 2**20  # reference images converted to float at a time: bounded at any image size
+
+
 @torch.no_grad()
-def nearest_pixel(samples: Tensor, train: Tensor, *, batch: int = 4096) -> Tensor:
-    """Index of the training image closest in L2 pixel distance to each sample (on the samples' device)."""
+def nearest_k(samples: Tensor, train: Tensor, k: int = 1, *, chunk_bytes: int = CHUNK_BYTES) -> Tensor:
+    """Indices (N, k) of the ``k`` training images closest in L2 pixel distance to each sample, nearest first (on
+    the samples' device). ``train`` is uint8 (or float in [0, 1]) on the host; it is streamed to the device
+    ``chunk_bytes`` of fp32 at a time (4,096 images at 32 px, 21 at 1024 px), never converted whole."""
     s = samples.flatten(1).float()
-    best_d = torch.full((len(s),), float("inf"), device=s.device)
-    best_i = torch.zeros(len(s), dtype=torch.long, device=s.device)
-    for k in range(0, len(train), batch):
-        t = train[k:k + batch].to(s.device).flatten(1).float()
-        m, i = torch.cdist(s, t).min(dim=1)
-        better = m < best_d
-        best_d, best_i = torch.where(better, m, best_d), torch.where(better, i + k, best_i)
+    k = min(k, len(train))
+    best_d = torch.full((len(s), 0), float("inf"), device=s.device)
+    best_i = torch.zeros((len(s), 0), dtype=torch.long, device=s.device)
+    batch = max(1, chunk_bytes // (4 * train[0].numel())) if len(train) else 1
+    for start in range(0, len(train), batch):
+        t = train[start:start + batch].to(s.device).flatten(1).float()
+        if train.dtype == torch.uint8:
+            t = t.div_(255.0)
+        d = torch.cdist(s, t)
+        d, i = torch.cat([best_d, d], 1), torch.cat([best_i, torch.arange(start, start + len(t), device=s.device)
+                                                     .expand(len(s), -1)], 1)
+        best_d, pick = d.topk(k, dim=1, largest=False)
+        best_i = i.gather(1, pick)
     return best_i
+
+
+def nearest_pixel(samples: Tensor, train: Tensor, *, chunk_bytes: int = CHUNK_BYTES) -> Tensor:
+    """Index of the training image closest in L2 pixel distance to each sample (:func:`nearest_k` with k = 1)."""
+    return nearest_k(samples, train, 1, chunk_bytes=chunk_bytes)[:, 0]
 
 
 @torch.no_grad()
@@ -41,7 +57,7 @@ def metric(ctx) -> dict:
         return {"picture": None}
     s = to_float(ctx.samples[:k].to(ctx.device))
     ref = ctx.reference
-    pix = nearest_pixel(s, to_float(ref)).cpu()
+    pix = nearest_pixel(s, ref).cpu()  # uint8 references, streamed (not converted whole)
     feat = nearest_feature(ctx.sample_features[:k], ctx.reference_features).cpu()
     rows = [s.cpu(), to_float(ref[pix]), to_float(ref[feat])]
     labels = ["samples", "nearest real image\nin pixels (L2)", "nearest real image\nin Inception\nfeatures (cosine)"]
