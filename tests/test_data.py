@@ -155,3 +155,17 @@ def test_batches_of_several_processes_are_slices_of_the_global_batch():
     # Resuming with another split mid-epoch continues the same permutation.
     one = list(batches(data, 4, seed=3, epoch=0, start=6))
     assert torch.equal(torch.cat([x for _, x in one]), torch.cat([x for _, x in whole[1:]])[:12])
+
+
+def test_raw_batches_converted_on_the_device_equal_the_host_batches():
+    """Batches cross to the device as uint8 and are scaled and flipped there: the same values, bit for bit."""
+    from introvae.data import batches
+    from introvae.data.batches import to_device
+
+    data = torch.randint(0, 256, (20, 1, 6, 6), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    host = list(batches(data, 4, seed=3, epoch=1, mirror=True))
+    raw = list(batches(data, 4, seed=3, epoch=1, mirror=True, raw=True))
+    assert all(x.dtype == torch.uint8 for _, x, _ in raw)
+    for (u1, a), (u2, x, flip) in zip(host, raw):
+        b = to_device(x, flip, torch.device("cpu"), channels_last=True)
+        assert u1 == u2 and torch.equal(a, b) and b.is_contiguous(memory_format=torch.channels_last)

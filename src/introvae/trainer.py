@@ -19,6 +19,7 @@ from . import checkpoint, devices
 from . import distributed as dist_
 from .config import TrainConfig, flat_dict
 from .data import ImageSet, batches, load
+from .data.batches import to_device
 from .ema import update_ema
 from .eta import TrainingEstimate
 from .loggers import make_logger
@@ -151,13 +152,11 @@ class Trainer:
         try:
             while run.step < end and not self.stop_requested:
                 restart = False  # a rollback restarts the batches at the restored data cursor
-                for used, x in batches(self.data.train, cfg.batch_size, seed=cfg.seed, epoch=run.epoch,
-                                       start=run.epoch_images, rank=world.rank, world_size=world.size,
-                                       workers=cfg.loader_workers, pin_memory=self.device.type == "cuda",
-                                       mirror=cfg.mirror):
-                    x = x.to(self.device, non_blocking=True)
-                    if run.channels_last:
-                        x = x.contiguous(memory_format=torch.channels_last)
+                for used, x, flip in batches(self.data.train, cfg.batch_size, seed=cfg.seed, epoch=run.epoch,
+                                             start=run.epoch_images, rank=world.rank, world_size=world.size,
+                                             workers=cfg.loader_workers, pin_memory=self.device.type == "cuda",
+                                             mirror=cfg.mirror, raw=True):
+                    x = to_device(x, flip, self.device, channels_last=run.channels_last)  # uint8 over the bus
                     logs = self.train_step(objectives[self.phase_at(run.step)], x)
                     run.advance(used)
                     self._record(logs, images=len(x) * world.size)
