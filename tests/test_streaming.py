@@ -109,3 +109,35 @@ def test_missing_lmdb_package_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_lmdb)
     with pytest.raises(DataError, match="needs the lmdb package"):
         load(str(tmp_path / "db"), image_size=16, in_channels=1)
+
+
+def test_stats_record_how_long_steps_wait_for_data_and_a_slow_source_gets_one_line(tmp_path, faces16):
+    import time as _time
+
+    from introvae.stats import read_stats
+    from introvae.trainer import Trainer
+
+    class Slow:  # a source that takes 50 ms per batch, as a decoder on one core would
+        def __init__(self, images):
+            self.images = images
+
+        def __len__(self):
+            return len(self.images)
+
+        def __getitem__(self, idx):
+            _time.sleep(0.05)
+            return self.images[idx]
+
+    from introvae.data import ImageSet
+
+    slow = ImageSet("slow", Slow(faces16.train), faces16.test)
+    said = []
+    t = Trainer(tiny_config(steps=6, log_every=3), tmp_path / "run", data=slow, show_progress=False, log=said.append)
+    t.train()
+    rows = read_stats(tmp_path / "run")
+    assert all(0.1 < r["data_wait"] <= 1.0 for r in rows)
+    assert sum("waiting for batches" in s for s in said) == 1 and "introvae prepare" in " ".join(said)
+    fast = Trainer(tiny_config(steps=3, log_every=3), tmp_path / "fast", data=faces16, show_progress=False,
+                   log=said.append)
+    fast.train()
+    assert read_stats(tmp_path / "fast")[-1]["data_wait"] < 0.5

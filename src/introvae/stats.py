@@ -31,6 +31,10 @@ class TrainingStats:
         self.sums: dict[str, torch.Tensor] = {}
         self.good, self.skipped, self.overflows = zero, zero, zero
         self.images, self.t0 = 0, time.perf_counter()
+        self.waited = 0.0  # seconds the loop waited for its batches since the last row (host clock)
+
+    def waited_for_data(self, seconds: float) -> None:
+        self.waited += seconds
 
     def add(self, logs: dict[str, torch.Tensor], *, images: int) -> None:
         """One step's logged values; a step the guard skipped counts as skipped, its values (maybe NaN) not."""
@@ -55,6 +59,7 @@ class TrainingStats:
         *sums, good, skipped, overflows = values.tolist()
         means = {k: s / good for k, s in zip(keys, sums)} if good > 0 else {}
         row = {**fields, "images_per_s": round(self.images / max(seconds, 1e-9), 2),
+               "data_wait": round(min(1.0, self.waited / max(seconds, 1e-9)), 4),
                **{k: means.get(k) for k in LOGGED}, "skipped_steps": round(skipped / self.world.size)}
         if fp16:
             row["fp16_overflows"] = round(overflows / self.world.size)

@@ -152,10 +152,12 @@ class Trainer:
         try:
             while run.step < end and not self.stop_requested:
                 restart = False  # a rollback restarts the batches at the restored data cursor
+                waiting_since = time.perf_counter()
                 for used, x, flip in batches(self.data.train, cfg.batch_size, seed=cfg.seed, epoch=run.epoch,
                                              start=run.epoch_images, rank=world.rank, world_size=world.size,
                                              workers=cfg.loader_workers, pin_memory=self.device.type == "cuda",
                                              mirror=cfg.mirror, raw=True):
+                    self.stats.waited_for_data(time.perf_counter() - waiting_since)  # gathering, decoding
                     x = to_device(x, flip, self.device, channels_last=run.channels_last)  # uint8 over the bus
                     logs = self.train_step(objectives[self.phase_at(run.step)], x)
                     run.advance(used)
@@ -172,6 +174,7 @@ class Trainer:
                         row = self._write_stats_row()
                         if self.logger is not None:
                             self.logger.scalars(row)
+                        self._advise_on_data_wait(row)
                         bar.set_postfix({k: f"{row[k]:.3g}" for k in ("loss_encoder", "loss_generator", "kl_real",
                                                                       "kl_fake") if row[k] is not None},
                                        refresh=False)  # drawn with the next update (a log file: every few %)
@@ -192,6 +195,7 @@ class Trainer:
                     if restart or run.step >= end or stop:
                         self.stop_requested = self.stop_requested or stop  # (a signal may come in meanwhile)
                         break
+                    waiting_since = time.perf_counter()
             if self.stop_requested and not dist_.broadcast_object(
                     checkpoint.checkpoint_path(self.run_dir, run.step).exists(), world):
                 self.save_checkpoint(final=True)
@@ -238,6 +242,14 @@ class Trainer:
             return False
         self.rollback(f"{bad} steps in a row had non-finite losses or gradients")
         return True
+
+    def _advise_on_data_wait(self, row: dict) -> None:
+        """Once per run: a line naming the cure when the steps wait for their batches (over 10 % of the time)."""
+        if row.get("data_wait", 0) > 0.1 and not getattr(self, "_advised", False):
+            self._advised = True
+            self.log(f"\nnote: {100 * row['data_wait']:.0f} % of the time went to waiting for batches; decode once "
+                     f"with `introvae prepare {self.config.data} STORE --image-size {self.config.model.image_size}` "
+                     f"and train with --data STORE, or give --loader-workers N")
 
     def _write_stats_row(self) -> dict:
         run = self.run
