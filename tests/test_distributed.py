@@ -96,3 +96,18 @@ def test_a_run_resumes_with_another_number_of_processes(tmp_path, faces16):
     assert [row["step"] for row in read_stats(run) if "loss_encoder" in row] == list(range(1, 8))
     assert json.loads((run / "config.json").read_text())["batch_size"] == 4
     assert torch.isfinite(torch.cat([v.flatten().float() for v in final_state(run)["model"].values()])).all()
+
+
+def test_a_process_group_the_caller_made_is_left_to_the_caller(tmp_path):
+    """Under torchrun with a group the user created: we join it, and never destroy it."""
+    import torch.distributed as dist
+
+    from introvae import distributed
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        distributed.setup(distributed.World(rank=0, size=2), torch.device("cpu"))  # joins, makes nothing
+        distributed.teardown()
+        assert dist.is_initialized()  # still the caller's
+    finally:
+        dist.destroy_process_group()

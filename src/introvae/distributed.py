@@ -58,20 +58,28 @@ def setup(world: World, device: torch.device) -> torch.device:
                              "start at most that many processes per node")
         device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)
-    global _CONTROL_GROUP
+    global _CONTROL_GROUP, _OWN_GROUP
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, rank=world.rank, world_size=world.size,
                                 timeout=datetime.timedelta(minutes=30))
-        _CONTROL_GROUP = dist.new_group(backend="gloo") if backend != "gloo" else None
+        _OWN_GROUP = True
+    if _CONTROL_GROUP is None and dist.get_backend() != "gloo":
+        # host-side flags need a CPU (gloo) group, also when the caller made the default group (NCCL rejects CPU
+        # tensors); every process makes it, as new_group requires
+        _CONTROL_GROUP = dist.new_group(backend="gloo")
     return device
 
 
 def teardown() -> None:
-    global _CONTROL_GROUP
+    """Leave the process group if we made it; a group the caller made is the caller's to destroy."""
+    global _CONTROL_GROUP, _OWN_GROUP
     if dist.is_initialized():
-        dist.destroy_process_group()
-    _CONTROL_GROUP = None
+        if _OWN_GROUP:
+            dist.destroy_process_group()
+        elif _CONTROL_GROUP is not None:
+            dist.destroy_process_group(_CONTROL_GROUP)
+    _CONTROL_GROUP, _OWN_GROUP = None, False
 
 
 def agreed(flag: Tensor, world: World) -> Tensor:
@@ -99,6 +107,7 @@ def any_true(flags: list[bool], world: World) -> list[bool]:
 
 
 _CONTROL_GROUP = None  # gloo group for host-side flags (the default group when it is gloo already)
+_OWN_GROUP = False  # whether setup() made the default process group (then teardown destroys it)
 
 
 def barrier(world: World) -> None:
