@@ -52,7 +52,7 @@ class ToyConfig:
     log_every: int = 500
     eval_points: int = 5_000
     device: str = "cpu"
-    precision: str = "fp32"  # or bf16: autocast, ~2.5x faster on CPUs with avx512_bf16/AMX (see benchmarks/objectives.py)
+    precision: str = "fp32"  # or bf16: autocast, ~2.5x faster on CPUs with avx512_bf16/AMX (see experiments/objectives.py)
 
     def __post_init__(self):
         if self.density not in DENSITIES:

@@ -1,6 +1,8 @@
-"""The trainer's throughput against the bare Algorithm 1 step's, in one process, interleaved.
+"""Experiment. Its result: docs/history.md ("The trainer against the bare step").
 
-    python benchmarks/trainer_overhead.py [--preset fashion-mnist] [--steps 300] [--rounds 3] [--device auto]
+The trainer's throughput against the bare Algorithm 1 step's, in one process, interleaved.
+
+    python experiments/trainer_overhead.py [--preset fashion-mnist] [--steps 300] [--rounds 3] [--device auto]
 
 ``bare``: :class:`introvae.step.TrainStep` alone on the preset's real training batches, gathered beforehand
 (no data gathering, logging, snapshots, checkpoints or guard reads), after a warm-up. ``trainer``:
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +34,8 @@ from introvae.stats import read_stats
 from introvae.step import TrainStep, make_optimizers
 from introvae.model import IntroVAE
 from introvae.trainer import Trainer
-from throughput import cpu_flags
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # the tools beside the experiments
+from throughput import cpu_flags  # noqa: E402
 
 
 def bare(cfg, data, steps: int, device) -> float:

@@ -1,8 +1,10 @@
-"""IntroVAE against a plain VAE (same networks, same steps), scored with `introvae evaluate`.
+"""Experiment. Its results: docs/history.md (IntroVAE against the VAE at one and five epochs, 0.3's protocol).
 
-    python benchmarks/compare_vae.py --preset fashion-mnist --steps 1000 --num-samples 1000 \
+IntroVAE against a plain VAE (same networks, same steps), scored with `introvae evaluate`.
+
+    python experiments/compare_vae.py --preset fashion-mnist --steps 1000 --num-samples 1000 \
         --ref-images 1000 --pairs 1000 --out bench-runs
-    python benchmarks/compare_vae.py --steps 1875,9375 --train-only     # 1 and 5 epochs, training only
+    python experiments/compare_vae.py --steps 1875,9375 --train-only     # 1 and 5 epochs, training only
 
 Several step counts (``--steps 1875,9375``) train each objective once: the run of each count is a copy of
 the previous count's run, extended (a resumed run ends with the weights of an uninterrupted one), so every

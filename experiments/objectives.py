@@ -1,8 +1,10 @@
-"""VAE, IntroVAE and Soft-IntroVAE on the four 2D densities (and optionally Fashion-MNIST), at equal steps.
+"""Experiment. Its results: docs/soft-introvae-2d.md (the 2D density table; records in results/records.jsonl).
 
-    python benchmarks/objectives.py --precision bf16 --jobs 2 --extra-seeds 8gaussians:1,2   # the README's table
-    python benchmarks/objectives.py --steps 30000 --seeds 0,1,2 --out bench-runs/objectives
-    python benchmarks/objectives.py --steps 3000 --densities 8gaussians --seeds 0 --fashion-steps 0
+VAE, IntroVAE and Soft-IntroVAE on the four 2D densities (and optionally Fashion-MNIST), at equal steps.
+
+    python experiments/objectives.py --precision bf16 --jobs 2 --extra-seeds 8gaussians:1,2   # the README's table
+    python experiments/objectives.py --steps 30000 --seeds 0,1,2 --out bench-runs/objectives
+    python experiments/objectives.py --steps 3000 --densities 8gaussians --seeds 0 --fashion-steps 0
 
 Per density and seed: the plain VAE first; IntroVAE's margin is then, with ``--margin calibrated``
 (default), calibrated as `introvae calibrate` advises (1.5x the KL of real data the VAE reaches:

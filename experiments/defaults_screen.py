@@ -1,9 +1,11 @@
-"""Screen candidate defaults: each variant is the preset with a few fields changed, trained for the same number
+"""Experiment. Its results: docs/defaults-fashion-mnist.md and docs/defaults-faces.md (the screens behind the CPU presets).
+
+Screen candidate defaults: each variant is the preset with a few fields changed, trained for the same number
 of steps from the same seed and scored by FID and precision/recall; prints (and writes) a markdown table.
 
-    OMP_NUM_THREADS=1 python benchmarks/defaults_screen.py --variants baseline,lr5e-4 --out bench-runs/screen
-    OMP_NUM_THREADS=1 python benchmarks/defaults_screen.py --variants ema,batch16 --out bench-runs/screen  # 2nd core
-    python benchmarks/defaults_screen.py --table-only --out bench-runs/screen --table docs/defaults-fashion-mnist.md
+    OMP_NUM_THREADS=1 python experiments/defaults_screen.py --variants baseline,lr5e-4 --out bench-runs/screen
+    OMP_NUM_THREADS=1 python experiments/defaults_screen.py --variants ema,batch16 --out bench-runs/screen  # 2nd core
+    python experiments/defaults_screen.py --table-only --out bench-runs/screen --table docs/defaults-fashion-mnist.md
 
 Every variant trains the same number of *images* (``--epochs``), so a smaller batch takes more steps. Runs
 and scores are kept in ``--out`` (a finished run is not trained again, a stopped one resumes, a scored one is
