@@ -226,14 +226,18 @@ class Trainer:
 
     def _agreed_flags(self) -> tuple[bool, bool]:
         """(stop, checkpoint due), the same on every process: a signal may reach the processes at different
-        steps, and their clocks differ."""
+        steps, and their clocks differ. Under torchrun the processes agree on the host-side flags (a signal, the
+        clock) only at log lines and at the end, so that a step that does not log waits for no rendezvous; a
+        checkpoint due by steps needs no agreement (every process counts the same steps)."""
         cfg, run = self.config, self.run
-        due = (cfg.checkpoint_every > 0 and run.step % cfg.checkpoint_every == 0) or \
-            (cfg.checkpoint_minutes > 0 and time.monotonic() - self.last_checkpoint >= 60 * cfg.checkpoint_minutes)
+        by_steps = cfg.checkpoint_every > 0 and run.step % cfg.checkpoint_every == 0
+        by_clock = cfg.checkpoint_minutes > 0 and time.monotonic() - self.last_checkpoint >= 60 * cfg.checkpoint_minutes
         if not self.world.enabled:
-            return self.stop_requested, due
-        stop, due = dist_.any_true([self.stop_requested, due], self.world)
-        return stop, due
+            return self.stop_requested, by_steps or by_clock
+        if run.step % cfg.log_every != 0 and run.step != run.total_steps:
+            return False, by_steps
+        stop, by_clock = dist_.any_true([self.stop_requested, by_clock], self.world)
+        return stop, by_steps or by_clock
 
     def _check_guard(self) -> bool:
         """Roll back when ``max_bad_steps`` steps in a row were skipped; True if it did."""
