@@ -330,3 +330,11 @@ def test_generation_chunks_are_bounded_by_bytes():
     assert generation_chunk(32) == 256 and generation_chunk(64) == 256
     assert generation_chunk(256) == 64 and generation_chunk(1024) == 4
     assert 64 * 4 * 1024 * 1024 * generation_chunk(1024) <= 2**30
+
+
+def test_ms_ssim_batches_are_bounded_in_bytes():
+    from introvae.metrics.msssim import pairs_per_batch
+
+    assert pairs_per_batch(torch.zeros(1, 32, 32)) == 500
+    assert pairs_per_batch(torch.zeros(3, 1024, 1024)) == 1  # 1 GiB of working memory at 1024 px RGB
+    assert pairs_per_batch(torch.zeros(3, 256, 256)) == 21

@@ -44,11 +44,20 @@ def ms_ssim(x: Tensor, y: Tensor, *, image_size: int | None = None) -> Tensor:
         data_range=1.0, reduction="none")
 
 
+PAIR_BYTES = 2**30  # working memory of one batch of pairs: both images and the filtered maps, about 24 fp32 copies
+
+
+def pairs_per_batch(image: Tensor, *, budget: int = PAIR_BYTES, cap: int = 500) -> int:
+    """Pairs scored at a time: 500 for small images, fewer for large ones (21 at 256 px RGB, 1 at 1024 px)."""
+    return max(1, min(cap, budget // (2 * 24 * 4 * image.numel())))
+
+
 @torch.no_grad()
-def sample_diversity(images: Tensor, *, pairs: int, seed: int = 0, batch: int = 500,
+def sample_diversity(images: Tensor, *, pairs: int, seed: int = 0, batch: int | None = None,
                      device: torch.device | str = "cpu") -> float:
     """Mean MS-SSIM over ``pairs`` random pairs of distinct images (lower = more diverse); ``images`` are
-    uint8 or float in [0, 1], on the CPU; each batch of pairs is scored on ``device``."""
+    uint8 or float in [0, 1], on the CPU; each batch of pairs (default: :func:`pairs_per_batch`, bounded in
+    bytes) is scored on ``device``."""
     n = len(images)
     if n < 2:
         raise ValueError("MS-SSIM diversity needs at least 2 images")
@@ -56,6 +65,7 @@ def sample_diversity(images: Tensor, *, pairs: int, seed: int = 0, batch: int = 
     i = torch.randint(0, n, (pairs,), generator=g)
     j = (i + torch.randint(1, n, (pairs,), generator=g)) % n  # j != i
     as_float = to_float if images.dtype == torch.uint8 else (lambda t: t)
+    batch = batch or pairs_per_batch(images[0])
     total = 0.0
     for k in range(0, pairs, batch):
         a, b = (as_float(images[idx[k:k + batch]].to(device)) for idx in (i, j))
