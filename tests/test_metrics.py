@@ -337,4 +337,4 @@ def test_ms_ssim_batches_are_bounded_in_bytes():
 
     assert pairs_per_batch(torch.zeros(1, 32, 32)) == 500
     assert pairs_per_batch(torch.zeros(3, 1024, 1024)) == 1  # 1 GiB of working memory at 1024 px RGB
-    assert pairs_per_batch(torch.zeros(3, 256, 256)) == 21
+    assert pairs_per_batch(torch.zeros(3, 256, 256)) == 28

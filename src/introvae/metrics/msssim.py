@@ -48,7 +48,7 @@ PAIR_BYTES = 2**30  # working memory of one batch of pairs: both images and the 
 
 
 def pairs_per_batch(image: Tensor, *, budget: int = PAIR_BYTES, cap: int = 500) -> int:
-    """Pairs scored at a time: 500 for small images, fewer for large ones (21 at 256 px RGB, 1 at 1024 px)."""
+    """Pairs scored at a time: 500 for small images, fewer for large ones (28 at 256 px RGB, 1 at 1024 px)."""
     return max(1, min(cap, budget // (2 * 24 * 4 * image.numel())))
 
 
