@@ -171,6 +171,7 @@ def test_suggested_margin_is_a_little_above_the_vae_kl():
     assert suggest_margin(0.1) == 1.0
 
 
+@pytest.mark.slow
 def test_evaluate_a_run_and_a_folder_with_the_real_inception(trained, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("INTROVAE_CACHE", str(tmp_path / "cache"))
     assert main(["evaluate", str(trained / "run"), "--num-samples", "8", "--pairs", "10", "--ref-images", "8",

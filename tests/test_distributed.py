@@ -33,6 +33,7 @@ def final_state(run: Path) -> dict:
     return checkpoint.load(checkpoint.latest(run))
 
 
+@pytest.mark.slow
 def test_two_processes_with_sync_bn_match_one_process_with_twice_the_batch(tmp_path, faces16):
     """torchrun -m introvae train, 2 processes x batch 4 with --sync-bn, against 1 process x batch 8.
     The 2 processes also recompute activations (--checkpoint-activations), which must change nothing.
@@ -71,6 +72,7 @@ def test_two_processes_with_sync_bn_match_one_process_with_twice_the_batch(tmp_p
     assert rows_b[-1]["kl_fake"] == pytest.approx(rows_a[-1]["kl_fake"], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_a_run_resumes_with_another_number_of_processes(tmp_path, faces16):
     """1 process -> 2 processes -> 1 process. The run keeps its length in images and its place in the
     data order: 80 training images, batch 4 per process."""

@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "gpu_check.py"
 
 
+@pytest.mark.slow
 def test_gpu_check_passes_on_the_cpu(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "INTROVAE_CACHE": str(tmp_path / "cache")}
     r = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--out", str(tmp_path)],

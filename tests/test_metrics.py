@@ -31,6 +31,7 @@ def test_fid_of_a_set_with_itself_is_zero_and_grows_with_noise():
     assert 0 < fids[0] < fids[1] < fids[2]
 
 
+@pytest.mark.slow
 def test_the_real_inception_network_loads_offline_and_is_deterministic():
     features = fidlib.load_inception()
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -41,6 +42,7 @@ def test_the_real_inception_network_loads_offline_and_is_deterministic():
     assert (a >= 0).all()  # pool features after ReLU
 
 
+@pytest.mark.slow
 def test_the_folded_inception_graph_keeps_the_features():
     """fold_batchnorm folds the 94 BatchNorms into their convolutions: the same features up to float rounding,
     and the same FID to 1e-5 of its value (6-image covariances are singular, so the matrix square root magnifies
@@ -58,6 +60,7 @@ def test_the_folded_inception_graph_keeps_the_features():
     assert fid_folded == pytest.approx(fid_plain, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_the_bf16_inception_graph_runs_in_bf16_near_the_fp32_features():
     """--feature-precision bf16: every weight of the folded graph is bf16, the features come back as fp32 and
     stay within bf16 rounding of the fp32 ones (about 3 % of their norm after 94 layers); FID's own bound is

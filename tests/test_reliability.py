@@ -51,6 +51,7 @@ def _newest_step(run: Path) -> int:
     return int(found[-1].stem.split("-")[1]) if found else -1
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_weights(tmp_path):
     write_pngs(tmp_path / "imgs", 24, mode="L")
     (tmp_path / "tiny.json").write_text(json.dumps(TINY))
@@ -84,6 +85,7 @@ def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_weights(tm
     assert [r["step"] for r in read_stats(run)] == list(range(1, 41))  # no gaps, no repeats
 
 
+@pytest.mark.slow
 def test_sigterm_writes_a_checkpoint_and_the_pictures_and_exits_saying_it_stopped(tmp_path):
     write_pngs(tmp_path / "imgs", 24, mode="L")
     cfg = dict(TINY, checkpoint_every=1000)
@@ -235,6 +237,7 @@ def tiny_cli_setup(tmp_path_factory):
     return d
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ARGS)
 def test_random_train_arguments_give_a_run_or_one_clean_error(capsys, tiny_cli_setup, pairs):
@@ -302,6 +305,7 @@ def _faulty(trainer, *, nan_steps=(), inf_weights_at=None, kill_at=None):
     return trainer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["nan-batches", "inf-weights"])
 def test_a_run_with_a_rollback_killed_and_resumed_ends_bit_identical(tmp_path, faces16, fault):
     """A rollback comes from the guard (three NaN batches in a row) or from a checkpoint that finds non-finite

@@ -85,6 +85,7 @@ def test_every_objective_trains_and_writes_its_run(tmp_path):
         ToyConfig(precision="fp16")
 
 
+@pytest.mark.slow
 def test_a_few_hundred_vae_steps_already_move_towards_the_data(tmp_path):
     torch.manual_seed(0)
     # rings, not 8gaussians: a blurry early VAE misses the 8 narrow modes' bins entirely (JSD stays log 2)
