@@ -12,6 +12,7 @@ import json
 import math
 import sys
 
+from .devices import DEVICE_HELP
 from .version import __version__
 from .config import flat_fields
 from .config_checks import WORDS_FOR_NUMBERS
@@ -80,7 +81,7 @@ def _default_words(f) -> str:
 
 def _model_args(p: argparse.ArgumentParser, *, ema: bool = True) -> None:
     p.add_argument("model", help="a run directory (its newest checkpoint), a checkpoint file, or an exported model")
-    p.add_argument("--device", default="auto", help="auto (the GPU if there is one), cpu, cuda, cuda:N or mps")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     if ema:
         p.add_argument("--no-ema", action="store_true",
                        help="use the trained generator even if the run kept an EMA of it (--ema)")
@@ -148,7 +149,7 @@ def make_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="train a few minutes on the built-in faces and write pictures")
     d.add_argument("--out", default="demo", help="output directory (default ./demo)")
     d.add_argument("--steps", type=int, default=None, help="training steps (default: the demo's fixed budget)")
-    d.add_argument("--device", default="auto", help="auto (the GPU if there is one), cpu, cuda, cuda:N or mps")
+    d.add_argument("--device", default="auto", help=DEVICE_HELP)
     d.add_argument("--quiet", action="store_true")
 
     v = sub.add_parser("evaluate", help="FID, MS-SSIM, reconstruction quality and nearest neighbours",
@@ -184,7 +185,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help="the Inception network's arithmetic: fp32 (default) or bf16 (1.9x faster on a CPU with "
                         "AVX512-BF16 or AMX, but its FIDs read about 1.2 %% lower than fp32's: compare bf16 numbers "
                         "only with bf16 numbers; see README)")
-    v.add_argument("--device", default="auto", help="auto (the GPU if there is one), cpu, cuda, cuda:N or mps")
+    v.add_argument("--device", default="auto", help=DEVICE_HELP)
     v.add_argument("-o", "--out", help="where metrics.jsonl goes (default: the run or model directory; for a "
                                        "folder of images, ./evaluate-FOLDERNAME, never the images' own folder)")
     v.add_argument("--quiet", action="store_true")
@@ -216,7 +217,7 @@ def make_parser() -> argparse.ArgumentParser:
     cp.add_argument("--eval-samples", type=_positive_int, default=10_000,
                     help="samples and real images for FID (default 10000, the literature's)")
     cp.add_argument("--out", help="output folder (default compare-DATANAME)")
-    cp.add_argument("--device", default="auto", help="auto (the GPU if there is one), cpu, cuda, cuda:N or mps")
+    cp.add_argument("--device", default="auto", help=DEVICE_HELP)
     cp.add_argument("--quiet", action="store_true")
 
     pr = sub.add_parser("prepare", help="decode a data source once, over all cores, into a store --data can map",
@@ -240,7 +241,7 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("model", help="a run directory (its newest checkpoint), a checkpoint file, or an exported model")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     s.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    s.add_argument("--device", default="auto", help="auto (the GPU if there is one), cpu, cuda, cuda:N or mps")
+    s.add_argument("--device", default="auto", help=DEVICE_HELP)
     s.add_argument("--data", help="the training data, for an exported model (edit directions, neighbours)")
 
     for name in ("train", "calibrate", "demo", "sample", "reconstruct", "interpolate", "evaluate", "serve", "compare"):

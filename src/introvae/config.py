@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .config_checks import ENCODER_STATS, OBJECTIVES, PRECISIONS, check, coerce, read_config_file, validate_fields
+from .devices import DEVICE_HELP
 from .errors import ConfigError
 
 # The paper's channel schedule at 1024 px, per resolution from 1024 down to 4x4 (Appendix B;
@@ -128,7 +129,7 @@ class TrainConfig:
                                     "a generator update)", group="schedule")
     epochs: float | None = param(None, "total passes over the training split (instead of --steps)", group="schedule")
 
-    device: str = param("auto", "auto (the GPU if there is one), cpu, cuda, cuda:N or mps", group="runtime")
+    device: str = param("auto", DEVICE_HELP, group="runtime")
     precision: str = param("auto", "auto (bf16 with channels-last on a CPU with AVX512-BF16 or AMX, else fp32), fp32, "
                                    "bf16 (autocast; CPU and GPU) or fp16 (autocast and a gradient scaler); the KL, "
                                    "hinge and reconstruction sums stay fp32", group="runtime",
