@@ -80,10 +80,11 @@ def git_commit() -> str | None:
         return None
 
 
-def training_seconds(run: Path) -> float | None:
+def training_seconds(run: Path, until_step: int | None = None) -> float | None:
     from introvae.export import training_seconds as seconds
 
-    return round(seconds(run), 1) if seconds(run) else None
+    s = seconds(run, until_step)
+    return round(s, 1) if s else None
 
 
 def records_from_run(run: Path, *, preset: str, train_command: str, eval_command: str,
@@ -99,7 +100,7 @@ def records_from_run(run: Path, *, preset: str, train_command: str, eval_command
     base = {"data": cfg["data"], "objective": cfg["objective"], "preset": preset, "config_sha": config_sha(cfg),
             "epochs": epochs, "step": row["step"], "seed": cfg["seed"], "protocol": row["protocol"],
             "command": f"{train_command}; {eval_command}", "commit": git_commit(), "machine": machine(),
-            "wall_time": {"train_s": training_seconds(run), "evaluate_s": row["seconds"]},
+            "wall_time": {"train_s": training_seconds(run, row["step"]), "evaluate_s": row["seconds"]},
             "date": datetime.date.today().isoformat(), "run": run.name}
     m = row["metrics"]
     out = [dict(base, metric="fid", value=round(m["fid"]["value"], 2))]
@@ -245,7 +246,7 @@ def table_models(records: list[dict]) -> str:
         text = d.read_text()
         meta = yaml.safe_load(text.split("---", 2)[1]) if text.startswith("---") else {}
         metrics = (meta.get("model-index") or [{}])[0].get("results", [{}])[0].get("metrics", [])
-        fid = next((f"{m['value']} ({m['name'].removeprefix('FID ')})" for m in metrics if m["type"] == "fid"), "-")
+        fid = next((f"{m['value']} {m['name'].removeprefix('FID ')}" for m in metrics if m["type"] == "fid"), "-")
         size = (d.parent / "model.safetensors").stat().st_size / 2**20
         objective = next((t for t in meta.get("tags", []) if t in OBJECTIVE_NAMES), "introvae")
         lines.append(f"| `{d.parent.name}` | {(meta.get('datasets') or ['?'])[0]} | {OBJECTIVE_NAMES[objective]} | "

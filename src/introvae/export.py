@@ -33,7 +33,7 @@ def export(source: str | Path, out: str | Path, *, ema: bool = True, fp16: bool 
     training = None
     if run_cfg is not None:
         training = {"step": model.step, "generator": model.generator_source}
-        seconds = training_seconds(model_dir(src))
+        seconds = training_seconds(model_dir(src), until_step=model.step)
         if seconds:
             training["training time (from its logged rates)"] = f"{seconds / 60:.0f} min"
     hub.write_card(out, name=name or out.name, config=model.config.to_dict(),
@@ -57,7 +57,7 @@ def _to_fp16(path: Path, model) -> None:
     _follow_umask(path)
 
 
-def training_seconds(run: Path) -> float | None:
+def training_seconds(run: Path, until_step: int | None = None) -> float | None:
     """A run's training wall time from its own logged rates (each stats row covers the steps since the last)."""
     cfg_path, stats = run / "config.json", run / "stats.jsonl"
     if not (cfg_path.is_file() and stats.is_file()):
@@ -69,6 +69,8 @@ def training_seconds(run: Path) -> float | None:
             r = json.loads(line)
         except ValueError:
             continue
+        if until_step is not None and r.get("step", 0) > until_step:
+            break
         if r.get("images_per_s"):
             total += (r["step"] - last) * batch / r["images_per_s"]
         last = r.get("step", last)
