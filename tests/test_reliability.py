@@ -106,15 +106,16 @@ def test_sigterm_writes_a_checkpoint_and_the_pictures_and_exits_saying_it_stoppe
 
 # --- divergence guard --------------------------------------------------------------------
 def _poison(monkeypatch, calls: set[int]):
-    """Make the batches of the given (1-based) batch draws all-NaN."""
-    real_batches, count = trainer_mod.batches, [0]
+    """Make the batches of the given (1-based) batch draws all-NaN, as they reach the device (batches travel as
+    uint8, which holds no NaN: the poison goes in where they become floats)."""
+    real, count = trainer_mod.to_device, [0]
 
-    def batches(*a, **k):
-        for i, x in real_batches(*a, **k):
-            count[0] += 1
-            yield i, (torch.full_like(x, float("nan")) if count[0] in calls else x)
+    def to_device(*a, **k):
+        x = real(*a, **k)
+        count[0] += 1
+        return torch.full_like(x, float("nan")) if count[0] in calls else x
 
-    monkeypatch.setattr(trainer_mod, "batches", batches)
+    monkeypatch.setattr(trainer_mod, "to_device", to_device)
 
 
 def test_a_nan_step_is_skipped_and_counted(tmp_path, faces16, monkeypatch):
