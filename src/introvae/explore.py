@@ -56,6 +56,15 @@ class Explorer:
         self._directions: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     # --- what the model is ------------------------------------------------------------------
+    def _card_metrics(self) -> str:
+        """The metrics a shipped or exported model's README.md card records (with their protocol in the name)."""
+        from . import hub
+
+        if not self.source.is_dir():
+            return ""
+        results = (hub.card_metadata(self.source).get("model-index") or [{}])[0].get("results") or [{}]
+        return ", ".join(f"{m['name']}: {m['value']}" for m in results[0].get("metrics", []))
+
     def card(self) -> str:
         """The model card (markdown): data, resolution, objective, steps, and the metrics of its last evaluation."""
         from .metrics.store import read_metrics
@@ -79,6 +88,8 @@ class Explorer:
             if "reconstruction" in m:
                 parts.append(f"held-out PSNR {m['reconstruction']['posterior_mean']['psnr']:.2f} dB")
             lines.append(f"last evaluation (step {rows[-1].get('step')}): " + ", ".join(parts))
+        elif self._card_metrics():
+            lines.append("from its model card: " + self._card_metrics())
         else:
             lines.append("not evaluated yet (`introvae evaluate` adds FID and more here)")
         return "  \n".join(lines)
