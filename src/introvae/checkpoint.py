@@ -42,7 +42,7 @@ def save(state: dict[str, Any], path: Path, *, keep: int | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make shared runs unreadable to the group
+        follow_umask(tmp)  # mkstemp's 0600 would make shared runs unreadable to the group
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()
@@ -57,10 +57,11 @@ def save(state: dict[str, Any], path: Path, *, keep: int | None = None) -> Path:
     return path
 
 
-def _umask() -> int:
+def follow_umask(path: str | Path) -> None:
+    """Give a file written through a 0600 temporary file the mode the user's umask asks for."""
     mask = os.umask(0)
     os.umask(mask)
-    return mask
+    os.chmod(path, 0o666 & ~mask)
 
 
 def load(path: Path) -> dict[str, Any]:

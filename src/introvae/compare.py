@@ -72,6 +72,7 @@ def run_all(plans: list[Plan], *, eval_samples: int, device: str = "auto", show_
     """Train (or resume) and score every plan; one row per plan."""
     from . import checkpoint
     from .evaluate import evaluate_model
+    from .export import training_seconds
     from .metrics import EvalSettings
     from .trainer import Trainer, resume
 
@@ -106,7 +107,7 @@ def run_all(plans: list[Plan], *, eval_samples: int, device: str = "auto", show_
         rows.append({"objective": p.objective, "seed": p.seed, "steps": p.config.steps,
                      "batch_size": p.config.batch_size, "fid": m["fid"]["value"],
                      "precision": m["precision_recall"].get("precision"), "recall": m["precision_recall"].get("recall"),
-                     "psnr": m["reconstruction"]["posterior_mean"]["psnr"], "train_s": _train_seconds(p.run),
+                     "psnr": m["reconstruction"]["posterior_mean"]["psnr"], "train_s": training_seconds(p.run),
                      "protocol": result.get("protocol"), "run": str(p.run), "elapsed_s": time.perf_counter() - t0})
     return rows
 
@@ -121,12 +122,6 @@ def _scored(run: Path, settings) -> dict | None:
                 "reconstruction" in row.get("metrics", {}) and "precision_recall" in row["metrics"]:
             return row
     return None
-
-
-def _train_seconds(run: Path) -> float | None:
-    from .export import training_seconds
-
-    return training_seconds(run)
 
 
 def write_outputs(rows: list[dict], plans: list[Plan], out: Path, *, data: str, budget_images: int) -> Path:

@@ -30,9 +30,9 @@ def evaluate_model(source: str | Path, settings: EvalSettings = EvalSettings(), 
     device = devices.resolve_device(device)
     from . import hub
 
-    loaded = load_model(source, ema=settings.ema, device=device)
+    src = hub.resolve(source)  # once: a name or hf:// becomes a path here
+    loaded = load_model(src, ema=settings.ema, device=device)
     cfg = loaded.config
-    src = hub.resolve(source)
     run_cfg = _run_config(src)
     card_data = (hub.card_metadata(src).get("datasets") or [None])[0] if src.is_dir() else None
     data_id = data or (run_cfg.data if run_cfg else None) or card_data

@@ -19,12 +19,12 @@ def export(source: str | Path, out: str | Path, *, ema: bool = True, fp16: bool 
     from .metrics.store import read_metrics
     from .runstate import load_model
 
-    model = load_model(source, ema=ema, device="cpu")
+    src = hub.resolve(source)  # once: a name or hf:// becomes a path here
+    model = load_model(src, ema=ema, device="cpu")
     out = Path(out)
     model.save_pretrained(out)
     if fp16:
         _to_fp16(out / "model.safetensors", model)
-    src = hub.resolve(source)
     run_cfg = _run_config(src)
     rows = [r for r in read_metrics(model_dir(src)) if not r.get("during_training") and "protocol" in r
             and r.get("step") == model.step]
@@ -52,9 +52,9 @@ def _to_fp16(path: Path, model) -> None:
         meta = f.metadata()
     state = {k: (v.half() if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
     save_file(state, str(path), metadata={**(meta or {}), "dtype": "float16"})
-    from .model import _follow_umask
+    from .checkpoint import follow_umask
 
-    _follow_umask(path)
+    follow_umask(path)
 
 
 def training_seconds(run: Path, until_step: int | None = None) -> float | None:

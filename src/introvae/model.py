@@ -253,7 +253,9 @@ class IntroVAE(nn.Module):
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         save_file(state, str(d / "model.safetensors"), metadata={
             "introvae_version": __version__, "architecture": str(ARCHITECTURE), "generator": self.generator_source})
-        _follow_umask(d / "model.safetensors")
+        from .checkpoint import follow_umask
+
+        follow_umask(d / "model.safetensors")  # safetensors writes through a 0600 temporary file
         return d
 
     @classmethod
@@ -292,15 +294,6 @@ GENERATION_BUDGET = 2**30
 def generation_chunk(image_size: int, *, budget: int = GENERATION_BUDGET, cap: int = 256) -> int:
     """Images generated, encoded or decoded per pass by default, from the image size: a memory bound in bytes."""
     return max(1, min(cap, budget // (64 * 4 * image_size * image_size)))
-
-
-def _follow_umask(path: Path) -> None:
-    """safetensors writes through a 0600 temporary file: give the export the mode the user's umask asks for."""
-    import os
-
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
 
 
 def load_state_strict(model: nn.Module, state: dict[str, Tensor], *, source: str) -> None:
