@@ -11,7 +11,13 @@ Why ``meta`` and not ``cuda``: autograd asks the device's guard for every tensor
 gradients, and a CPU-only build of torch has no CUDA guard (the process aborts); ``meta`` has one.
 
 What CUDA allows is allowed here too: ``copy_`` and ``_to_copy`` across devices, and CPU 0-d
-tensors as scalars in pointwise operations. Stricter than CUDA in one respect: a CPU generator
+tensors as scalars in pointwise operations.
+
+Mixed precision: ``torch.autocast("meta", dtype=...)`` (which torch refuses) is accepted inside the block and
+emulated by rounding: the operations CUDA autocasts to a lower precision (matrix products and convolutions) round
+their floating inputs and their output to that dtype, while storage stays fp32 so that autograd's bookkeeping is
+untouched. Values thus carry bf16/fp16 rounding and fp16 overflows to inf as on a GPU, and the code paths of the
+reduced precisions (autocast contexts, the fp16 GradScaler on the device) run and are counted like fp32's. Stricter than CUDA in one respect: a CPU generator
 cannot drive a draw made on the accelerator (CUDA raises for that as well).
 """
 
@@ -67,6 +73,9 @@ class OnAccelerator(torch.Tensor):
 
 
 _ACTIVE: list = []  # the fake accelerator's mode while one is active (tolist is not an ATen operation)
+# What CUDA's autocast runs in the lower precision (its "lower_precision_fp" list, the ops our networks use).
+_AUTOCAST_LOW = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
+                 torch.ops.aten.convolution.default, torch.ops.aten.baddbmm.default}
 _HOST_READS = {torch.ops.aten._local_scalar_dense.default}  # .item(), bool(), int(), float() of a device tensor
 
 
@@ -76,6 +85,7 @@ class _Mode(TorchDispatchMode):
         self.ops = 0  # operations that ran on the accelerator
         self.host_reads = 0  # device-to-host reads: each one a synchronisation on a GPU
         self.read_ops: list[str] = []
+        self.autocast: list[torch.dtype | None] = []  # the dtype of each enclosing emulated autocast
 
     def host_read(self, what: str) -> None:
         self.host_reads += 1
@@ -120,7 +130,12 @@ class _Mode(TorchDispatchMode):
             if to_accelerator and seen.get("cpu_generator"):
                 raise DeviceMixError(f"{func}: Expected a '{ACCELERATOR.type}' device type for generator but found "
                                      "'cpu'")
-        out = func(*a, **k)
+        low = self.autocast[-1] if self.autocast else None
+        if low is not None and func in _AUTOCAST_LOW and seen["accelerator"]:
+            rnd = lambda t: t.to(low).float() if isinstance(t, torch.Tensor) and t.dtype == torch.float32 else t  # noqa: E731
+            out = tree_map(rnd, func(*tree_map(rnd, a), **k))
+        else:
+            out = func(*a, **k)
         if func is torch.ops.aten.copy_.default:
             return args[0]
         if on_accelerator:
@@ -140,6 +155,21 @@ class _FromData(TorchFunctionMode):
                 and torch.device(device).type == ACCELERATOR.type:
             return func(*args, **{**kwargs, "device": "cpu"}).to(ACCELERATOR)
         return func(*args, **kwargs)
+
+
+class _Autocast:
+    """``torch.autocast("meta", dtype)``: the rounding emulation of the module's docstring."""
+
+    def __init__(self, mode: _Mode, dtype: torch.dtype | None, enabled: bool = True):
+        self.mode, self.dtype = mode, (dtype or torch.float16) if enabled else None
+
+    def __enter__(self):
+        self.mode.autocast.append(self.dtype)
+        return self
+
+    def __exit__(self, *exc):
+        self.mode.autocast.pop()
+        return False
 
 
 def _target_is_host(func, args, kwargs) -> bool:
@@ -166,12 +196,21 @@ def fake_accelerator():
         m._get_fused_kernels_supported_devices = fused
     mode = _Mode()
     _ACTIVE.append(mode)
+    real_autocast = torch.autocast
+
+    def autocast(device_type, dtype=None, enabled=True, **kw):
+        if device_type == ACCELERATOR.type:
+            return _Autocast(mode, dtype, enabled)
+        return real_autocast(device_type, dtype=dtype, enabled=enabled, **kw)
+
+    torch.autocast = autocast
     try:
         with _FromData(), mode, warnings.catch_warnings():
             # load_state_dict warns that copying into a meta parameter does nothing; here it does copy.
             warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter")
             yield mode
     finally:
+        torch.autocast = real_autocast
         _ACTIVE.remove(mode)
         for m, f in saved:
             if f is not None:

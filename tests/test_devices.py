@@ -200,11 +200,13 @@ def test_the_fid_cache_key_knows_the_device_kind():
     assert stats_key(**args, device="cuda") not in (cpu, stats_key(**args, device="cuda", precision="bf16"))
 
 
-def test_a_step_that_does_not_log_reads_nothing_on_the_host(tmp_path, faces16, accelerator):
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_a_step_that_does_not_log_reads_nothing_on_the_host(tmp_path, faces16, accelerator, precision):
     """On a GPU every host read waits for the device. A training step that writes no stats line makes none (the
-    guard's counters, the margin's average and the loss sums stay on the device); a logging step makes a few."""
+    guard's counters, the margin's average, the loss sums and fp16's GradScaler stay on the device); a logging step
+    makes a few. bf16 and fp16 run under the stand-in's emulated autocast (tests/fake_accelerator.py)."""
     cfg = tiny_config(steps=8, log_every=4, image_every=100, checkpoint_every=0, checkpoint_minutes=0,
-                      margin="auto", vae_steps=2, ema=0.9, max_bad_steps=2, device="cuda")
+                      margin="auto", vae_steps=2, ema=0.9, max_bad_steps=2, device="cuda", precision=precision)
     t = Trainer(cfg, tmp_path / "run", data=faces16, show_progress=False, log=lambda s: None)
     reads_at = {}
     advance = t.run.advance
@@ -215,10 +217,12 @@ def test_a_step_that_does_not_log_reads_nothing_on_the_host(tmp_path, faces16, a
 
     t.run.advance = advance_and_count
     t.train()
+    assert t.run.precision.name == precision and (precision == "fp16") == (t.run.precision.scaler is not None)
+    assert accelerator.ops > 0 and t.guard.longest_run() == 0  # it trained on the device, no step skipped
     per_step = {k: reads_at[k] - reads_at[k - 1] for k in range(2, 9)}
     # between the logging steps 4 and 8: steps 5, 6, 7 read nothing (their reads show up at the next step's count)
     quiet = [per_step[k] for k in (2, 3, 4, 6, 7)]  # reads made between step k-1's update and step k's: none logs
     assert quiet == [0, 0, 0, 0, 0], (per_step, accelerator.read_ops)
     # the log line of step 4 (between step 4's and step 5's update): two copies to the host, the stats line's
-    # values and the guard's counters
-    assert per_step[5] == 2 and per_step[8] == 0
+    # values and the guard's counters, and under fp16 a third, the GradScaler's scale for the fp16_scale column
+    assert per_step[5] == (3 if precision == "fp16" else 2) and per_step[8] == 0, accelerator.read_ops
