@@ -341,3 +341,35 @@ def test_ms_ssim_batches_are_bounded_in_bytes():
     assert pairs_per_batch(torch.zeros(1, 32, 32)) == 500
     assert pairs_per_batch(torch.zeros(3, 1024, 1024)) == 1  # 1 GiB of working memory at 1024 px RGB
     assert pairs_per_batch(torch.zeros(3, 256, 256)) == 28
+
+
+def test_evaluation_memory_is_bounded_whatever_the_sample_count(tmp_path, monkeypatch, faces16):
+    """Samples past HOST_SAMPLE_BYTES go to a file mapped from disk (deleted at once), the reference subset is a
+    view that copies no image, and every metric comes out the same as with everything in host memory."""
+    from conftest import tiny_config, tiny_features
+    from introvae.metrics import EvalSettings, MetricContext, context, measure
+    from introvae.model import IntroVAE
+
+    torch.manual_seed(0)
+    model = IntroVAE(tiny_config().model).eval()
+    settings = EvalSettings(num_samples=40, pairs=30, ref_images=25, neighbours=3, batch_size=16)
+
+    def scores(out):
+        out.mkdir()
+        ctx = MetricContext(data=faces16, data_id="faces", image_size=16, in_channels=1, device="cpu",
+                            settings=settings, model=model, features=tiny_features, out_dir=out,
+                            show_progress=False)
+        result = measure(["fid", "precision_recall", "ms_ssim", "neighbours"], ctx)
+        result["neighbours"].pop("picture")
+        return ctx, result
+
+    in_memory, expected = scores(tmp_path / "a")
+    monkeypatch.setattr(context, "HOST_SAMPLE_BYTES", 0)
+    spilled, got = scores(tmp_path / "b")
+    assert got == expected
+    assert torch.equal(spilled.samples, in_memory.samples)
+    assert spilled.samples.data_ptr() == spilled.mapped.ctypes.data  # mapped from disk, not in host memory
+    assert not list((tmp_path / "b").glob(".samples-*"))  # and nothing left behind
+    ref = spilled.reference
+    assert isinstance(ref, context.Rows) and len(ref) == 25 and ref.base is faces16.train  # holds no image
+    assert torch.equal(ref[3:5], faces16.train[ref.index[3:5]]) and torch.equal(ref[2], faces16.train[ref.index[2]])

@@ -4,11 +4,16 @@ A :class:`MetricContext` generates the samples once (in chunks of ``batch_size``
 their Inception features once, and takes the real images' features from a disk cache keyed by everything
 they depend on (data set, split, count, resolution, channels, network), so that FID, MS-SSIM and the
 nearest neighbours share them.
+
+Memory stays bounded at any image size: samples beyond ``HOST_SAMPLE_BYTES`` (10,000 images at 256 px RGB
+already take 1.8 GiB, at 1024 px 29 GiB) are written to a uint8 file mapped from disk instead of host memory,
+and the fixed subset of real images is a view (:class:`Rows`) that reads its images chunk by chunk.
 """
 
 from __future__ import annotations
 
 import functools
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +21,31 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+import numpy as np
+
 from ..data import ImageSet, to_float, to_uint8
 from ..errors import MetricError
 from . import fid as fidlib
 from . import protocol
+
+
+HOST_SAMPLE_BYTES = 2 * 2**30  # generated images kept in host memory; more go to a file mapped from disk
+
+
+class Rows:
+    """``base[index]`` without copying it: the rows of ``base`` (a uint8 tensor or a lazily read data set) that
+    ``index`` (increasing) selects, read when indexed by an int, a slice or an index tensor."""
+
+    def __init__(self, base, index: Tensor):
+        self.base, self.index = base, index
+        self.dtype = torch.uint8
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, idx):
+        picked = self.index[idx]
+        return self.base[int(picked)] if picked.dim() == 0 else self.base[picked]
 
 
 @dataclass(frozen=True)
@@ -80,7 +106,29 @@ class MetricContext:
             raise MetricError("nothing to score: give a model or images")
         s = self.settings
         z = self.model.latents(s.num_samples, seed=s.seed)
-        return torch.cat([to_uint8(self.model.sample(z=c)).cpu() for c in z.split(s.batch_size)])
+        shape = (s.num_samples, self.in_channels, self.image_size, self.image_size)
+        out = torch.empty(shape, dtype=torch.uint8) if np.prod(shape) <= HOST_SAMPLE_BYTES else self._spill(shape)
+        start = 0
+        for c in z.split(s.batch_size):
+            out[start:start + len(c)] = to_uint8(self.model.sample(z=c)).cpu()
+            start += len(c)
+        return out
+
+    def _spill(self, shape: tuple[int, ...]) -> Tensor:
+        """A uint8 tensor of ``shape`` backed by a file (in the output folder, else the cache directory) that is
+        deleted at once: the mapping keeps it readable while this context lives, and nothing is left behind."""
+        where = self.out_dir if self.out_dir is not None else fidlib.cache_dir()
+        where.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=where, prefix=".samples-", suffix=".u8", delete=False) as f:
+            path = Path(f.name)
+        self.mapped = np.memmap(path, dtype=np.uint8, mode="w+", shape=shape)
+        try:
+            path.unlink()  # POSIX: the mapping outlives the name
+        except OSError:  # Windows keeps a mapped file: deleted when the process ends, if it can be
+            import atexit
+
+            atexit.register(path.unlink, missing_ok=True)
+        return torch.from_numpy(self.mapped)
 
     @functools.cached_property
     def sample_features(self) -> Tensor:
@@ -94,9 +142,9 @@ class MetricContext:
         if len(images) == 0:
             raise MetricError(f"the {split} split of {self.data.name} is empty")
         if len(images) <= limit:
-            return images[:]
+            return images if isinstance(images, Tensor) else Rows(images, torch.arange(len(images)))
         idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:limit]
-        return images[idx.sort().values]
+        return Rows(images, idx.sort().values)
 
     @functools.cached_property
     def reference_features(self) -> Tensor:
