@@ -183,6 +183,32 @@ def test_compile_traces_the_training_passes_and_trains_the_same(tmp_path, faces1
     torch._dynamo.reset()
 
 
+def test_compile_covers_the_frozen_passes_too(tmp_path, faces16, monkeypatch):
+    """The generator phase's passes through the frozen encoder run compiled as well: the frozen wrapper is the
+    compiled network, and compiling it adds the graphs of its frozen variant to those of the updating passes."""
+    import torch._dynamo
+    from torch._dynamo.eval_frame import OptimizedModule
+    from torch._dynamo.utils import counters
+
+    import introvae.trainer as trainer_mod
+
+    monkeypatch.setattr(trainer_mod, "COMPILE_OPTIONS", {"backend": "aot_eager"})
+    graphs = {}
+    for frozen_compiled in (True, False):
+        torch._dynamo.reset()
+        counters.clear()
+        t = _train(tmp_path / str(frozen_compiled), faces16, steps=3, vae_steps=1, compile=True, checkpoint_every=100)
+        step = t.train_step
+        assert all(isinstance(m, OptimizedModule) and m._orig_mod is step.networks[k]
+                   for k, m in step.frozen_wrappers.items())
+        if not frozen_compiled:
+            step.frozen_wrappers = step.networks
+        t.train()
+        graphs[frozen_compiled] = counters["stats"]["unique_graphs"]
+    torch._dynamo.reset()
+    assert graphs[True] > graphs[False] >= 2, graphs
+
+
 def test_a_checkpoint_of_non_fused_adam_resumes_with_the_fused_optimiser(tmp_path, faces16):
     """A run whose optimisers were not fused (a device without the fused kernel) resumes with fused ones where
     they exist, and keeps the guard's skip on the device (a non-fused state would switch the kernel off)."""

@@ -34,16 +34,19 @@ class TrainStep:
     (1 when the guard skipped the last phase's update) and ``overflow`` (fp16: a phase's gradients overflowed).
 
     ``optimizers`` and ``wrappers`` map the network names ``encoder`` and ``decoder`` to their optimiser and
-    to the module to call when a phase updates them (DistributedDataParallel or compiled; default: the network).
+    to the module to call when a phase updates them (DistributedDataParallel or compiled; default: the network);
+    ``frozen_wrappers`` to the module to call when a phase runs them frozen (compiled; default: the network).
     An objective runs the encoder's passes over generated images inside ``nets.generated()``: with
     ``real_statistics`` those passes leave the encoder's running statistics to the real images.
     """
 
     def __init__(self, model: nn.Module, optimizers: dict[str, torch.optim.Optimizer], *,
                  precision: Precision | None = None, world: World = SINGLE,
-                 wrappers: dict[str, nn.Module] | None = None, guard: bool = True, real_statistics: bool = False):
+                 wrappers: dict[str, nn.Module] | None = None, frozen_wrappers: dict[str, nn.Module] | None = None,
+                 guard: bool = True, real_statistics: bool = False):
         self.networks = {"encoder": model.encoder, "decoder": model.decoder}
         self.wrappers = wrappers or self.networks
+        self.frozen_wrappers = frozen_wrappers or self.networks
         self.optimizers, self.world, self.guard = optimizers, world, guard
         self.real_statistics = real_statistics  # the encoder's passes over generated images keep its running stats
         self.precision = precision
@@ -104,7 +107,7 @@ class TrainStep:
 
     def _nets(self, *, updating: str | None) -> SimpleNamespace:
         """The networks as a phase that updates ``updating`` calls them (the shared pass updates both)."""
-        pick = lambda name: self.wrappers[name] if updating in (None, name) else self.networks[name]  # noqa: E731
+        pick = lambda name: (self.wrappers if updating in (None, name) else self.frozen_wrappers)[name]  # noqa: E731
         generated = (lambda: kept_statistics(self.networks["encoder"])) if self.real_statistics \
             else contextlib.nullcontext
         return SimpleNamespace(encoder=pick("encoder"), decoder=pick("decoder"), generated=generated)

@@ -64,8 +64,9 @@ class Trainer:
         self.run = RunState(config, device=self.device, world=self.world, num_train=len(self.data.train))
         if config.sync_bn and not self.world.enabled:
             self.log("note: sync_bn has no effect in a single process (it applies under torchrun)")
+        updating, frozen = self._wrappers()
         self.train_step = TrainStep(self.run.model, self.run.optimizers, precision=self.run.precision,
-                                    world=self.world, wrappers=self._wrappers(),
+                                    world=self.world, wrappers=updating, frozen_wrappers=frozen,
                                     real_statistics=config.encoder_stats == "real")
         self.guard = DivergenceGuard(self.device)
         self.stats = TrainingStats(self.run_dir, self.device, self.world)
@@ -75,10 +76,14 @@ class Trainer:
         self.stop_requested = False
         self.logger = None  # TensorBoard (loggers.make_logger), made when training starts
 
-    def _wrappers(self) -> dict[str, torch.nn.Module] | None:
-        """The modules the training passes call: DistributedDataParallel and/or torch.compile of E and G."""
-        nets = dist_.replicate(self.run.model, self.world, self.device) or \
-            {"encoder": self.run.model.encoder, "decoder": self.run.model.decoder}
+    def _wrappers(self) -> tuple[dict[str, torch.nn.Module], dict[str, torch.nn.Module]]:
+        """The modules the training passes call: for the network a phase updates, DistributedDataParallel and/or
+        torch.compile of E and G; for the frozen one (no gradient reaches it, so no DistributedDataParallel),
+        torch.compile of the network itself under --compile, else the network."""
+        plain = {"encoder": self.run.model.encoder, "decoder": self.run.model.decoder}
+        replicas = dist_.replicate(self.run.model, self.world, self.device)
+        nets = replicas or dict(plain)
+        frozen = dict(plain)
         if self.config.compile:  # the training passes only; sampling and evaluation stay eager
             import torch._functorch.config as functorch_config
 
@@ -88,6 +93,9 @@ class Trainer:
             if hasattr(functorch_config, "donated_buffer"):
                 functorch_config.donated_buffer = False
             nets = {k: torch.compile(m, **COMPILE_OPTIONS) for k, m in nets.items()}
+            # frozen passes: without DistributedDataParallel the same compiled module serves (dynamo compiles a
+            # variant for parameters that require no gradient); with it, a compiled network of its own
+            frozen = {k: torch.compile(m, **COMPILE_OPTIONS) for k, m in plain.items()} if replicas else dict(nets)
             if self.config.checkpoint_activations:  # checkpointed blocks break the graph: compile them apart
                 import torch._dynamo as dynamo
 
@@ -98,7 +106,7 @@ class Trainer:
                 setattr(dynamo.config, name, max(getattr(dynamo.config, name), 4 * len(blocks)))  # older torch
                 for m in blocks:
                     m.compile_inner(**COMPILE_OPTIONS)
-        return nets
+        return nets, frozen
 
     @property
     def step(self) -> int:
