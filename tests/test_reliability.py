@@ -355,7 +355,7 @@ def test_resume_may_change_runtime_settings_and_extend_a_finished_run_but_not_th
     assert r.step == 7 and checkpoint.load(checkpoint.latest(tmp_path / "r"))["step"] == 7
     changes = [json.loads(ln) for ln in (tmp_path / "r" / "changes.jsonl").read_text().splitlines()]
     assert {(c["field"], c["from"], c["to"], c["step"]) for c in changes} == {
-        ("steps", 4, 7, 4), ("precision", "fp32", "bf16", 4), ("loader_workers", 0, 1, 4), ("log_every", 2, 1, 4),
+        ("steps", 4, 7, 4), ("precision", "fp32", "bf16", 4), ("loader_workers", -1, 1, 4), ("log_every", 2, 1, 4),
         ("checkpoint_minutes", 5.0, 1.0, 4)}
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
     assert (saved["steps"], saved["precision"]) == (7, "bf16")

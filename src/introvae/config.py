@@ -144,8 +144,9 @@ class TrainConfig:
                                                 "(1024 px), about a third more compute", group="runtime")
     ema: float = param(0.0, "decay of an exponential moving average of the generator to sample from (e.g. 0.999; "
                             "0: none)", group="runtime")
-    loader_workers: int = param(0, "processes that prepare batches (decoding, for streamed data); 0: the training "
-                                   "process", group="runtime")
+    loader_workers: int = param(-1, "processes that prepare batches (decoding, for streamed data); 0: the training "
+                                    "process; -1: auto (on a GPU with streamed data, from the cores; else 0)",
+                                group="runtime")
 
     log_every: int = param(50, "steps between lines of stats.jsonl", group="logging")
     image_every: int = param(500, "steps between image grids and KL plots", group="logging")

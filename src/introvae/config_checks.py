@@ -124,7 +124,7 @@ _RULES: dict[str, tuple[Any, str]] = {
     "device": (lambda v: v in ("auto", "cpu", "mps") or v.startswith("cuda"), "must be auto, cpu, cuda, cuda:N or mps"),
     "precision": (lambda v: v in PRECISIONS, "must be auto, fp32, bf16 or fp16"),
     "ema": (lambda v: 0.0 <= v < 1.0, "must be in [0, 1) (0 turns it off; 0.999 is typical)"),
-    "loader_workers": (lambda v: v >= 0, "must be >= 0"),
+    "loader_workers": (lambda v: v >= -1, "must be >= 0, or -1 for auto"),
     "checkpoint_every": (lambda v: v >= 0, "must be >= 0 (0: by time only)"),
     "checkpoint_minutes": (lambda v: math.isfinite(v) and v >= 0, "must be >= 0 (0: by steps only)"),
     "rollback_lr_factor": (lambda v: 0.0 < v <= 1.0, "must be in (0, 1]"),

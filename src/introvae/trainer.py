@@ -19,7 +19,7 @@ from . import checkpoint, devices
 from . import distributed as dist_
 from .config import TrainConfig, flat_dict
 from .data import ImageSet, batches, load
-from .data.batches import to_device
+from .data.batches import auto_workers, to_device
 from .ema import update_ema
 from .eta import TrainingEstimate
 from .loggers import make_logger
@@ -62,6 +62,11 @@ class Trainer:
                 else f"batch_size: {config.batch_size}"
             raise UserError(f"{what} is larger than the {len(self.data.train)} training images")
         self.run = RunState(config, device=self.device, world=self.world, num_train=len(self.data.train))
+        self.loader_workers = auto_workers(config.loader_workers, device=self.device,
+                                           streamed=not isinstance(self.data.train, torch.Tensor))
+        if self.loader_workers and config.loader_workers < 0:
+            self.log(f"note: {self.loader_workers} loader worker processes decode the streamed images "
+                     "(--loader-workers N to choose)")
         if config.sync_bn and not self.world.enabled:
             self.log("note: sync_bn has no effect in a single process (it applies under torchrun)")
         updating, frozen = self._wrappers()
@@ -163,7 +168,7 @@ class Trainer:
                 waiting_since = time.perf_counter()
                 for used, x, flip in batches(self.data.train, cfg.batch_size, seed=cfg.seed, epoch=run.epoch,
                                              start=run.epoch_images, rank=world.rank, world_size=world.size,
-                                             workers=cfg.loader_workers, pin_memory=self.device.type == "cuda",
+                                             workers=self.loader_workers, pin_memory=self.device.type == "cuda",
                                              mirror=cfg.mirror, raw=True):
                     self.stats.waited_for_data(time.perf_counter() - waiting_since)  # gathering, decoding
                     x = to_device(x, flip, self.device, channels_last=run.channels_last)  # uint8 over the bus

@@ -7,6 +7,8 @@ of processes (each step takes a global batch, and each process its slice of it).
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import Tensor
 
@@ -53,6 +55,20 @@ def batches(train, batch_size: int, *, seed: int, epoch: int, start: int = 0, ra
     else:
         yield from torch.utils.data.DataLoader(plan, batch_size=None, shuffle=False, num_workers=workers,
                                                pin_memory=pin_memory, prefetch_factor=4)
+
+
+def auto_workers(requested: int, *, device: torch.device, streamed: bool) -> int:
+    """The loader worker processes a run uses: ``requested`` if >= 0; for -1 (auto), none where the images are
+    in memory or mapped from disk (gathering a batch is a copy) or the device is a CPU (workers would take its
+    cores), and on a GPU with streamed images (decoded per batch) the node's cores shared among its training
+    processes, one kept for each of them, at most 8 each."""
+    if requested >= 0:
+        return requested
+    if device.type != "cuda" or not streamed:
+        return 0
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores // per_node - 1))
 
 
 def to_device(x: Tensor, flip: Tensor | None, device: torch.device, *, channels_last: bool = False) -> Tensor:
