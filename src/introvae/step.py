@@ -169,6 +169,7 @@ def make_optimizers(model: nn.Module, *, lr: float, betas: tuple[float, float]) 
     """One Adam optimiser per network (Section 4.1); fused where the device has the fused kernel, so that the
     divergence guard can skip a step on the device (see :func:`step_if`)."""
     def adam(params):
+        params = list(params)  # tried twice: an iterator would be empty the second time
         try:
             return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
         except (RuntimeError, ValueError):  # no fused kernel for this device or dtype
