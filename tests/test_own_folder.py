@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import write_pngs
@@ -49,12 +51,14 @@ def _one_line(capsys, argv, *words, status=2):
 
 
 class _CountReads:
-    def __init__(self, monkeypatch):
+    def __init__(self, monkeypatch, delay: float = 0.0):
         self.n = 0
         real = sources.FolderSource.read
 
         def read(src, k):
             self.n += 1
+            if delay:
+                time.sleep(delay)
             return real(src, k)
 
         monkeypatch.setattr(sources.FolderSource, "read", read)
@@ -89,6 +93,31 @@ def test_a_folder_is_decoded_once_and_reused_until_it_changes(tmp_path, monkeypa
     Image.new("RGB", (20, 24), (10, 200, 30)).save(tmp_path / "imgs" / "img000.png")  # an image rewritten
     changed = load(str(tmp_path / "imgs"), image_size=16, in_channels=3, show_progress=False)
     assert reads.n == 60 and not (changed.train == first.train).all() or not (changed.test == first.test).all()
+
+
+def test_processes_that_need_the_same_folder_at_once_decode_it_once(tmp_path, monkeypatch, cache, capsys):
+    """As the processes of a torchrun job do: the first decodes and writes the store, the others wait for it
+    (one line says so) and map it. (Threads here: the lock is per open file, as between processes.)"""
+    import threading
+
+    from introvae.data import load
+
+    write_pngs(tmp_path / "imgs", 20)
+    reads = _CountReads(monkeypatch, delay=0.02)
+    got = {}
+
+    def loader(name):
+        got[name] = load(str(tmp_path / "imgs"), image_size=16, in_channels=3)
+
+    first = threading.Thread(target=loader, args=("first",))
+    first.start()
+    time.sleep(0.15)  # the first holds the lock, decoding
+    loader("second")
+    first.join()
+    assert reads.n == 20  # decoded once
+    assert torch.equal(got["first"].train, got["second"].train)
+    err = capsys.readouterr().err
+    assert "waiting for another process that is decoding these images" in err and "decoded 20 images once" in err
 
 
 def test_a_second_train_resume_and_evaluate_do_not_decode_the_folder(run, tmp_path, monkeypatch, capsys):

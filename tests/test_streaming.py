@@ -48,11 +48,14 @@ def test_the_folder_index_is_cached_and_refreshed_when_a_subfolder_changes(tmp_p
     assert len(folder_index(root, (".png",))) == 6
 
 
-def test_a_large_folder_is_decoded_on_access_and_gives_the_same_images(tmp_path, monkeypatch):
+def test_a_large_folder_is_decoded_on_access_and_gives_the_same_images(tmp_path, monkeypatch, capsys):
     write_pngs(tmp_path / "imgs", 12)
     in_memory = load(str(tmp_path / "imgs"), image_size=16, in_channels=3, holdout_fraction=0.25)
     monkeypatch.setattr(data_mod, "IN_MEMORY_LIMIT", 1000)  # bytes: 12 images of 3x16x16 do not fit
     lazy = load(str(tmp_path / "imgs"), image_size=16, in_channels=3, holdout_fraction=0.25)
+    line = capsys.readouterr().err.strip().splitlines()[-1]  # nothing this large is cached silently
+    assert f"decoded batch by batch (not cached); `introvae prepare {tmp_path / 'imgs'} STORE --image-size 16" \
+        in line
     assert isinstance(lazy.train, LazyImages) and (len(lazy.train), len(lazy.test)) == (9, 3)
     assert torch.equal(lazy.train[:], in_memory.train) and torch.equal(lazy.test[:], in_memory.test)
     assert torch.equal(lazy.train[torch.tensor([4, 0])], in_memory.train[torch.tensor([4, 0])])

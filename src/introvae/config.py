@@ -145,7 +145,7 @@ class TrainConfig:
     ema: float = param(0.0, "decay of an exponential moving average of the generator to sample from (e.g. 0.999; "
                             "0: none)", group="runtime")
     loader_workers: int = param(-1, "processes that prepare batches (decoding, for streamed data); 0: the training "
-                                    "process; -1: auto (on a GPU with streamed data, from the cores; else 0)",
+                                    "process; -1: auto (on a GPU with streamed data, from the cores; otherwise none)",
                                 group="runtime")
 
     log_every: int = param(50, "steps between lines of stats.jsonl", group="logging")

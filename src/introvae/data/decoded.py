@@ -7,11 +7,13 @@ result (the training and held-out images as uint8 arrays, and the files it skipp
 depend on: the source's path and listing (each file's name, size and modification time, so that an added,
 removed or rewritten image rebuilds it), the image size, channels, held-out fraction and split seed.
 A store is written under a temporary name and renamed when complete, so a killed write leaves nothing
-that looks usable.
+that looks usable. Processes that need the same store at once (the processes of a ``torchrun`` job, or two
+commands) take turns through a lock file beside it: one decodes and writes, the others wait and map its arrays.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -55,6 +57,32 @@ def store_dir(src, *, holdout_fraction: float, split_seed: int) -> Path | None:
                split_seed=split_seed, format=FORMAT)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     return cache_root() / "decoded" / digest
+
+
+@contextlib.contextmanager
+def exclusive(path: Path, *, say=None):
+    """Hold the lock of store ``path`` (``say`` gets one line if another process holds it: it is waited for).
+    Where file locks are unavailable (no ``fcntl``, or a read-only cache), this does nothing."""
+    try:
+        import fcntl
+
+        locks = cache_root() / "locks"  # not beside the stores: the decoded folder holds stores only
+        locks.mkdir(parents=True, exist_ok=True)
+        f = open(locks / f"decoded-{path.name}.lock", "a+")
+    except (ImportError, OSError):
+        yield
+        return
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            if say is not None:
+                say(f"waiting for another process that is decoding these images into {path}")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def read(path: Path):

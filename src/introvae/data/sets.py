@@ -164,24 +164,34 @@ def _split(src: sources.Source, holdout_fraction: float, show_progress: bool, *,
     n_test = int(round(n * holdout_fraction)) if n > 1 else 0
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED)).numpy()
     train, test = LazyImages(src, perm[n_test:]), LazyImages(src, perm[:n_test])
-    if n * src.in_channels * src.image_size ** 2 > IN_MEMORY_LIMIT or isinstance(src, sources.LmdbSource):
+    size = n * src.in_channels * src.image_size ** 2
+    if size > IN_MEMORY_LIMIT or isinstance(src, sources.LmdbSource):
+        if show_progress:  # nothing this large is written silently: say how to decode it once
+            print(f"introvae: {src.name}: {n} images of {src.image_size} px are {size / 2**30:.1f} GiB decoded, "
+                  f"decoded batch by batch (not cached); `introvae prepare {_where(src)} STORE --image-size "
+                  f"{src.image_size} --in-channels {src.in_channels}` decodes them once into STORE for --data",
+                  file=sys.stderr)
         return ImageSet(src.name, train, test)
     store = decoded.store_dir(src, holdout_fraction=holdout_fraction, split_seed=SPLIT_SEED)
     kept = decoded.read(store) if store is not None else None
+    if kept is None and lazy:
+        return ImageSet(src.name, train, test)
+    if kept is None:
+        say = (lambda line: print(f"introvae: {src.name}: {line}", file=sys.stderr)) if show_progress else None
+        with decoded.exclusive(store, say=say) if store is not None else contextlib.nullcontext():
+            kept = decoded.read(store) if store is not None else None  # written while this process waited
+            if kept is None:
+                (train, bad_train), (test, bad_test) = (cache_in_memory(part, show_progress=show_progress)
+                                                        for part in (train, test))
+                skipped = sorted(bad_train + bad_test)
+                if store is not None and len(train) and decoded.write(store, train, test, skipped,
+                                                                      source=src.name) and show_progress:
+                    print(f"introvae: {src.name}: decoded {len(train) + len(test)} images once; cached in {store} "
+                          f"(reused while the source is unchanged)", file=sys.stderr)
     if kept is not None:
         train, test, skipped = kept
         if show_progress:
             print(f"introvae: {src.name}: using its decoded images cached in {store}", file=sys.stderr)
-    elif lazy:
-        return ImageSet(src.name, train, test)
-    else:
-        (train, bad_train), (test, bad_test) = (cache_in_memory(part, show_progress=show_progress)
-                                                for part in (train, test))
-        skipped = sorted(bad_train + bad_test)
-        if store is not None and len(train) and decoded.write(store, train, test, skipped, source=src.name) \
-                and show_progress:
-            print(f"introvae: {src.name}: decoded {len(train) + len(test)} images once; cached in {store} (reused "
-                  f"while the source is unchanged)", file=sys.stderr)
     if skipped and len(train) + len(test) == 0:
         raise DataError(f"data: none of the {n} images in {src.name} could be read "
                         f"(first problem: {skipped[0][0]}: {skipped[0][1]})")
@@ -190,6 +200,11 @@ def _split(src: sources.Source, holdout_fraction: float, show_progress: bool, *,
                       f"{skipped[0][1]}; a training run lists them all in its bad_images.txt)", DataWarning,
                       stacklevel=3)
     return ImageSet(src.name, train, test, skipped)
+
+
+def _where(src: sources.Source) -> str:
+    """The path a source was opened from, for a command line."""
+    return str(getattr(src, "root", None) or getattr(src, "path", None) or src.name)
 
 
 def _idx_set(root: Path, image_size: int, in_channels: int) -> ImageSet:
