@@ -28,7 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from introvae.data import load, to_float, to_uint8
 from introvae.devices import has_native_bf16, resolve_device, synchronize
 from introvae.metrics import fid as fidlib
-from introvae.runstate import load_model
+from introvae.runs import load_model
 from throughput import cpu_flags, matmul_peak
 
 

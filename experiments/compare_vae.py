@@ -39,7 +39,7 @@ from introvae.grids import save_grid
 from introvae.metrics import MODEL_METRICS, EvalSettings, MetricContext
 from introvae.metrics import fid as fidlib
 from introvae.metrics.store import read_metrics
-from introvae.runstate import load_model
+from introvae.runs import load_model
 from introvae.trainer import Trainer, resume
 
 

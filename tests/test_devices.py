@@ -17,7 +17,7 @@ from conftest import tiny_config, tiny_features, write_pngs
 from fake_accelerator import ACCELERATOR, DeviceMixError, OnAccelerator, fake_accelerator
 from introvae import devices
 from introvae.cli import main
-from introvae.runstate import load_model
+from introvae.runs import load_model
 from introvae.trainer import Trainer, resume
 
 

@@ -12,7 +12,7 @@ from conftest import tiny_config
 from introvae import hub
 from introvae.cli import main
 from introvae.errors import CheckpointError, UserError
-from introvae.runstate import load_model
+from introvae.runs import load_model
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import torch
 
 from introvae import checkpoint
 from introvae.errors import UserError
-from introvae.runstate import load_model
+from introvae.runs import load_model
 from introvae.stats import read_stats
 from introvae.trainer import Trainer, resume
 

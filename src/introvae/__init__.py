@@ -28,6 +28,6 @@ def train(config: TrainConfig, run_dir, **kwargs):
 def load_model(source, *, ema: bool = True, device="auto"):
     """Load a model onto ``device`` from a run directory, a checkpoint file or an exported model directory
     (with the averaged generator of a run trained with ``--ema``, unless ``ema`` is False)."""
-    from .runstate import load_model as _load
+    from .runs import load_model as _load
 
     return _load(source, ema=ema, device=device)

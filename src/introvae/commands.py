@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 from pathlib import Path
 
 from .config import flat_fields, read_config_file
 from .errors import UserError
+from .runs import new_run_dir
 
 
 def config_overrides(args: argparse.Namespace) -> dict:
@@ -169,20 +169,12 @@ def warmup_covers_run(total: int, warmup: int) -> str:
 STOPPED_EARLY = 3  # the exit status of a run stopped before its last step (a script can tell it from the end)
 
 
-def new_run_dir(root: str | Path, label: str) -> Path:
-    """``root/NNNNN-label``, numbered after the runs already there."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    nums = [int(m.group(1)) for p in root.iterdir() if (m := re.match(r"^(\d{5})-", p.name))]
-    return root / f"{max(nums, default=-1) + 1:05d}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', label)}"
-
-
 def cmd_sample(args) -> int:
     import torch
 
     from .data import IMAGE_EXTENSIONS, save_image, to_float, to_uint8
     from .grids import save_grid
-    from .runstate import load_model
+    from .runs import load_model
 
     if args.n < 1 or (args.batch_size is not None and args.batch_size < 1):
         raise UserError("sample: -n and --batch-size must be >= 1")
@@ -232,7 +224,7 @@ def _model_and_images(args, paths: list[Path], *, skip_unreadable: bool = False)
 
     from .data import DataError, read_image
     from .errors import DataWarning
-    from .runstate import load_model
+    from .runs import load_model
 
     model = load_model(args.model, device=args.device)
     c = model.config
@@ -375,8 +367,6 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .runstate import load_model
-
     from .export import export
 
     if Path(args.out).suffix.lower() in (".safetensors", ".pt", ".pth", ".bin", ".json", ".ckpt"):

@@ -127,7 +127,7 @@ def _scored(run: Path, settings) -> dict | None:
 def write_outputs(rows: list[dict], plans: list[Plan], out: Path, *, data: str, budget_images: int) -> Path:
     """compare.md (the table), compare.json (the rows) and samples.png (one row of samples per objective)."""
     from .grids import save_labelled_rows
-    from .runstate import load_model
+    from .runs import load_model
 
     out = Path(out)
     lines = [f"# {data}: {', '.join(NAMES[o] for o in dict.fromkeys(r['objective'] for r in rows))} at "

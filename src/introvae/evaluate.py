@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint, devices
+from . import devices
 from .config import TrainConfig
 from .data import load
 from .errors import UserError
@@ -16,7 +16,7 @@ from .metrics import IMAGE_METRICS, MODEL_METRICS, EvalSettings, MetricContext, 
 from .metrics import protocol
 from .metrics.batchnorm import encoder_with_stats, generator_with_protocol
 from .metrics.store import append_metrics
-from .runstate import load_model
+from .runs import load_model, model_dir, run_config
 from .version import __version__
 
 
@@ -33,7 +33,7 @@ def evaluate_model(source: str | Path, settings: EvalSettings = EvalSettings(), 
     src = hub.resolve(source)  # once: a name or hf:// becomes a path here
     loaded = load_model(src, ema=settings.ema, device=device)
     cfg = loaded.config
-    run_cfg = _run_config(src)
+    run_cfg = run_config(src)
     card_data = (hub.card_metadata(src).get("datasets") or [None])[0] if src.is_dir() else None
     data_id = data or (run_cfg.data if run_cfg else None) or card_data
     if data_id is None:
@@ -79,13 +79,6 @@ def evaluate_folder(folder: str | Path, *, data: str, image_size: int, in_channe
                    device=str(device), seconds=time.perf_counter() - t0)
 
 
-def model_dir(src: Path) -> Path:
-    """The directory of a model's own files: the run or export directory (the run's, for a file in its
-    checkpoints/), else the directory beside the file."""
-    src = Path(src)
-    return src if src.is_dir() else src.parent.parent if src.parent.name == "checkpoints" else src.parent
-
-
 def _record(out_dir: Path, results: dict, ctx: MetricContext, **about) -> dict:
     row = {"step": about.pop("step"), "metrics": results, **about, "seconds": round(about["seconds"], 1),
            "version": __version__, "machine": platform.machine()}
@@ -93,14 +86,6 @@ def _record(out_dir: Path, results: dict, ctx: MetricContext, **about) -> dict:
         row["protocol"] = ctx.protocol
     row["metrics_file"] = str(append_metrics(out_dir, row))
     return row
-
-
-def _run_config(src: Path) -> TrainConfig | None:
-    """The config of the run a model comes from (None for an export, which stores the model's config only)."""
-    path = checkpoint.latest(src) if src.is_dir() else src
-    if path is None or not path.is_file() or path.suffix != ".pt":
-        return None
-    return TrainConfig.from_dict(checkpoint.load(path)["config"])
 
 
 def format_table(result: dict) -> str:

@@ -18,8 +18,7 @@ from PIL import Image
 
 from .data import DECODE_ERRORS, DataError, load, to_float, to_uint8
 from .data.images import prepare
-from .errors import UserError
-from .evaluate import _run_config, model_dir
+from .runs import model_dir, run_config
 from .grids import make_grid
 
 MAX_PIXELS = 50_000_000  # an upload with more pixels is refused (PIL's own bomb check stops at 179M)
@@ -43,12 +42,12 @@ class Explorer:
 
     def __init__(self, source: str | Path, *, device: str | torch.device = "auto", data: str | None = None):
         from . import hub
-        from .runstate import load_model
+        from .runs import load_model
 
         self.source = hub.resolve(source)  # a path, a shipped model's name, or hf://OWNER/NAME
         self.model = load_model(self.source, device=device).eval()
         self.config = self.model.config
-        self.run_config = _run_config(self.source)
+        self.run_config = run_config(self.source)
         card_data = (hub.card_metadata(self.source).get("datasets") or [None])[0] if self.source.is_dir() else None
         self.data_id = data or (self.run_config.data if self.run_config else None) or card_data
         self.step = self.model.step  # None for an export

@@ -14,10 +14,10 @@ def export(source: str | Path, out: str | Path, *, ema: bool = True, fp16: bool 
     """Write ``config.json``, ``model.safetensors`` (fp16 on request), ``README.md`` and ``samples.png`` for the
     model of ``source`` (a run directory or a checkpoint) into ``out``; returns (model, out)."""
     from . import hub
-    from .evaluate import _run_config, model_dir
+    from .runs import model_dir, run_config
     from .grids import save_grid
     from .metrics.store import read_metrics
-    from .runstate import load_model
+    from .runs import load_model
 
     src = hub.resolve(source)  # once: a name or hf:// becomes a path here
     model = load_model(src, ema=ema, device="cpu")
@@ -25,7 +25,7 @@ def export(source: str | Path, out: str | Path, *, ema: bool = True, fp16: bool 
     model.save_pretrained(out)
     if fp16:
         _to_fp16(out / "model.safetensors", model)
-    run_cfg = _run_config(src)
+    run_cfg = run_config(src)
     rows = [r for r in read_metrics(model_dir(src)) if not r.get("during_training") and "protocol" in r
             and r.get("step") == model.step]
     with torch.no_grad():

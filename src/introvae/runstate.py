@@ -1,4 +1,4 @@
-"""A run's state at a step, and its ways to and from disk: checkpoints, resume, rollback, ``load_model``.
+"""A run's state at a step, and its ways to and from disk: checkpoints, resume, rollback.
 
 A checkpoint holds everything an uninterrupted run would still have in memory: both networks, both
 optimisers, the EMA generator, the gradient scaler, the step, the data cursor (epoch, and images of it
@@ -18,15 +18,16 @@ from typing import Any
 
 import torch
 
-from . import checkpoint, devices
+from . import checkpoint
 from . import distributed as dist_
 from .config import TrainConfig, may_change_on_resume
 from .ema import make_ema
 from .margin import AutoMargin, make_margin
-from .errors import CheckpointError, UserError
+from .errors import UserError
 from .model import IntroVAE, load_state_strict
 from .precision import make_precision
 from .step import load_optimizer_state, make_optimizers
+from .runs import newest_readable_checkpoint
 from .version import __version__
 
 
@@ -204,51 +205,3 @@ def plan_resume(run_dir: str | Path, overrides: dict | None = None, *,
             raise UserError(f"{name}: a resumed run keeps its value ({old!r}); only runtime and logging settings, "
                             f"--steps and --epochs may change (start a new run for {name} = {new!r})")
     return Resumption(run_dir, path, state, config, changes)
-
-
-def newest_readable_checkpoint(run_dir: Path, log: Callable[[str], None]) -> tuple[Path, dict]:
-    """The newest checkpoint that loads; each unreadable newer one is reported and passed over."""
-    found = checkpoint.list_checkpoints(run_dir)
-    if not found:
-        raise UserError(f"{run_dir} has no checkpoint yet")
-    errors = []
-    for path in reversed(found):
-        try:
-            return path, checkpoint.load(path)
-        except CheckpointError as e:
-            errors.append(str(e))
-            log(f"warning: {e}; trying the previous checkpoint")
-    raise UserError(f"no readable checkpoint in {run_dir}: " + "; ".join(errors))
-
-
-def load_model(source: str | Path, *, ema: bool = True, device: str | torch.device = "auto") -> IntroVAE:
-    """An :class:`IntroVAE` in eval mode on ``device`` from a run directory (its newest checkpoint), a
-    checkpoint file, an exported model directory (``config.json`` + ``model.safetensors``), a shipped model's
-    name (``introvae models``) or ``hf://OWNER/NAME``. A run trained
-    with ``--ema`` gives its averaged generator unless ``ema`` is False; ``model.generator_source`` says which
-    ("ema" or "trained"); ``model.step`` is the checkpoint's step (None for an export)."""
-    from . import hub
-
-    device = devices.resolve_device(device)
-    p = hub.resolve(source)  # a path, a shipped model's name, or hf://OWNER/NAME
-    if p.is_dir() and (p / "model.safetensors").is_file():
-        hub.check_folder(p)
-        model = IntroVAE.from_pretrained(p, device=device)
-        model.step = None
-        return model
-    if p.is_dir():
-        found = checkpoint.latest(p)
-        if found is None:
-            raise UserError(f"{p} holds neither an exported model (model.safetensors) nor checkpoints/")
-        p = found
-    state = checkpoint.load(p)
-    try:
-        model = IntroVAE(TrainConfig.from_dict(state["config"]).model)
-    except UserError as e:
-        raise CheckpointError(f"{p}: its config is not valid here ({e})") from None
-    load_state_strict(model, state["model"], source=str(p))
-    if ema and state.get("ema") is not None:
-        load_state_strict(model.decoder, state["ema"], source=f"{p} (EMA generator)")
-        model.generator_source = "ema"
-    model.step = int(state["step"])
-    return model.to(device).eval()

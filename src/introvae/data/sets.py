@@ -13,7 +13,6 @@ import contextlib
 import sys
 import warnings
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
