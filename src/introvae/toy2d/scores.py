@@ -42,3 +42,9 @@ def scores(model_points: np.ndarray, data_points: np.ndarray, r: float) -> dict[
         "kl_textbook": _kl_sum(pm, np.log(qm + EPS)),
         "jsd_textbook": 0.5 * (_kl_sum(pm, np.log(mm + EPS)) + _kl_sum(qm, np.log(mm + EPS))),
     }
+
+
+def format_scores(r: dict) -> str:
+    """The scores of a 2D run (``scores.json``) as two lines for a terminal."""
+    return (f"KL {r['kl']:.3f}  JSD {r['jsd']:.3f}  (the Soft-IntroVAE authors' way: densities / 100 rows)\n"
+            f"KL {r['kl_textbook']:.3f}  JSD {r['jsd_textbook']:.4f}  (textbook, on probability masses, nats)")
