@@ -263,3 +263,19 @@ def test_the_kl_plot_marks_where_alpha_early_hands_over_to_alpha():
     rows = [{"step": s, "alpha": a} for s, a in ((1, 0.0), (2, 0.5), (3, 0.5), (4, 0.25), (5, 0.25), (6, None))]
     assert alpha_switches(rows) == [(3, 0.5, 0.25)]
     assert alpha_switches([{"step": 1, "alpha": 0.0}, {"step": 2, "alpha": 0.25}]) == []  # the warm-up's end
+
+
+def test_the_schedule_names_each_steps_segment_and_keeps_images_on_a_rescale():
+    from types import SimpleNamespace
+
+    from introvae.schedule import Schedule
+
+    s = Schedule(warmup_steps=3, alpha_early_steps=6)
+    assert [s.segment(k) for k in (0, 2, 3, 5, 6, 100)] == ["warm-up", "warm-up", "early", "early", "main", "main"]
+    cfg = SimpleNamespace(objective="introvae", alpha=0.25, alpha_early=0.5)
+    assert [s.alpha_at(k, cfg) for k in (2, 3, 6)] == [0.0, 0.5, 0.25]
+    assert s.alpha_at(7, SimpleNamespace(**{**vars(cfg), "objective": "soft-introvae"})) is None
+    assert s.alpha_at(7, SimpleNamespace(**{**vars(cfg), "objective": "vae"})) == 0.0
+    # at step 4, the global batch doubles: the early segment's last 2 steps become 1, the warm-up is past
+    assert s.rescaled(4, old_batch=16, new_batch=32) == Schedule(warmup_steps=3, alpha_early_steps=5)
+    assert s.rescaled(0, old_batch=16, new_batch=8) == Schedule(warmup_steps=6, alpha_early_steps=12)

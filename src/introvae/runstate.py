@@ -28,6 +28,7 @@ from .model import IntroVAE, load_state_strict
 from .precision import make_precision
 from .step import load_optimizer_state, make_optimizers
 from .runs import newest_readable_checkpoint
+from .schedule import Schedule
 from .version import __version__
 
 
@@ -52,11 +53,18 @@ class RunState:
         self.margin = make_margin(config.margin, device, world=world)  # a number, or margin.AutoMargin
         self.num_train, self.global_batch = num_train, config.batch_size * world.size
         self.total_steps = config.total_steps(num_train, world.size)
-        self.warmup_steps = config.warmup_steps(num_train, world.size)
-        self.alpha_early_steps = config.alpha_early_steps(num_train, world.size)  # alpha_early before this step
+        self.schedule = Schedule.of(config, num_train, world.size)  # warm-up -> alpha_early -> alpha, in steps
         self.step, self.rollbacks = 0, 0
         self.epoch, self.epoch_images = 0, 0  # the data cursor: epoch, and images of it used
         self.step_epoch = 0  # the epoch the last step's batch came from
+
+    @property
+    def warmup_steps(self) -> int:
+        return self.schedule.warmup_steps
+
+    @property
+    def alpha_early_steps(self) -> int:
+        return self.schedule.alpha_early_steps
 
     @property
     def arithmetic(self) -> str:
@@ -119,18 +127,16 @@ class RunState:
             self.margin.load_state_dict(state["auto_margin"])
         self.step, self.rollbacks = int(state["step"]), int(state["rollbacks"])
         self.epoch, self.epoch_images = int(state["data_epoch"]), int(state["data_epoch_images"])
-        self.total_steps, self.warmup_steps = int(state["total_steps"]), int(state["warmup_steps"])
-        self.alpha_early_steps = int(state.get("alpha_early_steps", 0))  # 0: a checkpoint from before the field
+        self.total_steps = int(state["total_steps"])
+        # alpha_early_steps 0: a checkpoint from before the field
+        self.schedule = Schedule(int(state["warmup_steps"]), int(state.get("alpha_early_steps", 0)))
         saved_procs = int(state["processes"])
         if saved_procs != self.world.size:
             # Another number of processes: keep the run's length (and warm-up) in images seen.
             old_gb = TrainConfig.from_dict(state["config"]).batch_size * saved_procs
             rescale = lambda steps: self.step + math.ceil(max(0, steps - self.step) * old_gb / self.global_batch)  # noqa: E731
             self.total_steps = rescale(self.total_steps)
-            if self.warmup_steps > self.step:
-                self.warmup_steps = rescale(self.warmup_steps)
-            if self.alpha_early_steps > self.step:
-                self.alpha_early_steps = rescale(self.alpha_early_steps)
+            self.schedule = self.schedule.rescaled(self.step, old_gb, self.global_batch)
             log(f"resuming with {self.world.size} process(es) instead of {saved_procs}: global batch "
                 f"{old_gb} -> {self.global_batch}; {self.total_steps - self.step} steps remain, to see as many images")
         torch.set_rng_state(state["torch_rng"])

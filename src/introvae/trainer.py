@@ -118,24 +118,6 @@ class Trainer:
         """The number of steps trained so far."""
         return self.run.step
 
-    def phase_at(self, step: int) -> int:
-        """Which objective trains step ``step`` (0-based): 0 the VAE warm-up, 1 the game with ``alpha_early``,
-        2 the game with ``alpha`` (or Soft-IntroVAE's, or the plain VAE's)."""
-        if step < self.run.warmup_steps:
-            return 0
-        return 1 if step < self.run.alpha_early_steps else 2
-
-    def alpha_at(self, step: int) -> float | None:
-        """alpha (``alpha_early`` early in the run), or 0 during the VAE warm-up and for the plain-VAE objective;
-        None (no such weight) for Soft-IntroVAE after its warm-up, whose adversarial weights are beta_neg and
-        gamma_r."""
-        phase = self.phase_at(step)
-        if self.config.objective == "vae" or phase == 0:
-            return 0.0
-        if self.config.objective == "soft-introvae":
-            return None
-        return self.config.alpha_early if phase == 1 else self.config.alpha
-
     # --- the loop ----------------------------------------------------------------------------
     def train(self, *, stop_after: int | None = None) -> Path:
         """Train to the run's last step (or to ``stop_after``, for tests); returns the run directory."""
@@ -151,9 +133,9 @@ class Trainer:
         if dist_.broadcast_object(checkpoint.latest(self.run_dir) is None, world):
             self.save_checkpoint()  # step 0: even a run killed at once, or diverging at once, has one
         end = run.total_steps if stop_after is None else min(run.total_steps, stop_after)
-        objectives = (make_objective(cfg, warmup=True),  # indexed by phase_at
-                      make_objective(cfg, margin=run.margin, alpha=cfg.alpha_early),
-                      make_objective(cfg, margin=run.margin))
+        objectives = {"warm-up": make_objective(cfg, warmup=True),  # by the schedule's segment
+                      "early": make_objective(cfg, margin=run.margin, alpha=cfg.alpha_early),
+                      "main": make_objective(cfg, margin=run.margin)}
         run.model.train()
         self.stats.reset()
         self.last_checkpoint = time.monotonic()
@@ -172,7 +154,7 @@ class Trainer:
                                              mirror=cfg.mirror, raw=True):
                     self.stats.waited_for_data(time.perf_counter() - waiting_since)  # gathering, decoding
                     x = to_device(x, flip, self.device, channels_last=run.channels_last)  # uint8 over the bus
-                    logs = self.train_step(objectives[self.phase_at(run.step)], x)
+                    logs = self.train_step(objectives[run.schedule.segment(run.step)], x)
                     run.advance(used)
                     self._record(logs, images=len(x) * world.size)
                     bar.update(1)
@@ -270,7 +252,8 @@ class Trainer:
 
     def _write_stats_row(self) -> dict:
         run = self.run
-        fields = {"step": run.step, "epoch": run.step_epoch, "alpha": self.alpha_at(run.step - 1),
+        fields = {"step": run.step, "epoch": run.step_epoch,
+                  "alpha": run.schedule.alpha_at(run.step - 1, self.config),
                   "rollbacks": run.rollbacks, "lr": run.lr}
         if run.precision.scaler:
             fields["fp16_scale"] = float(run.precision.scaler.get_scale())

@@ -21,6 +21,7 @@ from ..config_checks import OBJECTIVES
 from ..errors import ConfigError, UserError
 from ..margin import AutoMargin, make_margin
 from ..objectives import make_objective, vae_beta
+from ..schedule import Schedule
 from ..precision import make_precision
 from ..step import TrainStep, make_optimizers
 from .densities import DENSITIES, RADIUS, sample
@@ -96,14 +97,15 @@ def train(config: ToyConfig, out: str | Path, *, progress: bool = True) -> dict:
                  for o in optimizers.values()]
     step = TrainStep(model, optimizers, precision=make_precision(config.precision, device))
     margin = make_margin(config.margin, device)
-    objectives = (make_objective(config, warmup=True), make_objective(config, margin=margin))
+    schedule = Schedule(warmup_steps=config.warmup_steps())  # no alpha_early here: warm-up, then the game
+    objectives = {"warm-up": make_objective(config, warmup=True), "main": make_objective(config, margin=margin)}
     data = torch.Generator().manual_seed(config.seed + 1)
     rows, t0 = [], time.perf_counter()
     with open(out / "stats.jsonl", "w") as log:
         for i in bar(range(config.steps), desc=f"{config.objective} on {config.density}", disable=not progress,
                      unit="step", mininterval=2):
             x = sample(config.density, config.batch_size, generator=data).to(device)
-            logs = step(objectives[i >= config.warmup_steps()], x)
+            logs = step(objectives[schedule.segment(i)], x)
             if isinstance(margin, AutoMargin):
                 margin.observe(logs["kl_real"], ok=logs["skipped"] == 0)
             for s in schedules:
