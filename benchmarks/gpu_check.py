@@ -32,7 +32,8 @@ from introvae import checkpoint, get_preset
 from introvae.cli import main as cli
 from introvae.devices import resolve_device, synchronize
 from introvae.model import IntroVAE
-from introvae.trainer import COMPILE_OPTIONS, Trainer, resume
+from introvae.trainer import Trainer, resume
+from introvae.wrappers import COMPILE_OPTIONS
 
 
 def tiny(quick: bool, **kw):

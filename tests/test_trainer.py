@@ -166,9 +166,9 @@ def test_compile_traces_the_training_passes_and_trains_the_same(tmp_path, faces1
     import torch._dynamo
     from torch._dynamo.utils import counters
 
-    import introvae.trainer as trainer_mod
+    import introvae.wrappers as wrappers
 
-    monkeypatch.setattr(trainer_mod, "COMPILE_OPTIONS", {"backend": "aot_eager"})
+    monkeypatch.setattr(wrappers, "COMPILE_OPTIONS", {"backend": "aot_eager"})
     torch._dynamo.reset()
     counters.clear()
     compiled = _train(tmp_path / "c", faces16, steps=3, vae_steps=1, compile=True, checkpoint_every=100,
@@ -190,9 +190,9 @@ def test_compile_covers_the_frozen_passes_too(tmp_path, faces16, monkeypatch):
     from torch._dynamo.eval_frame import OptimizedModule
     from torch._dynamo.utils import counters
 
-    import introvae.trainer as trainer_mod
+    import introvae.wrappers as wrappers
 
-    monkeypatch.setattr(trainer_mod, "COMPILE_OPTIONS", {"backend": "aot_eager"})
+    monkeypatch.setattr(wrappers, "COMPILE_OPTIONS", {"backend": "aot_eager"})
     graphs = {}
     for frozen_compiled in (True, False):
         torch._dynamo.reset()

@@ -25,16 +25,12 @@ from .eta import TrainingEstimate
 from .loggers import make_logger
 from .margin import AutoMargin
 from .errors import UserError
-from .model import ResBlock
 from .objectives import make_objective
 from .runstate import RunState, plan_resume
 from .snapshots import Snapshots
 from .stats import TrainingStats
 from .step import DivergenceGuard, TrainStep
-
-# Options of torch.compile for --compile (the tests swap in a backend that compiles in seconds).
-COMPILE_OPTIONS: dict = {}
-
+from .wrappers import training_wrappers
 
 class Trainer:
     """Trains an :class:`IntroVAE` from a :class:`TrainConfig` into a run directory (``config.json``,
@@ -69,7 +65,7 @@ class Trainer:
                      "(--loader-workers N to choose)")
         if config.sync_bn and not self.world.enabled:
             self.log("note: sync_bn has no effect in a single process (it applies under torchrun)")
-        updating, frozen = self._wrappers()
+        updating, frozen = training_wrappers(self.run.model, config, self.world, self.device)
         self.train_step = TrainStep(self.run.model, self.run.optimizers, precision=self.run.precision,
                                     world=self.world, wrappers=updating, frozen_wrappers=frozen,
                                     real_statistics=config.encoder_stats == "real")
@@ -80,38 +76,6 @@ class Trainer:
         self.feature_fn = None  # FID's feature network for those (None: Inception; tests put a small one)
         self.stop_requested = False
         self.logger = None  # TensorBoard (loggers.make_logger), made when training starts
-
-    def _wrappers(self) -> tuple[dict[str, torch.nn.Module], dict[str, torch.nn.Module]]:
-        """The modules the training passes call: for the network a phase updates, DistributedDataParallel and/or
-        torch.compile of E and G; for the frozen one (no gradient reaches it, so no DistributedDataParallel),
-        torch.compile of the network itself under --compile, else the network."""
-        plain = {"encoder": self.run.model.encoder, "decoder": self.run.model.decoder}
-        replicas = dist_.replicate(self.run.model, self.world, self.device)
-        nets = replicas or dict(plain)
-        frozen = dict(plain)
-        if self.config.compile:  # the training passes only; sampling and evaluation stay eager
-            import torch._functorch.config as functorch_config
-
-            # Algorithm 1 back-propagates through the shared forward pass twice (retain_graph), which compiled
-            # backward functions that free ("donate") their saved buffers refuse. Older torch has no such setting
-            # (and donates nothing).
-            if hasattr(functorch_config, "donated_buffer"):
-                functorch_config.donated_buffer = False
-            nets = {k: torch.compile(m, **COMPILE_OPTIONS) for k, m in nets.items()}
-            # frozen passes: without DistributedDataParallel the same compiled module serves (dynamo compiles a
-            # variant for parameters that require no gradient); with it, a compiled network of its own
-            frozen = {k: torch.compile(m, **COMPILE_OPTIONS) for k, m in plain.items()} if replicas else dict(nets)
-            if self.config.checkpoint_activations:  # checkpointed blocks break the graph: compile them apart
-                import torch._dynamo as dynamo
-
-                blocks = [m for m in self.run.model.modules() if isinstance(m, ResBlock)]
-                # One compiled variant per block, and per block in a frozen or recomputing pass: all share one
-                # function, whose default limit of 8 variants would leave the rest eager.
-                name = "recompile_limit" if hasattr(dynamo.config, "recompile_limit") else "cache_size_limit"
-                setattr(dynamo.config, name, max(getattr(dynamo.config, name), 4 * len(blocks)))  # older torch
-                for m in blocks:
-                    m.compile_inner(**COMPILE_OPTIONS)
-        return nets, frozen
 
     @property
     def step(self) -> int:
