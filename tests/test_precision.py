@@ -93,7 +93,7 @@ def test_fp16_run_resumes_exactly_with_its_scaler(tmp_path):
 def test_precision_and_device_are_validated():
     from introvae import ConfigError
 
-    with pytest.raises(ConfigError, match="^precision: must be auto, fp32, bf16 or fp16"):
+    with pytest.raises(ConfigError, match="^precision: must be one of auto, fp32, bf16, fp16"):
         tiny_config(precision="fp8")
     with pytest.raises(ConfigError, match="^device:"):
         tiny_config(device="tpu")

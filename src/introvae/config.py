@@ -16,7 +16,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .config_checks import ENCODER_STATS, OBJECTIVES, PRECISIONS, check, coerce, read_config_file, validate_fields
+from .config_checks import (DEVICE_RULE, ENCODER_STATS, FRACTION, MARGIN_RULE, OBJECTIVES, POSITIVE_ENTRIES,
+                            POWER_OF_TWO_SIZE, PRECISIONS, Rule, at_least, check, coerce, finite, one_of,
+                            read_config_file, rule, validate_fields)
 from .devices import DEVICE_HELP
 from .errors import ConfigError
 
@@ -28,9 +30,11 @@ RESUMABLE_GROUPS = ("runtime", "logging")
 RESUMABLE_FIELDS = ("steps", "epochs")
 
 
-def param(default: Any, help: str, *, group: str, choices: tuple | None = None) -> Any:
-    """A config field with its help text (shown by ``--help``) and its group."""
-    return field(default=default, metadata={"help": help, "group": group, "choices": choices})
+def param(default: Any, help: str, *, group: str, choices: tuple | None = None, rule: Rule | None = None) -> Any:
+    """A config field: its default, its help text (``--help``), its group, its allowed values (``choices``, or a
+    ``rule`` from :mod:`.config_checks`), from which the flags, the help and the checks are all made."""
+    return field(default=default, metadata={"help": help, "group": group, "choices": choices,
+                                            "rule": rule or (one_of(choices) if choices else None)})
 
 
 @dataclass(frozen=True)
@@ -38,12 +42,15 @@ class ModelConfig:
     """The networks (Appendix B): everything needed to build them, and nothing else."""
 
     image_size: int = param(32, "image side in pixels, a power of two from 16 to 1024 (images are centre-cropped "
-                                "and resized)", group="model")
-    in_channels: int = param(1, "1 for grayscale, 3 for RGB", group="model")
+                                "and resized)", rule=POWER_OF_TWO_SIZE, group="model")
+    in_channels: int = param(1, "1 for grayscale, 3 for RGB",
+                             rule=rule(lambda c: c in (1, 3), "must be 1 (grayscale) or 3 (RGB)"), group="model")
     latent_dim: int = param(128, "M, the size of the latent code z (paper: 256 at 128 px, 512 at 256 and 1024 px)",
-                            group="model")
+                            rule=at_least(1), group="model")
     channels: tuple[int, ...] = param(PAPER_CHANNELS, "channels per resolution from image_size down to 4x4, e.g. "
-                                      "32,64,128,128; a longer list drops its high-resolution end", group="model")
+                                      "32,64,128,128; a longer list drops its high-resolution end",
+                                      rule=POSITIVE_ENTRIES,
+                                      group="model")
 
     def __post_init__(self) -> None:
         validate_fields(self)
@@ -72,9 +79,9 @@ class TrainConfig:
 
     data: str | None = param(None, "faces (built in), fashion-mnist, or a path: a folder of images (searched "
                                    "recursively), a zip of images, an LMDB database or a directory of IDX files",
-                             group="data")
+                             rule=rule(lambda v: v is None or v != "", "must name a data set or a path"), group="data")
     holdout_fraction: float = param(0.1, "fraction of the images held out for reconstructions and evaluation (a "
-                                         "fixed split; IDX data uses its own test file)", group="data")
+                                         "fixed split; IDX data uses its own test file)", rule=FRACTION, group="data")
     mirror: bool = param(True, "flip each training image left-right with probability 1/2 (the authors' is_mirror); "
                                "the flips follow the seed and epoch, so a resumed run sees the same ones. Turn off "
                                "(--no-mirror) for data that a flip makes unreal: text, digits, asymmetric layouts",
@@ -89,47 +96,59 @@ class TrainConfig:
                                         "then on and raised only if kl_real climbs within 10%% of it, so kl_real "
                                         "stays below m (the paper's rule for stability); or a number (the paper's "
                                         "presets; `introvae calibrate` helps choose one)",
+
+                                rule=MARGIN_RULE,
                                 group="objective")
     alpha: float = param(0.25, "weight of the introspective (adversarial) terms of Eq. 11-12 (paper: 0.25)",
-                         group="objective")
+                         rule=finite(">=", 0), group="objective")
     alpha_early: float = param(0.5, "alpha for the first --alpha-early-epochs epochs of training (the VAE warm-up "
                                     "counted in them), --alpha from then on: a stronger game while the samples are "
-                                    "still blurry (not in the paper; see the fashion-mnist preset)", group="objective")
+                                    "still blurry (not in the paper; see the fashion-mnist preset)",
+                               rule=finite(">=", 0), group="objective")
     alpha_early_epochs: float = param(0.0, "epochs trained with --alpha-early before --alpha takes over (0: --alpha "
-                                           "throughout, as the paper)", group="objective")
+                                           "throughout, as the paper)",
+                                      rule=finite(">=", 0, "must be >= 0"), group="objective")
     beta: float = param(0.5, "weight of the reconstruction error L_AE in Eq. 11-12; larger improves "
-                             "reconstructions, may reduce diversity and needs a larger margin", group="objective")
+                             "reconstructions, may reduce diversity and needs a larger margin",
+                        rule=finite(">=", 0), group="objective")
     beta_rec: float = param(1.0, "soft-introvae: weight of the reconstruction error (a plain sum of squares) in "
-                                 "both phases", group="objective")
+                                 "both phases", rule=finite(">", 0), group="objective")
     beta_kl: float = param(1.0, "soft-introvae: weight of the KL of real images (encoder phase) and of "
-                                "reconstructed and sampled images (generator phase)", group="objective")
+                                "reconstructed and sampled images (generator phase)",
+                           rule=finite(">", 0), group="objective")
     beta_neg: float = param(256.0, "soft-introvae: weight of the KL in the ELBO of generated images inside the "
                                    "encoder's exp(-2 s ELBO) term: the knob; of the order of the latent size (too "
-                                   "small and kl_fake falls below kl_real)", group="objective")
+                                   "small and kl_fake falls below kl_real)", rule=finite(">=", 0), group="objective")
     gamma_r: float = param(1e-8, "soft-introvae: weight of the generated images' own reconstruction in the "
-                                 "generator phase (authors: 1e-8)", group="objective")
+                                 "generator phase (authors: 1e-8)", rule=finite(">=", 0), group="objective")
     vae_steps: int = param(0, "VAE warm-up: train as a plain VAE (alpha = 0) for the first N steps, as the paper "
-                              "advises", group="objective")
-    vae_epochs: float = param(0.0, "VAE warm-up in epochs (the longer of the two warm-ups wins)", group="objective")
+                              "advises", rule=at_least(0), group="objective")
+    vae_epochs: float = param(0.0, "VAE warm-up in epochs (the longer of the two warm-ups wins)",
+                              rule=finite(">=", 0, "must be >= 0"), group="objective")
     encoder_stats: str = param("real", "the encoder's BatchNorm running statistics: real (its passes over "
                                        "generated images leave them to the real images, so that eval mode "
                                        "normalises real images as training did; measured better, see README) or "
                                        "running (every pass updates them, as before 0.2)",
                                group="objective", choices=ENCODER_STATS)
 
-    lr: float = param(2e-4, "Adam learning rate of both networks (paper: 2e-4, fixed)", group="optimisation")
-    adam_beta1: float = param(0.9, "Adam's beta1 (paper: 0.9)", group="optimisation")
-    adam_beta2: float = param(0.999, "Adam's beta2 (paper: 0.999)", group="optimisation")
+    lr: float = param(2e-4, "Adam learning rate of both networks (paper: 2e-4, fixed)",
+                      rule=finite(">", 0, "must be > 0"), group="optimisation")
+    adam_beta1: float = param(0.9, "Adam's beta1 (paper: 0.9)", rule=FRACTION, group="optimisation")
+    adam_beta2: float = param(0.999, "Adam's beta2 (paper: 0.999)", rule=FRACTION, group="optimisation")
     batch_size: int = param(8, "images per step and process (paper: 8; 64/32/12/8 at 128/256/512/1024 px in its "
-                               "speed table)", group="optimisation")
+                               "speed table)",
+                            rule=at_least(2, " (BatchNorm needs more than one image)"), group="optimisation")
     seed: int = param(0, "random seed: initialisation, batch order, z draws (same seed, same run on a CPU)",
                       group="optimisation")
 
     steps: int | None = param(None, "total training steps; a step is one iteration of Algorithm 1 (an encoder and "
-                                    "a generator update)", group="schedule")
-    epochs: float | None = param(None, "total passes over the training split (instead of --steps)", group="schedule")
+                                    "a generator update)",
+                              rule=rule(lambda v: v is None or v >= 1, "must be >= 1"), group="schedule")
+    epochs: float | None = param(None, "total passes over the training split (instead of --steps)",
+                                 rule=rule(lambda v: v is None or (math.isfinite(v) and v > 0), "must be > 0"),
+                                 group="schedule")
 
-    device: str = param("auto", DEVICE_HELP, group="runtime")
+    device: str = param("auto", DEVICE_HELP, rule=DEVICE_RULE, group="runtime")
     precision: str = param("auto", "auto (bf16 with channels-last on a CPU with AVX512-BF16 or AMX, else fp32), fp32, "
                                    "bf16 (autocast; CPU and GPU) or fp16 (autocast and a gradient scaler); the KL, "
                                    "hinge and reconstruction sums stay fp32", group="runtime",
@@ -143,30 +162,34 @@ class TrainConfig:
     checkpoint_activations: bool = param(False, "recompute the residual blocks in the backward pass: less memory "
                                                 "(1024 px), about a third more compute", group="runtime")
     ema: float = param(0.0, "decay of an exponential moving average of the generator to sample from (e.g. 0.999; "
-                            "0: none)", group="runtime")
+                            "0: none)",
+                       rule=rule(lambda v: 0.0 <= v < 1.0, "must be in [0, 1) (0 turns it off; 0.999 is typical)"),
+                       group="runtime")
     loader_workers: int = param(-1, "processes that prepare batches (decoding, for streamed data); 0: the training "
                                     "process; -1: auto (on a GPU with streamed data, from the cores; otherwise none)",
-                                group="runtime")
+                                rule=rule(lambda v: v >= -1, "must be >= 0, or -1 for auto"), group="runtime")
 
-    log_every: int = param(50, "steps between lines of stats.jsonl", group="logging")
-    image_every: int = param(500, "steps between image grids and KL plots", group="logging")
+    log_every: int = param(50, "steps between lines of stats.jsonl", rule=at_least(1), group="logging")
+    image_every: int = param(500, "steps between image grids and KL plots", rule=at_least(1), group="logging")
     checkpoint_every: int = param(0, "steps between checkpoints (0: by time only, see --checkpoint-minutes)",
-                                  group="logging")
+                                  rule=at_least(0, " (0: by time only)"), group="logging")
     checkpoint_minutes: float = param(5.0, "minutes of training between checkpoints (0: by steps only); the "
-                                           "end, Ctrl-C and SIGTERM always write one", group="logging")
-    keep_checkpoints: int = param(3, "how many checkpoints to keep", group="logging")
+                                           "end, Ctrl-C and SIGTERM always write one",
+                                      rule=finite(">=", 0, "must be >= 0 (0: by steps only)"), group="logging")
+    keep_checkpoints: int = param(3, "how many checkpoints to keep", rule=at_least(1), group="logging")
     max_bad_steps: int = param(5, "non-finite steps in a row before rolling back to the last checkpoint",
-                               group="logging")
+                               rule=at_least(1), group="logging")
     rollback_lr_factor: float = param(0.5, "the learning rate is multiplied by this at each rollback",
-                                      group="logging")
-    grid_size: int = param(8, "images per row of the image grids", group="logging")
+                                      rule=rule(lambda v: 0.0 < v <= 1.0, "must be in (0, 1]"), group="logging")
+    grid_size: int = param(8, "images per row of the image grids", rule=at_least(1), group="logging")
     logger: str = param("auto", "also log to TensorBoard (RUN/tensorboard; the tensorboard extra): tensorboard, "
                                 "none, or auto (when the package is installed; the first line says which)",
                         group="logging", choices=("auto", "tensorboard", "none"))
-    eval_every: int = param(0, "steps between FID measurements during training (0: none)", group="logging")
+    eval_every: int = param(0, "steps between FID measurements during training (0: none)",
+                            rule=at_least(0, " (0 turns it off)"), group="logging")
     eval_samples: int = param(10_000, "generated and real images per FID measurement during training (10,000: the "
                                       "literature's protocol; fewer are faster but biased upwards)",
-                              group="logging")
+                              rule=at_least(2), group="logging")
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):

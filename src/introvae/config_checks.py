@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from .errors import ConfigError
@@ -93,46 +94,35 @@ def check(cond: bool, name: str, msg: str) -> None:
         raise ConfigError(f"{name}: {msg}")
 
 
-# Allowed values per field: (predicate, what the message says is expected).
-_RULES: dict[str, tuple[Any, str]] = {
-    "image_size": (lambda s: 16 <= s <= 1024 and s & (s - 1) == 0, "must be a power of two from 16 to 1024"),
-    "in_channels": (lambda c: c in (1, 3), "must be 1 (grayscale) or 3 (RGB)"),
-    "latent_dim": (lambda v: v >= 1, "must be >= 1"),
-    "channels": (lambda cs: len(cs) > 0 and all(c >= 1 for c in cs), "every entry must be a positive integer"),
-    "data": (lambda v: v is None or v != "", "must name a data set or a path"),
-    "holdout_fraction": (lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
-    "objective": (lambda v: v in OBJECTIVES, f"must be one of {', '.join(OBJECTIVES)}"),
-    "encoder_stats": (lambda v: v in ENCODER_STATS, f"must be one of {', '.join(ENCODER_STATS)}"),
-    "margin": (lambda v: v == "auto" or (isinstance(v, float) and math.isfinite(v) and v >= 0),
-               "must be auto or a finite number >= 0"),
-    "alpha": (lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0"),
-    "alpha_early": (lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0"),
-    "alpha_early_epochs": (lambda v: math.isfinite(v) and v >= 0, "must be >= 0"),
-    "beta": (lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0"),
-    "beta_rec": (lambda v: math.isfinite(v) and v > 0, "must be a finite number > 0"),
-    "beta_kl": (lambda v: math.isfinite(v) and v > 0, "must be a finite number > 0"),
-    "beta_neg": (lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0"),
-    "gamma_r": (lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0"),
-    "vae_steps": (lambda v: v >= 0, "must be >= 0"),
-    "vae_epochs": (lambda v: math.isfinite(v) and v >= 0, "must be >= 0"),
-    "lr": (lambda v: math.isfinite(v) and v > 0, "must be > 0"),
-    "adam_beta1": (lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
-    "adam_beta2": (lambda v: 0.0 <= v < 1.0, "must be in [0, 1)"),
-    "batch_size": (lambda v: v >= 2, "must be >= 2 (BatchNorm needs more than one image)"),
-    "steps": (lambda v: v is None or v >= 1, "must be >= 1"),
-    "epochs": (lambda v: v is None or (math.isfinite(v) and v > 0), "must be > 0"),
-    "device": (lambda v: v in ("auto", "cpu", "mps") or v.startswith("cuda"), "must be auto, cpu, cuda, cuda:N or mps"),
-    "precision": (lambda v: v in PRECISIONS, "must be auto, fp32, bf16 or fp16"),
-    "ema": (lambda v: 0.0 <= v < 1.0, "must be in [0, 1) (0 turns it off; 0.999 is typical)"),
-    "loader_workers": (lambda v: v >= -1, "must be >= 0, or -1 for auto"),
-    "checkpoint_every": (lambda v: v >= 0, "must be >= 0 (0: by time only)"),
-    "checkpoint_minutes": (lambda v: math.isfinite(v) and v >= 0, "must be >= 0 (0: by steps only)"),
-    "rollback_lr_factor": (lambda v: 0.0 < v <= 1.0, "must be in (0, 1]"),
-    "eval_every": (lambda v: v >= 0, "must be >= 0 (0 turns it off)"),
-    "eval_samples": (lambda v: v >= 2, "must be >= 2"),
-    **{name: (lambda v: v >= 1, "must be >= 1")
-       for name in ("log_every", "image_every", "keep_checkpoints", "grid_size", "max_bad_steps")},
-}
+# Allowed values of a field: (predicate, what the message says is expected), given to ``param(rule=...)``.
+Rule = tuple[Callable[[Any], bool], str]
+
+
+def rule(predicate: Callable[[Any], bool], expected: str) -> Rule:
+    return predicate, expected
+
+
+def at_least(n: int, note: str = "") -> Rule:
+    return (lambda v: v >= n), f"must be >= {n}{note}"
+
+
+def finite(op: str, n: float, expected: str | None = None) -> Rule:
+    """A finite number ``>= n`` or ``> n``."""
+    test = (lambda v: v >= n) if op == ">=" else (lambda v: v > n)
+    return (lambda v: math.isfinite(v) and test(v)), expected or f"must be a finite number {op} {n:g}"
+
+
+def one_of(choices: tuple) -> Rule:
+    return (lambda v: v in choices), f"must be one of {', '.join(map(str, choices))}"
+
+
+POWER_OF_TWO_SIZE = rule(lambda s: 16 <= s <= 1024 and s & (s - 1) == 0, "must be a power of two from 16 to 1024")
+POSITIVE_ENTRIES = rule(lambda cs: len(cs) > 0 and all(c >= 1 for c in cs), "every entry must be a positive integer")
+MARGIN_RULE = rule(lambda v: v == "auto" or (isinstance(v, float) and math.isfinite(v) and v >= 0),
+                   "must be auto or a finite number >= 0")
+FRACTION = rule(lambda v: 0.0 <= v < 1.0, "must be in [0, 1)")
+DEVICE_RULE = rule(lambda v: v in ("auto", "cpu", "mps") or v.startswith("cuda"),
+                   "must be auto, cpu, cuda, cuda:N or mps")
 
 
 def validate_fields(cfg) -> None:
@@ -141,5 +131,6 @@ def validate_fields(cfg) -> None:
             continue
         value = coerce(f, getattr(cfg, f.name))  # also turns JSON lists into tuples
         object.__setattr__(cfg, f.name, value)
-        ok, expected = _RULES.get(f.name, (lambda v: True, ""))  # no rule: any value of the type
-        check(ok(value), f.name, f"{expected}, got {value!r}")
+        if f.metadata.get("rule"):  # no rule: any value of the type
+            ok, expected = f.metadata["rule"]
+            check(ok(value), f.name, f"{expected}, got {value!r}")
