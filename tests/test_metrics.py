@@ -90,9 +90,12 @@ def test_the_cpu_flags_say_where_bf16_is_native(monkeypatch):
 def test_feature_precision_defaults_to_fp32_and_keys_the_cache():
     from introvae.cli import make_parser
     from introvae.metrics import EvalSettings
+    from introvae.model_commands import eval_settings
 
     assert EvalSettings().feature_precision == "fp32"
-    assert make_parser().parse_args(["evaluate", "run"]).feature_precision == "fp32"
+    assert eval_settings(make_parser().parse_args(["evaluate", "run"])).feature_precision == "fp32"
+    assert eval_settings(make_parser().parse_args(["evaluate", "run", "--no-ema", "--pairs", "9"])) == \
+        EvalSettings(ema=False, pairs=9)
     # The real-feature cache keeps fp32 and bf16 features apart (and fp32 keys as they were).
     assert fidlib.stats_key(data="x", n=3) == fidlib.stats_key(data="x", n=3, precision="fp32")
     assert fidlib.stats_key(data="x", n=3, precision="bf16") != fidlib.stats_key(data="x", n=3)

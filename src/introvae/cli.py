@@ -8,6 +8,7 @@ A :class:`UserError` prints one line naming the problem and exits with status 2;
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -46,14 +47,18 @@ def _typed(typ, words: tuple[str, ...] = ()):
 
 def add_config_flags(p: argparse.ArgumentParser, *, exclude: tuple[str, ...] = ()) -> None:
     """One flag per config field (``--image-size``, ..., ``--no-channels-last``), typed, with its help."""
+    add_field_flags(p, [f for f in flat_fields() if f.name not in exclude], _default_words)
+
+
+def add_field_flags(p: argparse.ArgumentParser, settings, default_words=None) -> None:
+    """One flag per field declared with ``config.param`` (a dataclass, or a list of its fields): typed, with its
+    help and default, ``--name``/``--no-name`` for a bool; each flag's value is None unless given."""
     groups: dict[str, argparse._ArgumentGroup] = {}
-    for f in flat_fields():
-        if f.name in exclude:
-            continue
+    for f in dataclasses.fields(settings) if dataclasses.is_dataclass(settings) else settings:
         group = f.metadata["group"]
         g = groups.setdefault(group, p.add_argument_group(f"{group} settings"))
         base = str(f.type).split("|")[0].strip()
-        help_ = f"{f.metadata['help']} ({_default_words(f)})"
+        help_ = f"{f.metadata['help']} ({default_words(f) if default_words else f'default: {f.default}'})"
         flag = "--" + f.name.replace("_", "-")
         if base == "bool":
             g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
@@ -88,7 +93,7 @@ def _model_args(p: argparse.ArgumentParser, *, ema: bool = True) -> None:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from .config_checks import BN_PROTOCOLS, ENCODER_STATS, FEATURE_PRECISIONS
+    from .metrics.context import EvalSettings
     from .presets import PRESETS
 
     p = _Parser(prog="introvae", description="IntroVAE: introspective variational autoencoders "
@@ -159,38 +164,14 @@ def make_parser() -> argparse.ArgumentParser:
     v.add_argument("source", help="run directory, checkpoint, exported model, or a folder of generated images")
     v.add_argument("--data", help="real data to compare with (default: the run's training data; "
                                   "required for an exported model or a folder of images)")
-    v.add_argument("--num-samples", type=int, default=10_000, help="generated images for FID (default 10000; "
-                                                                    "the paper uses 50000)")
-    v.add_argument("--pairs", type=int, default=10_000, help="random pairs for MS-SSIM (default 10000, as the paper)")
-    v.add_argument("--ref-split", choices=("auto", "train", "test"), default="auto",
-                   help="the real images FID compares with: auto (default) takes the data set's official test split "
-                        "where it has one (Fashion-MNIST and other IDX data, as the literature does), else the "
-                        "training images; train or test choose one")
-    v.add_argument("--ref-images", type=int, default=10_000, help="at most this many real images (a fixed subset)")
-    v.add_argument("--neighbours", type=int, default=8, help="samples shown with their nearest training images")
     v.add_argument("--image-size", type=int, help="for a folder of images: the size to score at")
     v.add_argument("--in-channels", type=int, choices=(1, 3), default=None,
                    help="for a folder of images: 1 or 3 (default 3); a model knows its own")
-    v.add_argument("--batch-size", type=int, default=100, help="images generated and scored at a time (default 100)")
-    v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--bn-protocol", choices=BN_PROTOCOLS, default="eval",
-                   help="the generator's BatchNorm statistics: eval (the running ones, default), train (those of "
-                        "each generated batch of --batch-size, as Soft-IntroVAE's published FIDs) or recalibrate "
-                        "(re-estimated on --bn-samples fresh samples)")
-    v.add_argument("--encoder-stats", choices=ENCODER_STATS, default="running",
-                   help="the encoder's BatchNorm statistics: running (from training) or real (re-estimated on "
-                        "--bn-samples real training images)")
-    v.add_argument("--bn-samples", type=int, default=10_000, help="images to re-estimate statistics on")
-    v.add_argument("--feature-precision", choices=FEATURE_PRECISIONS, default="fp32",
-                   help="the Inception network's arithmetic: fp32 (default) or bf16 (1.9x faster on a CPU with "
-                        "AVX512-BF16 or AMX, but its FIDs read about 1.2 %% lower than fp32's: compare bf16 numbers "
-                        "only with bf16 numbers; see README)")
+    add_field_flags(v, EvalSettings)
     v.add_argument("--device", default="auto", help=DEVICE_HELP)
     v.add_argument("-o", "--out", help="where metrics.jsonl goes (default: the run or model directory; for a "
                                        "folder of images, ./evaluate-FOLDERNAME, never the images' own folder)")
     v.add_argument("--quiet", action="store_true")
-    v.add_argument("--no-ema", action="store_true",
-                   help="use the trained generator even if the run kept an EMA of it (--ema)")
 
     e = sub.add_parser("export", help="write a model folder (config.json, model.safetensors, a README.md card)",
                        description="Writes the hub layout: config.json (the model config), model.safetensors (both "

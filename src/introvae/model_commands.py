@@ -4,6 +4,7 @@ serve (the parser is in ``cli``; training and setting up are in ``commands``).""
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 from pathlib import Path
 
 from .errors import UserError
@@ -139,20 +140,23 @@ def cmd_interpolate(args) -> int:
     return 0
 
 
-def cmd_evaluate(args) -> int:
-    from .evaluate import evaluate_folder, evaluate_model, format_table
+def eval_settings(args):
+    """The :class:`EvalSettings` of an ``evaluate`` command line: its defaults, with the flags given."""
+    from .errors import ConfigError
     from .metrics import EvalSettings
 
-    for name in ("num_samples", "pairs", "ref_images", "bn_samples"):
-        if getattr(args, name) < 2:
-            raise UserError(f"evaluate: --{name.replace('_', '-')} must be >= 2")
-    if args.neighbours < 0 or args.batch_size < 1:
-        raise UserError("evaluate: --neighbours must be >= 0 and --batch-size >= 1")
-    settings = EvalSettings(num_samples=args.num_samples, pairs=args.pairs, ref_split=args.ref_split,
-                            ref_images=args.ref_images, neighbours=args.neighbours, batch_size=args.batch_size,
-                            seed=args.seed, ema=not args.no_ema, bn_protocol=args.bn_protocol,
-                            encoder_stats=args.encoder_stats, bn_samples=args.bn_samples,
-                            feature_precision=args.feature_precision)
+    given = {f.name: getattr(args, f.name) for f in fields(EvalSettings) if getattr(args, f.name) is not None}
+    try:
+        return EvalSettings(**given)
+    except ConfigError as e:  # "num_samples: must be >= 2, got 1" -> "evaluate: --num-samples: must be ..."
+        name, problem = str(e).split(": ", 1)
+        raise UserError(f"evaluate: --{name.replace('_', '-')}: {problem}") from None
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate_folder, evaluate_model, format_table
+
+    settings = eval_settings(args)
     from . import hub
 
     src = Path(args.source)
@@ -165,7 +169,7 @@ def cmd_evaluate(args) -> int:
 
     if toy2d.is_run(src):  # a 2D density run: histogram KL and JSD of samples against fresh data
         model, cfg = toy2d.load_run(src)
-        result = toy2d.evaluate(model, cfg, seed=args.seed)
+        result = toy2d.evaluate(model, cfg, seed=settings.seed)
         print(toy2d.format_scores(result))
         return 0
     if src.is_file() or (src / "model.safetensors").is_file() or (src / "checkpoints").is_dir():
