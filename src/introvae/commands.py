@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -60,21 +61,19 @@ def build_config(args: argparse.Namespace):
     return cfg
 
 
-TOY_FIELDS = ("objective", "steps", "vae_steps", "batch_size", "lr", "seed", "beta_kl", "beta_rec", "beta_neg",
-              "gamma_r", "margin", "alpha", "log_every", "precision")
-
-
 def train_toy(args) -> int:
     """``train --data 8gaussians|2spirals|checkerboard|rings``: the 2D density benchmark (introvae.toy2d)."""
     from . import devices
     from .toy2d import ToyConfig, format_scores, train
 
+    shared = [f.name for f in dataclasses.fields(ToyConfig) if f.name not in ("density", "device")]
     given = {k: v for k, v in config_overrides(args).items() if k not in ("data", "device")}
-    other = [k for k in given if k not in TOY_FIELDS]
+    other = [k for k in given if k not in shared]
     if other or args.preset or args.config or args.resume:
         flag = f"--{other[0].replace('_', '-')}" if other else "--preset, --config and --resume"
+        flags = [f for f in shared if f in {g.name for g in flat_fields()}]  # the ToyConfig fields train has flags for
         raise UserError(f"train: {flag} does not apply to a 2D density (these do: "
-                        f"{', '.join('--' + f.replace('_', '-') for f in TOY_FIELDS)})")
+                        f"{', '.join('--' + f.replace('_', '-') for f in flags)})")
     cfg = ToyConfig(density=args.data, device=str(devices.resolve_device(args.device or "auto")), **given)
     out = Path(args.out) if args.out else new_run_dir("runs", args.data)
     print(f"training a {cfg.objective} of {cfg.density} (MLPs, z = 2) for {cfg.steps} steps "

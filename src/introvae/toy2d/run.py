@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..config_checks import OBJECTIVES
-from ..errors import ConfigError, UserError
+from ..config import param
+from ..config_checks import DEVICE_RULE, MARGIN_RULE, OBJECTIVES, at_least, finite, validate_fields
+from ..devices import DEVICE_HELP, resolve_device
+from ..errors import UserError
 from ..margin import AutoMargin, make_margin
 from ..objectives import make_objective, vae_beta
 from ..schedule import Schedule
@@ -34,40 +35,39 @@ AUTHORS_WEIGHTS = {"8gaussians": (0.3, 0.2, 0.9), "2spirals": (0.5, 0.2, 1.0), "
 CONFIG_FILE = "toy2d.json"
 
 
+def _toy(default, help: str, **kw):
+    return param(default, help, group="2D density", **kw)
+
+
 @dataclass(frozen=True)
 class ToyConfig:
-    density: str = "8gaussians"
-    objective: str = "soft-introvae"
-    steps: int = 30_000
-    vae_steps: int = 2_000  # the first steps as a plain VAE (the authors' warm-up), for both introspective VAEs
-    batch_size: int = 512
-    lr: float = 2e-4
-    lr_milestones: tuple[int, ...] = (10_000, 15_000)  # the rate is divided by 10 at each
-    beta_kl: float | None = None  # None: the authors' value for the density
-    beta_rec: float | None = None
-    beta_neg: float | None = None
-    gamma_r: float = 1e-8
-    margin: float | str = "auto"  # introvae only: auto (margin.AutoMargin) or a number
-    alpha: float = 0.25
-    seed: int = 0
-    log_every: int = 500
-    eval_points: int = 5_000
-    device: str = "cpu"
-    precision: str = "fp32"  # or bf16: autocast, ~2.5x faster on CPUs with avx512_bf16/AMX (see experiments/objectives.py)
+    """The settings of a 2D density run, declared like every other setting (``config.param``): the fields that
+    share a name with :class:`~introvae.config.TrainConfig` are set by the same ``train`` flags."""
+
+    density: str = _toy("8gaussians", "the 2D density", choices=tuple(DENSITIES))
+    objective: str = _toy("soft-introvae", "the objective", choices=OBJECTIVES)
+    steps: int = _toy(30_000, "training steps", rule=at_least(1))
+    vae_steps: int = _toy(2_000, "the first steps as a plain VAE (the authors' warm-up), for both introspective "
+                                 "VAEs", rule=at_least(0))
+    batch_size: int = _toy(512, "points per batch", rule=at_least(1))
+    lr: float = _toy(2e-4, "Adam's learning rate", rule=finite(">", 0, "must be > 0"))
+    lr_milestones: tuple[int, ...] = _toy((10_000, 15_000), "steps at which the rate is divided by 10")
+    beta_kl: float | None = _toy(None, "Soft-IntroVAE's beta_kl (default: the authors' value for the density)")
+    beta_rec: float | None = _toy(None, "beta_rec (default: the authors' value for the density)")
+    beta_neg: float | None = _toy(None, "beta_neg (default: the authors' value for the density)")
+    gamma_r: float = _toy(1e-8, "Soft-IntroVAE's gamma_r", rule=finite(">=", 0))
+    margin: float | str = _toy("auto", "IntroVAE's margin: auto (margin.AutoMargin) or a number", rule=MARGIN_RULE)
+    alpha: float = _toy(0.25, "IntroVAE's alpha", rule=finite(">=", 0))
+    seed: int = _toy(0, "seed")
+    log_every: int = _toy(500, "steps between lines of stats.jsonl", rule=at_least(1))
+    eval_points: int = _toy(5_000, "points the scores are computed on", rule=at_least(1))
+    device: str = _toy("auto", DEVICE_HELP, rule=DEVICE_RULE)
+    # no fp16: its gradient scaler is not worth it for MLPs this small; bf16 is ~2.5x faster on CPUs with
+    # avx512_bf16/AMX (see experiments/objectives.py)
+    precision: str = _toy("fp32", "fp32 or bf16", choices=("fp32", "bf16"))
 
     def __post_init__(self):
-        if self.density not in DENSITIES:
-            raise ConfigError(f"density: unknown 2D density {self.density!r} (known: {', '.join(DENSITIES)})")
-        if self.objective not in OBJECTIVES:
-            raise ConfigError(f"objective: must be one of {', '.join(OBJECTIVES)}")
-        if self.precision not in ("fp32", "bf16"):  # no fp16: its gradient scaler is not worth it for MLPs this small
-            raise ConfigError(f"precision: must be fp32 or bf16 for a 2D density, got {self.precision!r}")
-        if not (self.margin == "auto" or (isinstance(self.margin, (int, float)) and math.isfinite(self.margin)
-                                          and self.margin >= 0)):
-            raise ConfigError(f"margin: must be auto or a finite number >= 0, got {self.margin!r}")
-        for name in ("steps", "batch_size", "eval_points", "log_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}: must be >= 1")
+        validate_fields(self)
         kl, rec, neg = AUTHORS_WEIGHTS[self.density]
         for name, default in (("beta_kl", kl), ("beta_rec", rec), ("beta_neg", neg)):
             if getattr(self, name) is None:
@@ -89,7 +89,7 @@ def train(config: ToyConfig, out: str | Path, *, progress: bool = True) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
-    device = torch.device(config.device)
+    device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     model = ToyVAE().to(device)
     optimizers = make_optimizers(model, lr=config.lr, betas=(0.9, 0.999))
