@@ -17,6 +17,7 @@ from .devices import DEVICE_HELP
 from .version import __version__
 from .config import flat_fields
 from .config_checks import WORDS_FOR_NUMBERS
+from .data.imageset import HOLDOUT_FRACTION
 from .errors import UserError
 
 EXIT_USAGE = 2
@@ -210,7 +211,8 @@ def make_parser() -> argparse.ArgumentParser:
     pr.add_argument("out", help="the store directory to write")
     pr.add_argument("--image-size", type=int, required=True, help="image side in pixels (as the run's)")
     pr.add_argument("--in-channels", type=int, choices=(1, 3), default=3, help="1 or 3 (default 3)")
-    pr.add_argument("--holdout-fraction", type=float, default=0.1, help="held-out share, as the run's (default 0.1)")
+    pr.add_argument("--holdout-fraction", type=float, default=HOLDOUT_FRACTION,
+                    help=f"held-out share, as the run's (default {HOLDOUT_FRACTION})")
     pr.add_argument("--workers", type=int, default=None, help="decoding processes (default: one per core)")
     pr.add_argument("--quiet", action="store_true")
 

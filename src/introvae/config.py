@@ -19,6 +19,7 @@ from typing import Any
 from .config_checks import (DEVICE_RULE, ENCODER_STATS, FRACTION, MARGIN_RULE, OBJECTIVES, POSITIVE_ENTRIES,
                             POWER_OF_TWO_SIZE, PRECISIONS, Rule, at_least, check, coerce, finite, one_of,
                             read_config_file, rule, validate_fields)
+from .data.imageset import HOLDOUT_FRACTION
 from .devices import DEVICE_HELP
 from .errors import ConfigError
 
@@ -80,7 +81,7 @@ class TrainConfig:
     data: str | None = param(None, "faces (built in), fashion-mnist, or a path: a folder of images (searched "
                                    "recursively), a zip of images, an LMDB database or a directory of IDX files",
                              rule=rule(lambda v: v is None or v != "", "must name a data set or a path"), group="data")
-    holdout_fraction: float = param(0.1, "fraction of the images held out for reconstructions and evaluation (a "
+    holdout_fraction: float = param(HOLDOUT_FRACTION, "fraction of the images held out for reconstructions and evaluation (a "
                                          "fixed split; IDX data uses its own test file)", rule=FRACTION, group="data")
     mirror: bool = param(True, "flip each training image left-right with probability 1/2 (the authors' is_mirror); "
                                "the flips follow the seed and epoch, so a resumed run sees the same ones. Turn off "

@@ -8,6 +8,8 @@ from torch import Tensor
 
 from ..errors import DataError
 
+HOLDOUT_FRACTION = 0.1  # the share of a data set without its own test split held out (the default everywhere)
+
 
 @dataclass
 class ImageSet:

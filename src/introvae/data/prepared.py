@@ -26,6 +26,7 @@ import torch
 
 from ..errors import DataError, UserError
 from . import decoded, sources
+from .imageset import HOLDOUT_FRACTION
 from .images import DECODE_ERRORS
 
 from .store import FORMAT, KIND, is_store
@@ -73,7 +74,7 @@ def _write_part(path: Path, src, indices: np.ndarray, *, workers: int, bar) -> t
     return n, names, skipped
 
 
-def prepare(source: str, out: str | Path, *, image_size: int, in_channels: int, holdout_fraction: float = 0.1,
+def prepare(source: str, out: str | Path, *, image_size: int, in_channels: int, holdout_fraction: float = HOLDOUT_FRACTION,
             workers: int | None = None, show_progress: bool = True, say=print) -> Path:
     """Decode ``source`` (anything ``--data`` takes) into a store at ``out``; returns ``out``."""
     from ..progress import progress

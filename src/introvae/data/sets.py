@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..errors import DataError, DataWarning
 from . import decoded, sources, store
-from .imageset import ImageSet
+from .imageset import HOLDOUT_FRACTION, ImageSet
 from .images import DECODE_ERRORS, IMAGE_EXTENSIONS
 from .index import folder_index
 
@@ -111,7 +111,7 @@ def _large_images_counted(name: str):
                       f"refuses those over twice that; --max-image-pixels N moves it)", DataWarning, stacklevel=3)
 
 
-def load(data: str, *, image_size: int, in_channels: int, holdout_fraction: float = 0.1,
+def load(data: str, *, image_size: int, in_channels: int, holdout_fraction: float = HOLDOUT_FRACTION,
          show_progress: bool = True, lazy: bool = False) -> ImageSet:
     """A data set by name (``faces``, ``fashion-mnist``) or path (folder, zip, LMDB, IDX directory, or a store
     written by ``introvae prepare``).
