@@ -155,11 +155,11 @@ def test_auto_precision_is_bf16_with_channels_last_only_where_the_cpu_computes_b
     trainer = Trainer(tiny_config(precision="auto", steps=2), tmp_path / "run", data=faces16, show_progress=False)
     run = trainer.run
     assert run.precision.name == expected and run.channels_last == (expected == "bf16")
-    assert run.arithmetic == ("bf16, channels-last (auto)" if expected == "bf16" else "fp32 (auto)")
+    assert run.precision_words == ("bf16, channels-last (auto)" if expected == "bf16" else "fp32 (auto)")
     weight = next(p for p in run.model.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[2] > 1)
     assert weight.is_contiguous(memory_format=torch.channels_last) == (expected == "bf16")
     trainer.train()  # the batches follow the model's layout; the run trains
     assert trainer.step == 2
     # given by hand, a precision keeps the layout asked for
     fixed = Trainer(tiny_config(precision="bf16", steps=1), tmp_path / "b", data=faces16, show_progress=False).run
-    assert fixed.channels_last is False and fixed.arithmetic == "bf16"
+    assert fixed.channels_last is False and fixed.precision_words == "bf16"

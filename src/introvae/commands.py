@@ -74,10 +74,10 @@ def train_toy(args) -> int:
         flags = [f for f in shared if f in {g.name for g in flat_fields()}]  # the ToyConfig fields train has flags for
         raise UserError(f"train: {flag} does not apply to a 2D density (these do: "
                         f"{', '.join('--' + f.replace('_', '-') for f in flags)})")
-    cfg = ToyConfig(density=args.data, device=str(devices.resolve_device(args.device or "auto")), **given)
+    cfg = ToyConfig(density=args.data, device=args.device or "auto", **given)
     out = Path(args.out) if args.out else new_run_dir("runs", args.data)
     print(f"training a {cfg.objective} of {cfg.density} (MLPs, z = 2) for {cfg.steps} steps "
-          f"({cfg.warmup_steps()} VAE warm-up) on {cfg.device} into {out}")
+          f"({cfg.warmup_steps()} VAE warm-up) on {devices.resolve_device(cfg.device)} into {out}")
     result = train(cfg, out, progress=not args.quiet)
     print(format_scores(result))
     print(f"done; density.png, scores.json and stats.jsonl in {out}")
@@ -133,7 +133,7 @@ def cmd_train(args) -> int:
         say(f"training {describe(cfg.model)}, {preset_words(args)}, on {trainer.data.name} "
             f"({len(trainer.data.train)} train / {len(trainer.data.test)} held-out images) for "
             f"{trainer.run.total_steps} steps ({trainer.run.warmup_steps} VAE warm-up) on {trainer.device} in "
-            f"{trainer.run.arithmetic}{procs} into {run_dir}")
+            f"{trainer.run.precision_words}{procs} into {run_dir}")
         from .loggers import available
 
         if cfg.logger == "tensorboard" or (cfg.logger == "auto" and available()):

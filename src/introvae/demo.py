@@ -51,10 +51,10 @@ def write_pictures(trainer: Trainer, out: Path) -> dict[str, Path]:
     strips = [model.interpolate(held_out[2 * k], held_out[2 * k + 1], n) for k in range(min(4, len(held_out) // 2))]
     out.mkdir(parents=True, exist_ok=True)
     pictures = {
-        "samples": save_grid(trainer.run.sampler.sample(n * n, seed=0), out / "samples.png", n),
+        "samples": save_grid(trainer.run.generator_model.sample(n * n, seed=0), out / "samples.png", n),
         "reconstructions": save_grid(interleave_rows(real, model.reconstruct(real), n), out / "reconstructions.png", n),
         "interpolation": save_grid(torch.cat(strips), out / "interpolation.png", n),
     }
-    pictures["kl_plot"] = Path(shutil.copy(trainer.snapshots.plot(warmup_steps=trainer.run.warmup_steps),
+    pictures["kl_plot"] = Path(shutil.copy(trainer.pictures.plot(warmup_steps=trainer.run.warmup_steps),
                                            out / "kl.png"))
     return pictures

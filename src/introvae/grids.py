@@ -1,4 +1,4 @@
-"""Image grids for snapshots and the CLI."""
+"""Image grids for the training pictures and the CLI."""
 
 from __future__ import annotations
 

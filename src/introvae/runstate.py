@@ -67,7 +67,7 @@ class RunState:
         return self.schedule.alpha_early_steps
 
     @property
-    def arithmetic(self) -> str:
+    def precision_words(self) -> str:
         """The precision and layout the run trains with, as the start line says it: "bf16, channels-last (auto)"."""
         from .devices import tf32_words
 
@@ -76,7 +76,7 @@ class RunState:
         return words + (" (auto)" if self.config.precision == "auto" else "")
 
     @property
-    def sampler(self) -> IntroVAE:
+    def generator_model(self) -> IntroVAE:
         """The model to sample from: the trained one, or its encoder with the EMA generator."""
         return self.model if self.ema is None else self.model.with_generator(self.ema)
 
@@ -89,11 +89,11 @@ class RunState:
             for group in opt.param_groups:
                 group["lr"] = lr
 
-    def advance(self, used: int) -> None:
-        """One step done, having used ``used`` images of the current epoch."""
+    def advance(self, images_used: int) -> None:
+        """One step done; ``images_used`` images of the current epoch are used so far (the data cursor)."""
         self.step += 1
-        self.step_epoch, self.epoch_images = self.epoch, used
-        if used + self.global_batch > self.num_train:  # no whole batch left in this epoch
+        self.step_epoch, self.epoch_images = self.epoch, images_used
+        if images_used + self.global_batch > self.num_train:  # no whole batch left in this epoch
             self.epoch, self.epoch_images = self.epoch + 1, 0
 
     # --- checkpoints ---------------------------------------------------------------------------

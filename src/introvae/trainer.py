@@ -3,7 +3,7 @@
 Read top to bottom: :meth:`Trainer.train` takes batches from the run's data cursor, gives each to the
 objective's step (:mod:`introvae.step`), and then does what is due: the divergence guard's check, a
 stats row, an evaluation, image grids, a checkpoint. The run's state and its checkpoints are
-:mod:`introvae.runstate`; the statistics :mod:`introvae.stats`; the pictures :mod:`introvae.snapshots`.
+:mod:`introvae.runstate`; the statistics :mod:`introvae.stats`; the pictures :mod:`introvae.pictures`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from .margin import AutoMargin
 from .errors import UserError
 from .objectives import make_objective
 from .runstate import RunState, plan_resume
-from .snapshots import Snapshots
+from .pictures import TrainingPictures
 from .stats import TrainingStats
 from .step import DivergenceGuard, TrainStep
 from .wrappers import training_wrappers
@@ -71,7 +71,7 @@ class Trainer:
                                     real_statistics=config.encoder_stats == "real")
         self.guard = DivergenceGuard(self.device)
         self.stats = TrainingStats(self.run_dir, self.device, self.world)
-        self.snapshots = Snapshots(self.run_dir, self.data, config, self.device)
+        self.pictures = TrainingPictures(self.run_dir, self.data, config, self.device)
         self.evaluator = None  # made at the first --eval-every measurement (metrics.training)
         self.feature_fn = None  # FID's feature network for those (None: Inception; tests put a small one)
         self.stop_requested = False
@@ -141,7 +141,7 @@ class Trainer:
                         self.evaluate()
                     if not restart and world.is_main and (run.step % cfg.image_every == 0 or
                                                           run.step == run.total_steps):
-                        self.snapshots.write(run.step, run.model, run.sampler, warmup_steps=run.warmup_steps)
+                        self.pictures.write(run.step, run.model, run.generator_model, warmup_steps=run.warmup_steps)
                         if self.logger is not None:
                             self.logger.images(run.step, {
                                 "samples": self.run_dir / f"samples-{run.step:09d}.png",
@@ -163,7 +163,7 @@ class Trainer:
             if self.stop_requested and world.is_main and run.step > 0 and \
                     not (self.run_dir / f"samples-{run.step:09d}.png").exists():
                 # Every stop leaves the pictures of where it stopped, not only those of the last image_every.
-                self.snapshots.write(run.step, run.model, run.sampler, warmup_steps=run.warmup_steps)
+                self.pictures.write(run.step, run.model, run.generator_model, warmup_steps=run.warmup_steps)
             dist_.barrier(world)  # the other processes wait for rank 0's last write
         finally:
             bar.close()
@@ -231,7 +231,7 @@ class Trainer:
         if self.evaluator is None:
             self.evaluator = TrainingEvaluator(self.run_dir, self.data, self.config, self.device,
                                                features=self.feature_fn)
-        fid = self.evaluator.measure(self.run.step, self.run.model, self.run.sampler)
+        fid = self.evaluator.measure(self.run.step, self.run.model, self.run.generator_model)
         if self.logger is not None:
             from .metrics.store import read_metrics
 

@@ -18,7 +18,8 @@ import torch
 
 from ..config import param
 from ..config_checks import DEVICE_RULE, MARGIN_RULE, OBJECTIVES, at_least, finite, validate_fields
-from ..devices import DEVICE_HELP, resolve_device
+from .. import devices
+from ..devices import DEVICE_HELP
 from ..errors import UserError
 from ..margin import AutoMargin, make_margin
 from ..objectives import make_objective, vae_beta
@@ -89,7 +90,7 @@ def train(config: ToyConfig, out: str | Path, *, progress: bool = True) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
-    device = resolve_device(config.device)
+    device = devices.resolve_device(config.device)
     torch.manual_seed(config.seed)
     model = ToyVAE().to(device)
     optimizers = make_optimizers(model, lr=config.lr, betas=(0.9, 0.999))

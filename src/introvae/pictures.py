@@ -17,7 +17,7 @@ from .plots import plot_kl
 from .stats import read_stats
 
 
-class Snapshots:
+class TrainingPictures:
     def __init__(self, run_dir: Path, data: ImageSet, config: TrainConfig, device: torch.device):
         self.run_dir, self.config, self.data_name = Path(run_dir), config, data.name
         n = config.grid_size
