@@ -248,7 +248,7 @@ def table_models(records: list[dict]) -> str:
         metrics = (meta.get("model-index") or [{}])[0].get("results", [{}])[0].get("metrics", [])
         fid = next((f"{m['value']} {m['name'].removeprefix('FID ')}" for m in metrics if m["type"] == "fid"), "-")
         size = (d.parent / "model.safetensors").stat().st_size / 2**20
-        objective = next((t for t in meta.get("tags", []) if t in OBJECTIVE_NAMES), "introvae")
+        objective = meta.get("objective", "introvae")
         lines.append(f"| `{d.parent.name}` | {(meta.get('datasets') or ['?'])[0]} | {OBJECTIVE_NAMES[objective]} | "
                      f"{size:.1f} MB | {fid} | `introvae sample {d.parent.name} -n 16 -o s.png` |")
     return "\n".join(lines)

@@ -114,7 +114,7 @@ def write_card(d: Path, *, name: str, config: dict, run_config: dict | None, eva
         for k in ("precision", "recall"):
             if k in m.get("precision_recall", {}):
                 metrics.append({"type": k, "value": round(m["precision_recall"][k], 4), "name": f"{k} (k = 5)"})
-    meta = {"library_name": "introvae", "license": "mit",
+    meta = {"library_name": "introvae", "license": "mit", "objective": objective,  # the tags name the family only
             "tags": list(dict.fromkeys(["introvae", objective, "image-generation", "vae"])),
             "datasets": [data], "model-index": [{"name": name, "results": [{
                 "task": {"type": "unconditional-image-generation"}, "dataset": {"name": data, "type": data},
