@@ -14,9 +14,13 @@ for v in "$@"; do
   V=/tmp/floor-$v
   if ! $V/bin/python -c "import torch, pytest" 2>/dev/null; then
     rm -rf "$V" && python3 -m venv "$V"
-    "$V/bin/pip" install -q "torch==$v" && "$V/bin/pip" install -q ".[test]"
+    # the package's other requirements, without its torch bound (which would upgrade the torch under test)
+    deps=$(python3 -c 'import re, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]
+print("\n".join(d for d in p["dependencies"] + p["optional-dependencies"]["test"] if re.split("[<>=!~ ]", d)[0] != "torch"))')
+    "$V/bin/pip" install -q "torch==$v" && echo "$deps" | xargs "$V/bin/pip" install -q "torch==$v"
   fi
   "$V/bin/pip" install -q --no-deps -e .
+  "$V/bin/python" -c "import torch; assert torch.__version__.startswith('$v'), torch.__version__" || continue
   "$V/bin/python" -m pytest -q -m "not slow" -p no:cacheprovider tests > "/tmp/floor-$v.log" 2>&1
   echo "torch $v: $(tail -1 /tmp/floor-$v.log)"
 done
