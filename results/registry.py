@@ -127,6 +127,18 @@ def records_from_throughput(rows: list[dict], *, command: str) -> list[dict]:
     return out
 
 
+def records_from_pipeline(rows: list[dict], *, command: str) -> list[dict]:
+    """One record per configuration of ``benchmarks/data_pipeline.py --json-out`` (images/s, no model)."""
+    import os
+
+    return [{"data": f"{r['source']} of generated photographs", "objective": None, "preset": None,
+             "metric": "pipeline_images_per_s", "value": r["images_per_s"],
+             "protocol": {"kind": "data pipeline", "what": "uint8 batches from data.batches, no model, after "
+                          "one warm-up batch; encoded sources streamed, the store mapped"},
+             "extra": {**r, "cores": os.cpu_count()}, "command": command, "commit": git_commit(),
+             "machine": machine(), "date": datetime.date.today().isoformat()} for r in rows]
+
+
 # --- rendering ---------------------------------------------------------------------------------
 def _is_literature_protocol(p: dict | None) -> bool:
     return p is not None and all(p.get(k) == v for k, v in LITERATURE.items())
@@ -237,6 +249,28 @@ def table_projection(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def table_pipeline(records: list[dict]) -> str:
+    """benchmarks/data_pipeline.py: images/s the data pipeline delivers (no model), by source, size and worker
+    processes, beside what one GPU consumes at that size (the projection's H100 rate, never measured)."""
+    rows = [r for r in records if r.get("metric") == "pipeline_images_per_s"]
+    consumes = {256: "celebahq256", 1024: "celebahq1024"}
+    projected = {r["preset"]: r["value"] for r in records if r.get("metric") == "projected_img_s_h100"}
+    workers = sorted({r["extra"]["workers"] for r in rows})
+    lines = ["| source | size | " + " | ".join(f"{w} worker{'s' if w != 1 else ''}" for w in workers)
+             + " | one H100 consumes | machine |", "|---|---|" + "---|" * len(workers) + "---|---|"]
+    groups: dict[tuple, dict] = {}
+    for r in rows:
+        groups.setdefault((r["extra"]["size"], r["extra"]["source"]), {})[r["extra"]["workers"]] = r
+    for (size, source), by_w in sorted(groups.items()):
+        r = next(iter(by_w.values()))
+        gpu = projected.get(consumes.get(size))
+        cells = " | ".join(f"{by_w[w]['value']:.0f}" if w in by_w else "-" for w in workers)
+        lines.append(f"| {source} | {size} px | {cells} | "
+                     f"{f'{gpu:.0f} *projected*' if gpu else '-'} | {r['machine'].get('cpu', '?')}, "
+                     f"{r['extra'].get('cores', '?')} cores |")
+    return "\n".join(lines)
+
+
 def table_models(records: list[dict]) -> str:
     """The shipped models (models/*/README.md cards): their data, size and recorded metrics."""
     import yaml
@@ -256,7 +290,7 @@ def table_models(records: list[dict]) -> str:
 
 TABLES = {"fashion-mnist": table_fashion_mnist, "densities": table_densities,
           "densities-full": table_densities_full, "speed": table_speed,
-          "projection": table_projection, "models": table_models}
+          "projection": table_projection, "models": table_models, "pipeline": table_pipeline}
 
 
 def replace_tables(text: str, records: list[dict]) -> str:
@@ -334,7 +368,15 @@ def main(argv: list[str] | None = None) -> int:
     j = sub.add_parser("add-projection", help="record the rows of benchmarks/gpu_projection.py --json-out FILE")
     j.add_argument("file", type=Path)
     j.add_argument("--command", required=True)
+    d = sub.add_parser("add-pipeline", help="record the rows of benchmarks/data_pipeline.py --json-out FILE")
+    d.add_argument("file", type=Path)
+    d.add_argument("--command", required=True)
     args = p.parse_args(argv)
+    if args.action == "add-pipeline":
+        new = records_from_pipeline(json.loads(args.file.read_text()), command=args.command)
+        append_records(new)
+        print(f"results: recorded {len(new)} pipeline rows")
+        return 0
     if args.action == "add-projection":
         rows = json.loads(args.file.read_text())
         append_records([{"data": "meta tensors (shapes only)", "objective": "introvae", "preset": r["preset"],

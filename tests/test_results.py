@@ -93,3 +93,19 @@ def test_records_from_a_run_carry_protocol_command_commit_and_machine(tmp_path):
                                                                           "seed": 0, "batch_size": 16, "lr": 1e-3})
     with pytest.raises(SystemExit):
         reg.records_from_run(run, preset="p", train_command="T", eval_command="E", num_train=800, step=5)
+
+
+def test_pipeline_rows_are_recorded_and_rendered_beside_the_projected_gpu_rate():
+    reg = _registry()
+    rows = [{"source": "png", "size": 256, "workers": w, "images_per_s": v, "setup_s": 0.1, "images": 128}
+            for w, v in ((0, 40.0), (2, 75.5))] + \
+           [{"source": "prepared store", "size": 256, "workers": 0, "images_per_s": 9000.0, "setup_s": 0.0,
+             "images": 128}]
+    records = reg.records_from_pipeline(rows, command="python benchmarks/data_pipeline.py")
+    assert [r["value"] for r in records] == [40.0, 75.5, 9000.0]
+    assert all(r["command"] == "python benchmarks/data_pipeline.py" and "machine" in r for r in records)
+    projection = {"metric": "projected_img_s_h100", "preset": "celebahq256", "value": 574.2}
+    table = reg.table_pipeline(records + [projection]).splitlines()
+    assert table[0].startswith("| source | size | 0 workers | 2 workers | one H100 consumes |")
+    assert table[2].startswith("| png | 256 px | 40 | 76 | 574 *projected* |")
+    assert table[3].startswith("| prepared store | 256 px | 9000 | - | 574 *projected* |")
