@@ -50,3 +50,27 @@ def test_a_budget_inside_the_warm_up_is_refused_in_one_line(tmp_path, stub_incep
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "leaves no step after the" in err
     assert main(["compare", "--data", "faces", "--budget", "lots"]) == 2
+
+
+def test_a_time_budget_trains_each_objective_for_that_long_and_resumes_within_it(tmp_path, stub_inception, capsys,
+                                                                               monkeypatch):
+    import introvae.presets as presets
+    from introvae.compare import Budget, parse_budget
+
+    assert parse_budget("30min") == Budget(seconds=1800) and parse_budget("2h") == Budget(seconds=7200)
+    assert parse_budget("90s") == Budget(seconds=90) and parse_budget("1.2m") == Budget(images=1_200_000)
+    write_pngs(tmp_path / "imgs", 48)
+    small = presets.PRESETS["rgb64"].replace(image_size=16, channels=(4, 8, 8), latent_dim=8, vae_steps=2,
+                                            batch_size=8, log_every=2)
+    monkeypatch.setitem(presets.PRESETS, "rgb64", small)
+    argv = _argv(tmp_path, budget="3s")
+    argv[argv.index("--quiet")] = "--objectives=introvae,vae"
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    rows = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert [r["objective"] for r in rows] == ["introvae", "vae"]
+    # each trained about 3 s (it stops at the next log step), far past the warm-up, far short of the step cap
+    assert all(2.5 <= r["train_s"] < 30 and 2 < r["steps"] < 1000 for r in rows), rows
+    assert "3s" not in out and "0.05 min of training" in out and "Resume with" not in out
+    assert main(argv) == 0  # again: both are done
+    assert capsys.readouterr().out.count("already trained") == 2

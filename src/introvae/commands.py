@@ -207,8 +207,9 @@ def cmd_compare(args) -> int:
     plans = plan(args.data, budget, objectives=[o.strip() for o in args.objectives.split(",") if o.strip()],
                  seeds=args.seeds, out=out, image_size=args.image_size)
     out.mkdir(parents=True, exist_ok=True)
-    rows = run_all(plans, eval_samples=args.eval_samples, device=args.device, show_progress=not args.quiet)
-    table = write_outputs(rows, plans, out, data=args.data, budget_images=budget)
+    rows = run_all(plans, eval_samples=args.eval_samples, device=args.device, show_progress=not args.quiet,
+                   budget=budget)
+    table = write_outputs(rows, plans, out, data=args.data, budget=budget)
     print(table.read_text())
     print(f"wrote {table}, {out / 'compare.json'} and {out / 'samples.png'}")
     return 0

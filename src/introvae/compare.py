@@ -1,6 +1,7 @@
 """``introvae compare``: IntroVAE, Soft-IntroVAE or a VAE, on your data, at your budget.
 
-Each objective trains on the same data for the same number of images seen, with the presets' measured
+Each objective trains on the same data for the same budget, images seen or minutes of training on this
+machine (``--budget 60k`` or ``--budget 30min``), with the presets' measured
 defaults (Fashion-MNIST: ``fashion-mnist``, the same with ``--objective vae``, ``fashion-mnist-soft``; other
 data: the preset ``--data`` picks, with the objective swapped), then is scored under the evaluation protocol
 (``evaluate``'s defaults: the official test split where the data has one, fp32 features). The output folder
@@ -33,8 +34,9 @@ class Plan:
     run: Path
 
 
-def config_for(objective: str, data: str, *, image_size: int | None, seed: int, images: int) -> TrainConfig:
-    """The preset's measured defaults for ``objective`` on ``data``, trained for ``images`` images."""
+def config_for(objective: str, data: str, *, image_size: int | None, seed: int, images: int | None) -> TrainConfig:
+    """The preset's measured defaults for ``objective`` on ``data``, trained for ``images`` images (None: a time
+    budget, which stops the run)."""
     from .presets import get_preset, preset_for_data
 
     name = preset_for_data(data)
@@ -51,65 +53,108 @@ def config_for(objective: str, data: str, *, image_size: int | None, seed: int, 
         fields.update(beta_neg=float(2 * base.model.latent_dim), batch_size=max(base.batch_size, 32), lr=2e-4,
                       vae_steps=0, adam_beta1=0.9)
     cfg = base.replace(**fields)
-    steps = max(1, images // cfg.batch_size)
-    return cfg.replace(steps=steps, epochs=None, image_every=max(1, steps), checkpoint_every=0)
+    # a time budget trains until the clock runs out; its step count is only a cap (a thousand epochs of 60,000)
+    steps = max(1, (images or 60_000_000) // cfg.batch_size)
+    return cfg.replace(steps=steps, epochs=None, image_every=max(1, steps) if images else 1000, checkpoint_every=0)
 
 
-def plan(data: str, budget_images: int, *, objectives=OBJECTIVES, seeds: int = 1, out: Path,
+def plan(data: str, budget: Budget, *, objectives=OBJECTIVES, seeds: int = 1, out: Path,
          image_size: int | None = None) -> list[Plan]:
     plans = []
     for objective in objectives:
         if objective not in OBJECTIVES:
             raise UserError(f"compare: unknown objective {objective!r} (known: {', '.join(OBJECTIVES)})")
         for seed in range(seeds):
-            cfg = config_for(objective, data, image_size=image_size, seed=seed, images=budget_images)
+            cfg = config_for(objective, data, image_size=image_size, seed=seed, images=budget.images)
             plans.append(Plan(objective, seed, cfg, Path(out) / f"{objective}-s{seed}"))
     return plans
 
 
 def run_all(plans: list[Plan], *, eval_samples: int, device: str = "auto", show_progress: bool = True,
-            say=print, features=None) -> list[dict]:
-    """Train (or resume) and score every plan; one row per plan."""
+            say=print, features=None, budget: Budget | None = None) -> list[dict]:
+    """Train (or resume) and score every plan; one row per plan. With a time ``budget`` each run trains until it
+    has trained that long (counted over its resumptions), then stops at the next log step."""
     from . import checkpoint
     from .evaluate import evaluate_model
     from .export import training_seconds
     from .metrics import EvalSettings
     from .trainer import Trainer, resume
 
+    seconds = budget.seconds if budget else None
     rows = []
     for p in plans:
         t0 = time.perf_counter()
         done = checkpoint.latest(p.run)
-        if done is not None and checkpoint.load(done)["step"] >= p.config.steps:
-            say(f"compare: {p.run.name} already trained ({p.config.steps} steps)")
+        trained = (training_seconds(p.run) or 0.0) if done is not None else 0.0
+        marker = p.run / "budget-done.json"  # written when a time budget ran out (the stats' time is a lower bound)
+        spent = json.loads(marker.read_text())["seconds"] if marker.is_file() else None
+        if done is not None and (checkpoint.load(done)["step"] >= p.config.steps or
+                                 (seconds is not None and spent is not None and spent >= seconds)):
+            say(f"compare: {p.run.name} already trained ({p.config.steps} steps)" if seconds is None else
+                f"compare: {p.run.name} already trained ({trained / 60:.1f} min)")
         else:
+            # a time budget's step count is only a cap (no progress bar), and its stop is the plan, not a pause
+            def log(line: str) -> None:
+                if seconds is None or not line.startswith("stopped at step"):
+                    say(line)
+
+            quiet = {"show_progress": show_progress and seconds is None, "log": log}
             if done is not None:
                 say(f"compare: {p.run.name}: resuming from {done.name}")
-                trainer = resume(p.run, {"device": device}, show_progress=show_progress)
+                trainer = resume(p.run, {"device": device}, **quiet)
             else:
-                trainer = Trainer(p.config.replace(device=device), p.run, show_progress=show_progress)
-                if trainer.run.warmup_steps >= trainer.run.total_steps and p.objective != "vae":
+                trainer = Trainer(p.config.replace(device=device), p.run, **quiet)
+                if seconds is None and trainer.run.warmup_steps >= trainer.run.total_steps and p.objective != "vae":
                     raise UserError(f"compare: a budget of {p.config.steps} steps leaves no step after the "
                                     f"{trainer.run.warmup_steps}-step VAE warm-up of {NAMES[p.objective]}; give a "
                                     f"larger --budget")
-                say(f"compare: training {NAMES[p.objective]} (seed {p.seed}) for {p.config.steps} steps of "
-                    f"{p.config.batch_size} into {p.run}")
-            trainer.train()
-            if trainer.step < p.config.steps:
+                say(f"compare: training {NAMES[p.objective]} (seed {p.seed}) for "
+                    f"{f'{p.config.steps} steps' if seconds is None else f'{(seconds - trained) / 60:g} min'} of "
+                    f"batches of {p.config.batch_size} into {p.run}")
+            timer = _stop_after(trainer, seconds - trained) if seconds is not None else None
+            try:
+                trainer.train()
+            finally:
+                if timer is not None:
+                    timer.cancel()
+            out_of_time = timer is not None and timer.finished.is_set() and not timer.interrupted
+            if trainer.step < p.config.steps and not out_of_time:
                 raise UserError(f"compare: stopped during {p.run.name}; run the same command again to resume",
                                 status=3)
+            if out_of_time:
+                marker.write_text(json.dumps({"seconds": seconds, "steps": trainer.step}) + "\n")
+                say(f"compare: {p.run.name}: {seconds / 60:g} min trained, {trainer.step} steps")
+            if out_of_time and p.objective != "vae" and trainer.step <= trainer.run.warmup_steps:
+                raise UserError(f"compare: {seconds / 60:g} min trained {NAMES[p.objective]} for {trainer.step} steps, "
+                                f"all inside its {trainer.run.warmup_steps}-step VAE warm-up; give a larger --budget")
         settings = EvalSettings(num_samples=eval_samples, ref_images=eval_samples, pairs=min(eval_samples, 2000),
                                 neighbours=0)
         result = _scored(p.run, settings) or evaluate_model(
             p.run, settings, device=device, show_progress=show_progress, features=features,
             metrics=("fid", "precision_recall", "reconstruction"))
         m = result["metrics"]
-        rows.append({"objective": p.objective, "seed": p.seed, "steps": p.config.steps,
+        steps = checkpoint.load(checkpoint.latest(p.run))["step"]
+        rows.append({"objective": p.objective, "seed": p.seed, "steps": steps,
                      "batch_size": p.config.batch_size, "fid": m["fid"]["value"],
                      "precision": m["precision_recall"].get("precision"), "recall": m["precision_recall"].get("recall"),
                      "psnr": m["reconstruction"]["posterior_mean"]["psnr"], "train_s": training_seconds(p.run),
                      "protocol": result.get("protocol"), "run": str(p.run), "elapsed_s": time.perf_counter() - t0})
     return rows
+
+
+def _stop_after(trainer, seconds: float):
+    """A timer that asks ``trainer`` to stop (as Ctrl-C does: at the next log step, with a checkpoint) once
+    ``seconds`` have passed; ``interrupted`` tells a stop by the user (a signal) from the budget's."""
+    import threading
+
+    def stop():
+        timer.interrupted = trainer.stop_requested  # already asked to stop: by the user, not the clock
+        trainer.stop_requested = True
+
+    timer = threading.Timer(max(0.0, seconds), stop)
+    timer.daemon, timer.interrupted = True, False
+    timer.start()
+    return timer
 
 
 def _scored(run: Path, settings) -> dict | None:
@@ -124,14 +169,14 @@ def _scored(run: Path, settings) -> dict | None:
     return None
 
 
-def write_outputs(rows: list[dict], plans: list[Plan], out: Path, *, data: str, budget_images: int) -> Path:
+def write_outputs(rows: list[dict], plans: list[Plan], out: Path, *, data: str, budget: Budget) -> Path:
     """compare.md (the table), compare.json (the rows) and samples.png (one row of samples per objective)."""
     from .grids import save_labelled_rows
     from .runs import load_model
 
     out = Path(out)
     lines = [f"# {data}: {', '.join(NAMES[o] for o in dict.fromkeys(r['objective'] for r in rows))} at "
-             f"{budget_images:,} images seen", "",
+             f"{budget.words()}", "",
              "| objective | seed | steps x batch | FID | precision | recall | PSNR (dB) | training time |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -153,7 +198,7 @@ def write_outputs(rows: list[dict], plans: list[Plan], out: Path, *, data: str, 
                 pictures.append(model.sample(8, seed=0).clamp(0, 1))
             labels.append(NAMES[p.objective])
     if pictures:
-        save_labelled_rows(pictures, labels, out / "samples.png", title=f"{data}, {budget_images:,} images seen")
+        save_labelled_rows(pictures, labels, out / "samples.png", title=f"{data}, {budget.words()}")
     return out / "compare.md"
 
 
@@ -161,14 +206,35 @@ def _num(v) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
-def parse_budget(text: str) -> int:
-    """``--budget``: images seen per objective and seed, as a number: 60000, 60k or 1.2m."""
+@dataclass(frozen=True)
+class Budget:
+    """Per objective and seed: ``images`` seen, or ``seconds`` of training (the other is None)."""
+    images: int | None = None
+    seconds: float | None = None
+
+    def words(self) -> str:
+        return f"{self.images:,} images seen" if self.images else f"{self.seconds / 60:g} min of training"
+
+
+TIME_UNITS = {"s": 1, "sec": 1, "min": 60, "h": 3600}
+
+
+def parse_budget(text: str) -> Budget:
+    """``--budget``: images seen per objective and seed (60000, 60k, 1.2m), or minutes of training on this machine
+    (30min, 2h, 90s)."""
     t = text.strip().lower().replace(",", "").replace("_", "")
-    mult = {"k": 1_000, "m": 1_000_000}.get(t[-1:], 1)
+    unit = next((u for u in sorted(TIME_UNITS, key=len, reverse=True) if t.endswith(u)), None)
+    mult = {"k": 1_000, "m": 1_000_000}.get(t[-1:], 1) if unit is None else TIME_UNITS[unit]
+    number = t[:-len(unit)] if unit else (t[:-1] if mult > 1 else t)
     try:
-        value = float(t[:-1] if mult > 1 else t) * mult
+        value = float(number) * mult
     except ValueError:
-        raise UserError(f"compare: --budget is a number of images seen (e.g. 60000, 60k, 1.2m), got {text!r}") from None
+        raise UserError(f"compare: --budget is a number of images seen (60000, 60k, 1.2m) or a training time (30min, "
+                        f"2h), got {text!r}") from None
+    if unit is not None:
+        if not value > 0:
+            raise UserError(f"compare: --budget must be a positive time, got {text!r}")
+        return Budget(seconds=value)
     if value < 1:
         raise UserError(f"compare: --budget must be at least 1 image, got {text!r}")
-    return int(value)
+    return Budget(images=int(value))
