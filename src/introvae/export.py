@@ -14,17 +14,14 @@ def export(source: str | Path, out: str | Path, *, ema: bool = True, fp16: bool 
     """Write ``config.json``, ``model.safetensors`` (fp16 on request), ``README.md`` and ``samples.png`` for the
     model of ``source`` (a run directory or a checkpoint) into ``out``; returns (model, out)."""
     from . import hub
-    from .runs import model_dir, run_config
     from .grids import save_grid
     from .metrics.store import read_metrics
-    from .runs import load_model
+    from .runs import load_model, model_dir, run_config
 
     src = hub.resolve(source)  # once: a name or hf:// becomes a path here
     model = load_model(src, ema=ema, device="cpu")
     out = Path(out)
-    model.save_pretrained(out)
-    if fp16:
-        _to_fp16(out / "model.safetensors", model)
+    model.save_pretrained(out, fp16=fp16)
     run_cfg = run_config(src)
     rows = [r for r in read_metrics(model_dir(src)) if not r.get("during_training") and "protocol" in r
             and r.get("step") == model.step]
@@ -42,19 +39,6 @@ def export(source: str | Path, out: str | Path, *, ema: bool = True, fp16: bool 
                    training=training, commit=_commit(),
                    samples="samples.png")
     return model, out
-
-
-def _to_fp16(path: Path, model) -> None:
-    from safetensors.torch import load_file, save_file
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata()
-    state = {k: (v.half() if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
-    save_file(state, str(path), metadata={**(meta or {}), "dtype": "float16"})
-    from .checkpoint import follow_umask
-
-    follow_umask(path)
 
 
 def training_seconds(run: Path, until_step: int | None = None) -> float | None:

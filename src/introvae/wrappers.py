@@ -9,7 +9,8 @@ from torch import nn
 from . import distributed as dist_
 from .config import TrainConfig
 from .distributed import World
-from .model import IntroVAE, ResBlock
+from .blocks import ResBlock
+from .model import IntroVAE
 
 # Options of torch.compile for --compile (the tests swap in a backend that compiles in seconds).
 COMPILE_OPTIONS: dict = {}
