@@ -148,9 +148,7 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", help="JSON or YAML file of config fields (applied over the preset)")
     c.add_argument("--out", help="run directory of the calibration run (default: a temporary one)")
     c.add_argument("--quiet", action="store_true")
-    add_config_flags(c, exclude=("objective", "margin", "alpha", "beta_rec", "beta_kl", "beta_neg", "gamma_r",
-                                 "vae_steps", "vae_epochs", "ema", "sync_bn", "eval_every", "eval_samples",
-                                 "image_every"))
+    add_config_flags(c, exclude=tuple(f.name for f in flat_fields() if not f.metadata.get("calibrate", True)))
 
     d = sub.add_parser("demo", help="train a few minutes on the built-in faces and write pictures")
     d.add_argument("--out", default="demo", help="output directory (default ./demo)")

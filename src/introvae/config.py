@@ -31,10 +31,12 @@ RESUMABLE_GROUPS = ("runtime", "logging")
 RESUMABLE_FIELDS = ("steps", "epochs")
 
 
-def param(default: Any, help: str, *, group: str, choices: tuple | None = None, rule: Rule | None = None) -> Any:
+def param(default: Any, help: str, *, group: str, choices: tuple | None = None, rule: Rule | None = None,
+          calibrate: bool = True) -> Any:
     """A config field: its default, its help text (``--help``), its group, its allowed values (``choices``, or a
-    ``rule`` from :mod:`.config_checks`), from which the flags, the help and the checks are all made."""
-    return field(default=default, metadata={"help": help, "group": group, "choices": choices,
+    ``rule`` from :mod:`.config_checks`), from which the flags, the help and the checks are all made;
+    ``calibrate=False`` for a field ``introvae calibrate`` (a plain VAE run) has no flag for."""
+    return field(default=default, metadata={"help": help, "group": group, "choices": choices, "calibrate": calibrate,
                                             "rule": rule or (one_of(choices) if choices else None)})
 
 
@@ -81,8 +83,9 @@ class TrainConfig:
     data: str | None = param(None, "faces (built in), fashion-mnist, or a path: a folder of images (searched "
                                    "recursively), a zip of images, an LMDB database or a directory of IDX files",
                              rule=rule(lambda v: v is None or v != "", "must name a data set or a path"), group="data")
-    holdout_fraction: float = param(HOLDOUT_FRACTION, "fraction of the images held out for reconstructions and evaluation (a "
-                                         "fixed split; IDX data uses its own test file)", rule=FRACTION, group="data")
+    holdout_fraction: float = param(HOLDOUT_FRACTION, "fraction of the images held out for reconstructions and "
+                                                      "evaluation (a fixed split; IDX data uses its own test file)",
+                                    rule=FRACTION, group="data")
     mirror: bool = param(True, "flip each training image left-right with probability 1/2 (the authors' is_mirror); "
                                "the flips follow the seed and epoch, so a resumed run sees the same ones. Turn off "
                                "(--no-mirror) for data that a flip makes unreal: text, digits, asymmetric layouts",
@@ -90,7 +93,7 @@ class TrainConfig:
 
     objective: str = param("introvae", "introvae (Algorithm 1), vae (the same networks as a plain VAE) or "
                                        "soft-introvae (Daniel & Tamar 2021: no margin; see --beta-neg)",
-                           group="objective", choices=OBJECTIVES)
+                           calibrate=False, group="objective", choices=OBJECTIVES)
     margin: float | str = param("auto", "m, the hinge margin of Eq. 11: the encoder pushes the KL of generated "
                                         "images up to m. auto: 1.5x the KL of real images that the VAE warm-up "
                                         "(--vae-steps) reaches (a moving average over about 50 steps), kept from "
@@ -99,9 +102,9 @@ class TrainConfig:
                                         "presets; `introvae calibrate` helps choose one)",
 
                                 rule=MARGIN_RULE,
-                                group="objective")
+                                calibrate=False, group="objective")
     alpha: float = param(0.25, "weight of the introspective (adversarial) terms of Eq. 11-12 (paper: 0.25)",
-                         rule=finite(">=", 0), group="objective")
+                         rule=finite(">=", 0), calibrate=False, group="objective")
     alpha_early: float = param(0.5, "alpha for the first --alpha-early-epochs epochs of training (the VAE warm-up "
                                     "counted in them), --alpha from then on: a stronger game while the samples are "
                                     "still blurry (not in the paper; see the fashion-mnist preset)",
@@ -113,19 +116,21 @@ class TrainConfig:
                              "reconstructions, may reduce diversity and needs a larger margin",
                         rule=finite(">=", 0), group="objective")
     beta_rec: float = param(1.0, "soft-introvae: weight of the reconstruction error (a plain sum of squares) in "
-                                 "both phases", rule=finite(">", 0), group="objective")
+                                 "both phases", rule=finite(">", 0), calibrate=False, group="objective")
     beta_kl: float = param(1.0, "soft-introvae: weight of the KL of real images (encoder phase) and of "
                                 "reconstructed and sampled images (generator phase)",
-                           rule=finite(">", 0), group="objective")
+                           rule=finite(">", 0), calibrate=False, group="objective")
     beta_neg: float = param(256.0, "soft-introvae: weight of the KL in the ELBO of generated images inside the "
                                    "encoder's exp(-2 s ELBO) term: the knob; of the order of the latent size (too "
-                                   "small and kl_fake falls below kl_real)", rule=finite(">=", 0), group="objective")
+                                   "small and kl_fake falls below kl_real)", rule=finite(">=", 0), calibrate=False,
+                            group="objective")
     gamma_r: float = param(1e-8, "soft-introvae: weight of the generated images' own reconstruction in the "
-                                 "generator phase (authors: 1e-8)", rule=finite(">=", 0), group="objective")
+                                 "generator phase (authors: 1e-8)", rule=finite(">=", 0), calibrate=False,
+                           group="objective")
     vae_steps: int = param(0, "VAE warm-up: train as a plain VAE (alpha = 0) for the first N steps, as the paper "
-                              "advises", rule=at_least(0), group="objective")
+                              "advises", rule=at_least(0), calibrate=False, group="objective")
     vae_epochs: float = param(0.0, "VAE warm-up in epochs (the longer of the two warm-ups wins)",
-                              rule=finite(">=", 0, "must be >= 0"), group="objective")
+                              rule=finite(">=", 0, "must be >= 0"), calibrate=False, group="objective")
     encoder_stats: str = param("real", "the encoder's BatchNorm running statistics: real (its passes over "
                                        "generated images leave them to the real images, so that eval mode "
                                        "normalises real images as training did; measured better, see README) or "
@@ -157,7 +162,7 @@ class TrainConfig:
     channels_last: bool = param(False, "NHWC memory layout for the convolutions (faster with bf16 on CPUs with AMX, "
                                        "and on GPUs)", group="runtime")
     sync_bn: bool = param(False, "several processes (torchrun): BatchNorm statistics over the global batch",
-                          group="runtime")
+                          calibrate=False, group="runtime")
     compile: bool = param(False, "torch.compile the training passes (slow first steps; mostly for GPUs)",
                           group="runtime")
     checkpoint_activations: bool = param(False, "recompute the residual blocks in the backward pass: less memory "
@@ -165,13 +170,14 @@ class TrainConfig:
     ema: float = param(0.0, "decay of an exponential moving average of the generator to sample from (e.g. 0.999; "
                             "0: none)",
                        rule=rule(lambda v: 0.0 <= v < 1.0, "must be in [0, 1) (0 turns it off; 0.999 is typical)"),
-                       group="runtime")
+                       calibrate=False, group="runtime")
     loader_workers: int = param(-1, "processes that prepare batches (decoding, for streamed data); 0: the training "
                                     "process; -1: auto (on a GPU with streamed data, from the cores; otherwise none)",
                                 rule=rule(lambda v: v >= -1, "must be >= 0, or -1 for auto"), group="runtime")
 
     log_every: int = param(50, "steps between lines of stats.jsonl", rule=at_least(1), group="logging")
-    image_every: int = param(500, "steps between image grids and KL plots", rule=at_least(1), group="logging")
+    image_every: int = param(500, "steps between image grids and KL plots", rule=at_least(1), calibrate=False,
+                             group="logging")
     checkpoint_every: int = param(0, "steps between checkpoints (0: by time only, see --checkpoint-minutes)",
                                   rule=at_least(0, " (0: by time only)"), group="logging")
     checkpoint_minutes: float = param(5.0, "minutes of training between checkpoints (0: by steps only); the "
@@ -187,10 +193,10 @@ class TrainConfig:
                                 "none, or auto (when the package is installed; the first line says which)",
                         group="logging", choices=("auto", "tensorboard", "none"))
     eval_every: int = param(0, "steps between FID measurements during training (0: none)",
-                            rule=at_least(0, " (0 turns it off)"), group="logging")
+                            rule=at_least(0, " (0 turns it off)"), calibrate=False, group="logging")
     eval_samples: int = param(10_000, "generated and real images per FID measurement during training (10,000: the "
                                       "literature's protocol; fewer are faster but biased upwards)",
-                              rule=at_least(2), group="logging")
+                              rule=at_least(2), calibrate=False, group="logging")
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
