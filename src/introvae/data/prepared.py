@@ -22,7 +22,6 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..errors import DataError, UserError
 from . import decoded, sources
@@ -78,7 +77,7 @@ def prepare(source: str, out: str | Path, *, image_size: int, in_channels: int, 
             workers: int | None = None, show_progress: bool = True, say=print) -> Path:
     """Decode ``source`` (anything ``--data`` takes) into a store at ``out``; returns ``out``."""
     from ..progress import progress
-    from .sets import SPLIT_SEED, open_source
+    from .sets import SPLIT_SEED, open_source, split_indices
 
     out = Path(out)
     workers = (os.cpu_count() or 1) if workers is None else workers
@@ -105,13 +104,12 @@ def prepare(source: str, out: str | Path, *, image_size: int, in_channels: int, 
     try:
         if isinstance(opened, sources.Source):
             n = len(opened)
-            n_test = int(round(n * holdout_fraction)) if n > 1 else 0
-            perm = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED)).numpy()
+            train_idx, test_idx = split_indices(n, holdout_fraction)
             with progress(total=n, desc=f"preparing {opened.name} ({workers} workers)", unit="img",
                           disable=not show_progress) as bar:
-                n_train, train_names, bad_train = _write_part(partial / "train.npy", opened, perm[n_test:],
+                n_train, train_names, bad_train = _write_part(partial / "train.npy", opened, train_idx,
                                                               workers=workers, bar=bar)
-                n_held, test_names, bad_test = _write_part(partial / "test.npy", opened, perm[:n_test],
+                n_held, test_names, bad_test = _write_part(partial / "test.npy", opened, test_idx,
                                                            workers=workers, bar=bar)
             skipped, official = sorted(bad_train + bad_test), False
             if n_train == 0:

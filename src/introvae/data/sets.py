@@ -157,12 +157,19 @@ def open_source(data: str, *, image_size: int, in_channels: int, show_progress: 
     return src
 
 
+def split_indices(n: int, holdout_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(training, held-out) indices of a source of ``n`` images: a fixed permutation (``SPLIT_SEED``, not the
+    run's seed), the first ``round(n * holdout_fraction)`` held out. ``prepare`` splits the same way."""
+    n_test = int(round(n * holdout_fraction)) if n > 1 else 0
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED)).numpy()
+    return perm[n_test:], perm[:n_test]
+
+
 def _split(src: sources.Source, holdout_fraction: float, show_progress: bool, *, lazy: bool = False) -> ImageSet:
     """A fixed held-out split (independent of the run's seed), the same whether cached or streamed."""
     n = len(src)
-    n_test = int(round(n * holdout_fraction)) if n > 1 else 0
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED)).numpy()
-    train, test = LazyImages(src, perm[n_test:]), LazyImages(src, perm[:n_test])
+    train_idx, test_idx = split_indices(n, holdout_fraction)
+    train, test = LazyImages(src, train_idx), LazyImages(src, test_idx)
     size = n * src.in_channels * src.image_size ** 2
     if size > IN_MEMORY_LIMIT or isinstance(src, sources.LmdbSource):
         if show_progress:  # nothing this large is written silently: say how to decode it once
