@@ -73,8 +73,9 @@ def _write_part(path: Path, src, indices: np.ndarray, *, workers: int, bar) -> t
     return n, names, skipped
 
 
-def prepare(source: str, out: str | Path, *, image_size: int, in_channels: int, holdout_fraction: float = HOLDOUT_FRACTION,
-            workers: int | None = None, show_progress: bool = True, say=print) -> Path:
+def prepare(source: str, out: str | Path, *, image_size: int, in_channels: int,
+            holdout_fraction: float = HOLDOUT_FRACTION, workers: int | None = None, show_progress: bool = True,
+            say=print) -> Path:
     """Decode ``source`` (anything ``--data`` takes) into a store at ``out``; returns ``out``."""
     from ..progress import progress
     from .sets import SPLIT_SEED, open_source, split_indices
