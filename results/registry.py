@@ -250,24 +250,25 @@ def table_projection(records: list[dict]) -> str:
 
 
 def table_pipeline(records: list[dict]) -> str:
-    """benchmarks/data_pipeline.py: images/s the data pipeline delivers (no model), by source, size and worker
-    processes, beside what one GPU consumes at that size (the projection's H100 rate, never measured)."""
+    """benchmarks/data_pipeline.py: images/s the data pipeline delivers (no model), by source and size, for each
+    number of worker processes, under the rate one GPU consumes at that size (the projection's H100 rate)."""
     rows = [r for r in records if r.get("metric") == "pipeline_images_per_s"]
     consumes = {256: "celebahq256", 1024: "celebahq1024"}
     projected = {r["preset"]: r["value"] for r in records if r.get("metric") == "projected_img_s_h100"}
+    sizes = sorted({r["extra"]["size"] for r in rows})
     workers = sorted({r["extra"]["workers"] for r in rows})
-    lines = ["| source | size | " + " | ".join(f"{w} worker{'s' if w != 1 else ''}" for w in workers)
-             + " | one H100 consumes | machine |", "|---|---|" + "---|" * len(workers) + "---|---|"]
-    groups: dict[tuple, dict] = {}
-    for r in rows:
-        groups.setdefault((r["extra"]["size"], r["extra"]["source"]), {})[r["extra"]["workers"]] = r
-    for (size, source), by_w in sorted(groups.items()):
-        r = next(iter(by_w.values()))
-        gpu = projected.get(consumes.get(size))
-        cells = " | ".join(f"{by_w[w]['value']:.0f}" if w in by_w else "-" for w in workers)
-        lines.append(f"| {source} | {size} px | {cells} | "
-                     f"{f'{gpu:.0f} *projected*' if gpu else '-'} | {r['machine'].get('cpu', '?')}, "
-                     f"{r['extra'].get('cores', '?')} cores |")
+    by = {(r["extra"]["source"], r["extra"]["size"], r["extra"]["workers"]): r["value"] for r in rows}
+    sources = list(dict.fromkeys(r["extra"]["source"] for r in rows))
+    w = " / ".join(map(str, workers))
+    lines = ["| source | " + " | ".join(f"{size} px, {w} workers" for size in sizes) + " |",
+             "|---|" + "---|" * len(sizes)]
+    for src in sources:
+        cells = [" / ".join(f"{by[(src, size, k)]:.0f}" if (src, size, k) in by else "-" for k in workers)
+                 for size in sizes]
+        lines.append(f"| {src} | " + " | ".join(cells) + " |")
+    gpu = [f"{projected[consumes[size]]:.0f} *projected*" if consumes.get(size) in projected else "-"
+           for size in sizes]
+    lines.append("| *one H100 consumes* | " + " | ".join(gpu) + " |")
     return "\n".join(lines)
 
 

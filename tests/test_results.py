@@ -34,9 +34,9 @@ def _check(reg, readme, page, records) -> int:
 def test_the_repositorys_tables_match_the_records():
     reg = _registry()
     assert reg.render(check=True) == 0
-    readme = (ROOT / "README.md").read_text()
-    for name in ("fashion-mnist", "densities", "speed"):
-        assert f"<!-- results:{name} -->" in readme and f"<!-- /results:{name} -->" in readme
+    readme, scaling = (ROOT / "README.md").read_text(), (ROOT / "docs" / "scaling.md").read_text()
+    for text, name in ((readme, "fashion-mnist"), (readme, "densities"), (readme, "models"), (scaling, "speed")):
+        assert f"<!-- results:{name} -->" in text and f"<!-- /results:{name} -->" in text
 
 
 def test_a_table_cell_edited_by_hand_fails_the_check(tmp_path, capsys):
@@ -106,6 +106,6 @@ def test_pipeline_rows_are_recorded_and_rendered_beside_the_projected_gpu_rate()
     assert all(r["command"] == "python benchmarks/data_pipeline.py" and "machine" in r for r in records)
     projection = {"metric": "projected_img_s_h100", "preset": "celebahq256", "value": 574.2}
     table = reg.table_pipeline(records + [projection]).splitlines()
-    assert table[0].startswith("| source | size | 0 workers | 2 workers | one H100 consumes |")
-    assert table[2].startswith("| png | 256 px | 40 | 76 | 574 *projected* |")
-    assert table[3].startswith("| prepared store | 256 px | 9000 | - | 574 *projected* |")
+    assert table[0] == "| source | 256 px, 0 / 2 workers |"
+    assert table[2] == "| png | 40 / 76 |" and table[3] == "| prepared store | 9000 / - |"
+    assert table[4] == "| *one H100 consumes* | 574 *projected* |"
