@@ -31,24 +31,18 @@ PRESETS: dict[str, TrainConfig] = {
     # 4 epochs as a plain VAE first, lr 2e-4; their batch was 12 over 4 GPUs, the paper's speed table 8.
     "celebahq1024": TrainConfig(model=ModelConfig(image_size=1024, in_channels=3, latent_dim=512), margin=500.0,
                                 alpha=0.5, beta=0.01, vae_epochs=4.0, batch_size=8),
-    # Ours, for a CPU. The 100 built-in LFW faces (25x25 grayscale, shown at 32 px). Margin auto: on the demo's
-    # budget it started the game at 35.8 (the hand-calibrated margin was 35) and scored the same FID (README).
-    # lr 1e-3 (the paper: 2e-4) from a screen at the demo's budget: FID 244.2 / 230.8 over two seeds against 320.6
-    # (docs/defaults-faces.md).
+    # Ours, for a CPU. The 100 built-in LFW faces (25x25 grayscale, shown at 32 px). Margin auto (it started the
+    # game where the hand-calibrated margin was) and lr 1e-3 (the paper: 2e-4), both from screens at the demo's
+    # budget: the figures are in docs/defaults-faces.md.
     "faces": TrainConfig(model=ModelConfig(image_size=32, in_channels=1, latent_dim=64, channels=(32, 64, 128, 128)),
                          data="faces", margin="auto", alpha=0.25, beta=10.0, lr=1e-3, batch_size=16, log_every=25,
                          image_every=250),
-    # Fashion-MNIST at 32 px. Batch 16, lr 1e-3 and the automatic margin after 200 VAE steps were chosen from a
-    # screen of one-epoch runs (docs/defaults-fashion-mnist.md: FID 88.8 against 115.0 for batch 32, lr 2e-4);
-    # the paper's lr of 2e-4 is for its 128-1024 px networks and long runs, not one epoch of small images.
-    # Adam's beta1 0.5 (the paper: 0.9) from a second screen over four seeds: FID 79.4 +- 10.7 against 89.0 +- 16.6
-    # (lower on three seeds of four, and a smaller spread; docs/defaults-fashion-mnist.md), as GANs are usually trained.
-    # alpha 0.5 for the first epoch, then the paper's 0.25. A third screen over the same four seeds found alpha 0.5
-    # converging faster in one epoch (FID 68.0 +- 5.4 against 79.4 +- 10.7; 10,000 samples: 63.3 +- 5.2, precision
-    # and recall higher on every seed), but after five epochs seed 0 scored 46.1 with 0.5 throughout against 39.0
-    # with 0.25 throughout; switching from 0.5 to 0.25 after the first epoch scored 32.5 (seed 0). The paper
-    # advises 0.25 ("larger or smaller may decelerate the convergence", Appendix D, at 256 px on CelebA-HQ) and has
-    # no schedule: the early 0.5 is ours. The paper's presets above keep 0.25 throughout.
+    # Fashion-MNIST at 32 px, ours; each choice from a screen in docs/defaults-fashion-mnist.md (the figures are
+    # there and in results/records.jsonl): batch 16, lr 1e-3 and the automatic margin after 200 VAE steps (the
+    # paper's lr 2e-4 is for its 128-1024 px networks and long runs, not one epoch of small images); Adam's beta1
+    # 0.5 (the paper: 0.9), as GANs are usually trained; alpha 0.5 for the first epoch, then the paper's 0.25. The
+    # paper advises 0.25 ("larger or smaller may decelerate the convergence", Appendix D, at 256 px on CelebA-HQ)
+    # and has no schedule: the early 0.5 is ours. The paper's presets above keep 0.25 throughout.
     "fashion-mnist": TrainConfig(model=ModelConfig(image_size=32, in_channels=1, latent_dim=128,
                                                    channels=(32, 64, 128, 256)),
                                  data="fashion-mnist", margin="auto", vae_steps=200, alpha=0.25, alpha_early=0.5,
