@@ -220,10 +220,7 @@ def cmd_presets(args) -> int:
     from .presets import PRESETS
 
     for name, cfg in PRESETS.items():
-        margin = cfg.margin if cfg.margin == "auto" else f"{cfg.margin:g}"
-        weights = (f"beta_rec={cfg.beta_rec:g} beta_kl={cfg.beta_kl:g} beta_neg={cfg.beta_neg:g}"
-                   if cfg.objective == "soft-introvae" else f"m={margin} alpha={cfg.alpha_words()} beta={cfg.beta:g}")
-        print(f"{name:18s} data={cfg.data or '(give --data)':14s} {cfg.objective:13s} {weights} "
+        print(f"{name:18s} data={cfg.data or '(give --data)':14s} {cfg.objective:13s} {cfg.weights_words()}; "
               f"batch={cfg.batch_size}  {describe(cfg.model)}")
     return 0
 

@@ -16,62 +16,16 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .config_checks import (DEVICE_RULE, ENCODER_STATS, FRACTION, MARGIN_RULE, OBJECTIVES, POSITIVE_ENTRIES,
-                            POWER_OF_TWO_SIZE, PRECISIONS, Rule, at_least, check, coerce, finite, one_of,
-                            read_config_file, rule, validate_fields)
+from .config_checks import (DEVICE_RULE, ENCODER_STATS, FRACTION, MARGIN_RULE, OBJECTIVES, PRECISIONS, at_least,
+                            check, coerce, finite, param, plain, read_config_file, rule, validate_fields)
 from .data.imageset import HOLDOUT_FRACTION
 from .devices import DEVICE_HELP
 from .errors import ConfigError
+from .model_config import PAPER_CHANNELS, ModelConfig  # noqa: F401 (re-exported)
 
-# The paper's channel schedule at 1024 px, per resolution from 1024 down to 4x4 (Appendix B;
-# docs/architecture.md). Smaller images drop its high-resolution end.
-PAPER_CHANNELS: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 512, 512, 512)
 # Groups whose fields may change when a run is resumed (with steps and epochs, to extend it).
 RESUMABLE_GROUPS = ("runtime", "logging")
 RESUMABLE_FIELDS = ("steps", "epochs")
-
-
-def param(default: Any, help: str, *, group: str, choices: tuple | None = None, rule: Rule | None = None,
-          calibrate: bool = True) -> Any:
-    """A config field: its default, its help text (``--help``), its group, its allowed values (``choices``, or a
-    ``rule`` from :mod:`.config_checks`), from which the flags, the help and the checks are all made;
-    ``calibrate=False`` for a field ``introvae calibrate`` (a plain VAE run) has no flag for."""
-    return field(default=default, metadata={"help": help, "group": group, "choices": choices, "calibrate": calibrate,
-                                            "rule": rule or (one_of(choices) if choices else None)})
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """The networks (Appendix B): everything needed to build them, and nothing else."""
-
-    image_size: int = param(32, "image side in pixels, a power of two from 16 to 1024 (images are centre-cropped "
-                                "and resized)", rule=POWER_OF_TWO_SIZE, group="model")
-    in_channels: int = param(1, "1 for grayscale, 3 for RGB",
-                             rule=rule(lambda c: c in (1, 3), "must be 1 (grayscale) or 3 (RGB)"), group="model")
-    latent_dim: int = param(128, "M, the size of the latent code z (paper: 256 at 128 px, 512 at 256 and 1024 px)",
-                            rule=at_least(1), group="model")
-    channels: tuple[int, ...] = param(PAPER_CHANNELS, "channels per resolution from image_size down to 4x4, e.g. "
-                                      "32,64,128,128; a longer list drops its high-resolution end",
-                                      rule=POSITIVE_ENTRIES,
-                                      group="model")
-
-    def __post_init__(self) -> None:
-        validate_fields(self)
-        s, n = self.image_size, int(math.log2(self.image_size)) - 1
-        check(len(self.channels) >= n, "channels",
-               f"image_size {s} needs {n} entries (one per resolution from {s} down to 4), got {len(self.channels)}")
-
-    @property
-    def stage_channels(self) -> tuple[int, ...]:
-        """Channels per resolution from ``image_size`` down to 4 (the used tail of ``channels``)."""
-        return tuple(self.channels[-(int(math.log2(self.image_size)) - 1):])
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        return cls(**_coerced(cls, d))
 
 
 @dataclass(frozen=True)
@@ -231,6 +185,15 @@ class TrainConfig:
             return f"{self.alpha_early:g} for {self.alpha_early_epochs:g} epoch(s), then {self.alpha:g}"
         return f"{self.alpha:g}"
 
+    def weights_words(self) -> str:
+        """The objective's weights as a person reads them: "margin auto, alpha 0.25, beta 10" for IntroVAE."""
+        if self.objective == "soft-introvae":
+            return f"beta_rec {self.beta_rec:g}, beta_kl {self.beta_kl:g}, beta_neg {self.beta_neg:g}"
+        if self.objective == "vae":
+            return f"beta {self.beta:g}"
+        margin = self.margin if self.margin == "auto" else f"{self.margin:g}"
+        return f"margin {margin}, alpha {self.alpha_words()}, beta {self.beta:g}"
+
     def alpha_early_steps(self, num_train: int, processes: int = 1) -> int:
         """The step at which ``alpha`` takes over from ``alpha_early`` (0: never early)."""
         if self.objective != "introvae":
@@ -239,7 +202,7 @@ class TrainConfig:
 
     # --- (de)serialisation ------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        d = {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name != "model"}
+        d = {f.name: plain(getattr(self, f.name)) for f in fields(self) if f.name != "model"}
         return {"model": self.model.to_dict(), **d}
 
     @classmethod
@@ -317,7 +280,3 @@ def _coerced(cls, d: dict[str, Any]) -> dict[str, Any]:
         names = ", ".join(f.name for f in flat_fields())
         raise ConfigError(f"unknown config field(s): {', '.join(unknown)} (known: {names})")
     return {k: coerce(known[k], v) for k, v in d.items()}
-
-
-def _plain(v: Any) -> Any:
-    return list(v) if isinstance(v, tuple) else v

@@ -4,6 +4,7 @@ values of each field. A bad value is a :class:`ConfigError` whose message starts
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import field
 import json
 import math
 from pathlib import Path
@@ -134,3 +135,17 @@ def validate_fields(cfg) -> None:
         if f.metadata.get("rule"):  # no rule: any value of the type
             ok, expected = f.metadata["rule"]
             check(ok(value), f.name, f"{expected}, got {value!r}")
+
+
+def param(default: Any, help: str, *, group: str, choices: tuple | None = None, rule: Rule | None = None,
+          calibrate: bool = True) -> Any:
+    """A config field: its default, its help text (``--help``), its group, its allowed values (``choices``, or a
+    ``rule`` from :mod:`.config_checks`), from which the flags, the help and the checks are all made;
+    ``calibrate=False`` for a field ``introvae calibrate`` (a plain VAE run) has no flag for."""
+    return field(default=default, metadata={"help": help, "group": group, "choices": choices, "calibrate": calibrate,
+                                            "rule": rule or (one_of(choices) if choices else None)})
+
+
+def plain(v: Any) -> Any:
+    """A field's value as JSON holds it (tuples as lists)."""
+    return list(v) if isinstance(v, tuple) else v

@@ -72,10 +72,7 @@ class Explorer:
         lines = [f"**{self.source.name}** · data: {self.data_id or 'not recorded (give --data)'} · "
                  f"{c.image_size} px {'RGB' if c.in_channels == 3 else 'grayscale'} · latent size {c.latent_dim}"]
         if r is not None:
-            margin = r.margin if r.margin == "auto" else f"{r.margin:g}"
-            weights = (f"margin {margin}, alpha {r.alpha_words()}, beta {r.beta:g}" if r.objective == "introvae"
-                       else f"beta_neg {r.beta_neg:g}" if r.objective == "soft-introvae" else f"beta {r.beta:g}")
-            lines.append(f"objective: {r.objective} ({weights}) · step {self.step} · generator: "
+            lines.append(f"objective: {r.objective} ({r.weights_words()}) · step {self.step} · generator: "
                          f"{self.model.generator_source}")
         rows = [m for m in read_metrics(model_dir(self.source)) if "fid" in m.get("metrics", {})]
         if rows:

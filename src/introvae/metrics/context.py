@@ -23,8 +23,7 @@ from torch import Tensor
 
 import numpy as np
 
-from ..config import param
-from ..config_checks import BN_PROTOCOLS, ENCODER_STATS, FEATURE_PRECISIONS, at_least, validate_fields
+from ..config_checks import BN_PROTOCOLS, ENCODER_STATS, FEATURE_PRECISIONS, at_least, param, validate_fields
 from ..data import ImageSet, to_float, to_uint8
 from ..errors import MetricError
 from . import fid as fidlib

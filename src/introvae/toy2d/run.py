@@ -16,8 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import param
-from ..config_checks import DEVICE_RULE, MARGIN_RULE, OBJECTIVES, at_least, finite, validate_fields
+from ..config_checks import DEVICE_RULE, MARGIN_RULE, OBJECTIVES, at_least, finite, param, validate_fields
 from .. import devices
 from ..devices import DEVICE_HELP
 from ..errors import UserError
