@@ -62,7 +62,8 @@ def store_dir(src, *, holdout_fraction: float, split_seed: int) -> Path | None:
 @contextlib.contextmanager
 def exclusive(path: Path, *, say=None):
     """Hold the lock of store ``path`` (``say`` gets one line if another process holds it: it is waited for).
-    Where file locks are unavailable (no ``fcntl``, or a read-only cache), this does nothing."""
+    Where file locks are unavailable (no ``fcntl``, a read-only cache, a file system without locks), this does
+    nothing."""
     try:
         import fcntl
 
@@ -75,14 +76,19 @@ def exclusive(path: Path, *, say=None):
     with f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+            locked = True
+        except BlockingIOError:  # another process holds it
             if say is not None:
                 say(f"waiting for another process that is decoding these images into {path}")
             fcntl.flock(f, fcntl.LOCK_EX)
+            locked = True
+        except OSError:  # a file system without locks (some network mounts): go on unlocked
+            locked = False
         try:
             yield
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            if locked:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def read(path: Path):
