@@ -30,9 +30,13 @@ class Schedule:
         return "early" if step < self.alpha_early_steps else "main"
 
     def alpha_at(self, step: int, config) -> float | None:
-        """alpha at step ``step``: ``alpha_early`` early in the run, 0 in the warm-up and for the plain VAE, None
+        """alpha at step ``step``: see :meth:`alpha_of`."""
+        return self.alpha_of(self.segment(step), config)
+
+    @staticmethod
+    def alpha_of(segment: str, config) -> float | None:
+        """alpha in ``segment``: ``alpha_early`` early in the run, 0 in the warm-up and for the plain VAE, None
         (no such weight) for Soft-IntroVAE after its warm-up, whose adversarial weights are beta_neg and gamma_r."""
-        segment = self.segment(step)
         if config.objective == "vae" or segment == "warm-up":
             return 0.0
         if config.objective == "soft-introvae":

@@ -27,6 +27,7 @@ from .margin import AutoMargin
 from .errors import UserError
 from .objectives import make_objective
 from .runstate import RunState, plan_resume
+from .schedule import SEGMENTS, Schedule
 from .pictures import TrainingPictures
 from .stats import TrainingStats
 from .step import DivergenceGuard, TrainStep
@@ -97,9 +98,8 @@ class Trainer:
         if dist_.broadcast_object(checkpoint.latest(self.run_dir) is None, world):
             self.save_checkpoint()  # step 0: even a run killed at once, or diverging at once, has one
         end = run.total_steps if stop_after is None else min(run.total_steps, stop_after)
-        objectives = {"warm-up": make_objective(cfg, warmup=True),  # by the schedule's segment
-                      "early": make_objective(cfg, margin=run.margin, alpha=cfg.alpha_early),
-                      "main": make_objective(cfg, margin=run.margin)}
+        objectives = {segment: make_objective(cfg, warmup=segment == "warm-up", margin=run.margin,  # by segment
+                                              alpha=Schedule.alpha_of(segment, cfg)) for segment in SEGMENTS}
         run.model.train()
         self.stats.reset()
         self.last_checkpoint = time.monotonic()
