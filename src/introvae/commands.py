@@ -71,7 +71,8 @@ def train_toy(args) -> int:
     other = [k for k in given if k not in shared]
     if other or args.preset or args.config or args.resume:
         flag = f"--{other[0].replace('_', '-')}" if other else "--preset, --config and --resume"
-        flags = [f for f in shared if f in {g.name for g in flat_fields()}]  # the ToyConfig fields train has flags for
+        train_flags = {g.name for g in flat_fields()}
+        flags = [f for f in shared if f in train_flags]  # the ToyConfig fields train has flags for
         raise UserError(f"train: {flag} does not apply to a 2D density (these do: "
                         f"{', '.join('--' + f.replace('_', '-') for f in flags)})")
     cfg = ToyConfig(density=args.data, device=args.device or "auto", **given)

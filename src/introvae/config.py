@@ -54,9 +54,7 @@ class TrainConfig:
                                         "then on and raised only if kl_real climbs within 10%% of it, so kl_real "
                                         "stays below m (the paper's rule for stability); or a number (the paper's "
                                         "presets; `introvae calibrate` helps choose one)",
-
-                                rule=MARGIN_RULE,
-                                calibrate=False, group="objective")
+                                rule=MARGIN_RULE, calibrate=False, group="objective")
     alpha: float = param(0.25, "weight of the introspective (adversarial) terms of Eq. 11-12 (paper: 0.25)",
                          rule=finite(">=", 0), calibrate=False, group="objective")
     alpha_early: float = param(0.5, "alpha for the first --alpha-early-epochs epochs of training (the VAE warm-up "

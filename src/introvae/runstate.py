@@ -9,7 +9,6 @@ exactly the weights of one that was never stopped (on a CPU; tested).
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from .model import IntroVAE, load_state_strict
 from .precision import make_precision
 from .step import load_optimizer_state, make_optimizers
 from .runs import newest_readable_checkpoint
-from .schedule import Schedule
+from .schedule import Schedule, same_images
 from .version import __version__
 
 
@@ -134,8 +133,7 @@ class RunState:
         if saved_procs != self.world.size:
             # Another number of processes: keep the run's length (and warm-up) in images seen.
             old_gb = TrainConfig.from_dict(state["config"]).batch_size * saved_procs
-            rescale = lambda steps: self.step + math.ceil(max(0, steps - self.step) * old_gb / self.global_batch)  # noqa: E731
-            self.total_steps = rescale(self.total_steps)
+            self.total_steps = same_images(self.total_steps, self.step, old_gb, self.global_batch)
             self.schedule = self.schedule.rescaled(self.step, old_gb, self.global_batch)
             log(f"resuming with {self.world.size} process(es) instead of {saved_procs}: global batch "
                 f"{old_gb} -> {self.global_batch}; {self.total_steps - self.step} steps remain, to see as many images")

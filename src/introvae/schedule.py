@@ -47,8 +47,14 @@ class Schedule:
         """The boundaries still ahead of ``step`` moved so that they fall after as many images as before, when
         the global batch changes from ``old_batch`` to ``new_batch`` (a resume with another number of processes)."""
         def move(boundary: int) -> int:
-            if boundary <= step:
-                return boundary
-            return step + math.ceil((boundary - step) * old_batch / new_batch)
+            return same_images(boundary, step, old_batch, new_batch)
 
         return replace(self, warmup_steps=move(self.warmup_steps), alpha_early_steps=move(self.alpha_early_steps))
+
+
+def same_images(boundary: int, step: int, old_batch: int, new_batch: int) -> int:
+    """The step that comes after as many images as ``boundary`` did, for the steps after ``step`` taken with a
+    global batch of ``new_batch`` instead of ``old_batch`` (a boundary already passed stays where it is)."""
+    if boundary <= step:
+        return boundary
+    return step + math.ceil((boundary - step) * old_batch / new_batch)
