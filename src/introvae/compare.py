@@ -85,10 +85,11 @@ def run_all(plans: list[Plan], *, eval_samples: int, device: str = "auto", show_
     for p in plans:
         t0 = time.perf_counter()
         done = checkpoint.latest(p.run)
-        trained = (training_seconds(p.run) or 0.0) if done is not None else 0.0
+        step = checkpoint.load(done)["step"] if done is not None else 0
+        trained = (training_seconds(p.run) or 0.0) if done is not None and seconds is not None else 0.0
         marker = p.run / "budget-done.json"  # written when a time budget ran out (the stats' time is a lower bound)
         spent = json.loads(marker.read_text())["seconds"] if marker.is_file() else None
-        if done is not None and (checkpoint.load(done)["step"] >= p.config.steps or
+        if done is not None and (step >= p.config.steps or
                                  (seconds is not None and spent is not None and spent >= seconds)):
             say(f"compare: {p.run.name} already trained ({p.config.steps} steps)" if seconds is None else
                 f"compare: {p.run.name} already trained ({trained / 60:.1f} min)")
@@ -117,6 +118,7 @@ def run_all(plans: list[Plan], *, eval_samples: int, device: str = "auto", show_
             finally:
                 if timer is not None:
                     timer.cancel()
+            step = trainer.step
             out_of_time = timer is not None and timer.finished.is_set() and not timer.interrupted
             if trainer.step < p.config.steps and not out_of_time:
                 raise UserError(f"compare: stopped during {p.run.name}; run the same command again to resume",
@@ -133,8 +135,7 @@ def run_all(plans: list[Plan], *, eval_samples: int, device: str = "auto", show_
             p.run, settings, device=device, show_progress=show_progress, features=features,
             metrics=("fid", "precision_recall", "reconstruction"))
         m = result["metrics"]
-        steps = checkpoint.load(checkpoint.latest(p.run))["step"]
-        rows.append({"objective": p.objective, "seed": p.seed, "steps": steps,
+        rows.append({"objective": p.objective, "seed": p.seed, "steps": step,
                      "batch_size": p.config.batch_size, "fid": m["fid"]["value"],
                      "precision": m["precision_recall"].get("precision"), "recall": m["precision_recall"].get("recall"),
                      "psnr": m["reconstruction"]["posterior_mean"]["psnr"], "train_s": training_seconds(p.run),
