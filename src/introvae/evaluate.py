@@ -16,7 +16,7 @@ from .metrics import IMAGE_METRICS, MODEL_METRICS, EvalSettings, MetricContext, 
 from .metrics import protocol
 from .metrics.batchnorm import encoder_with_stats, generator_with_protocol
 from .metrics.store import append_metrics
-from .runs import load_model, model_dir, run_config
+from .runs import load_model, model_dir, trained_on
 from .version import __version__
 
 
@@ -33,9 +33,8 @@ def evaluate_model(source: str | Path, settings: EvalSettings = EvalSettings(), 
     src = hub.resolve(source)  # once: a name or hf:// becomes a path here
     loaded = load_model(src, ema=settings.ema, device=device)
     cfg = loaded.config
-    run_cfg = run_config(src)
-    card_data = (hub.card_metadata(src).get("datasets") or [None])[0] if src.is_dir() else None
-    data_id = data or (run_cfg.data if run_cfg else None) or card_data
+    run_cfg = loaded.run_config
+    data_id = data or trained_on(loaded, src)
     if data_id is None:
         raise UserError(f"evaluate: {src} does not say which data it was trained on; give --data")
     holdout = run_cfg.holdout_fraction if run_cfg else TrainConfig.holdout_fraction  # the run's held-out split

@@ -18,7 +18,7 @@ from PIL import Image
 
 from .data import DECODE_ERRORS, DataError, load, to_float, to_uint8
 from .data.images import prepare
-from .runs import model_dir, run_config
+from .runs import model_dir, trained_on
 from .grids import make_grid
 
 MAX_PIXELS = 50_000_000  # an upload with more pixels is refused (PIL's own bomb check stops at 179M)
@@ -47,9 +47,8 @@ class Explorer:
         self.source = hub.resolve(source)  # a path, a shipped model's name, or hf://OWNER/NAME
         self.model = load_model(self.source, device=device).eval()
         self.config = self.model.config
-        self.run_config = run_config(self.source)
-        card_data = (hub.card_metadata(self.source).get("datasets") or [None])[0] if self.source.is_dir() else None
-        self.data_id = data or (self.run_config.data if self.run_config else None) or card_data
+        self.run_config = self.model.run_config
+        self.data_id = data or trained_on(self.model, self.source)
         self.step = self.model.step  # None for an export
         self._train: torch.Tensor | None = None
         self._directions: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
@@ -84,8 +83,8 @@ class Explorer:
             if "reconstruction" in m:
                 parts.append(f"held-out PSNR {m['reconstruction']['posterior_mean']['psnr']:.2f} dB")
             lines.append(f"last evaluation (step {rows[-1].get('step')}): " + ", ".join(parts))
-        elif self._card_metrics():
-            lines.append("from its model card: " + self._card_metrics())
+        elif card := self._card_metrics():
+            lines.append("from its model card: " + card)
         else:
             lines.append("not evaluated yet (`introvae evaluate` adds FID and more here)")
         return "  \n".join(lines)

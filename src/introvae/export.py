@@ -16,13 +16,13 @@ def export(source: str | Path, out: str | Path, *, ema: bool = True, fp16: bool 
     from . import hub
     from .grids import save_grid
     from .metrics.store import read_metrics
-    from .runs import load_model, model_dir, run_config
+    from .runs import load_model, model_dir
 
     src = hub.resolve(source)  # once: a name or hf:// becomes a path here
     model = load_model(src, ema=ema, device="cpu")
     out = Path(out)
     model.save_pretrained(out, fp16=fp16)
-    run_cfg = run_config(src)
+    run_cfg = model.run_config
     rows = [r for r in read_metrics(model_dir(src)) if not r.get("during_training") and "protocol" in r
             and r.get("step") == model.step]
     with torch.no_grad():

@@ -81,6 +81,8 @@ class IntroVAE(nn.Module):
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
         self.generator_source = "trained"  # or "ema": which generator load_model gave
+        self.step = None  # load_model: the checkpoint's step, and the TrainConfig of its run (None for an export)
+        self.run_config = None
 
     def checkpoint_activations(self, on: bool = True) -> "IntroVAE":
         """Recompute each residual block in the backward pass rather than store its activations."""

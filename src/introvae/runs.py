@@ -49,12 +49,13 @@ def model_dir(src: Path) -> Path:
     return src if src.is_dir() else src.parent.parent if src.parent.name == "checkpoints" else src.parent
 
 
-def run_config(src: Path) -> TrainConfig | None:
-    """The config of the run a model comes from (None for an export, which stores the model's config only)."""
-    path = checkpoint.latest(src) if src.is_dir() else src
-    if path is None or not path.is_file() or path.suffix != ".pt":
-        return None
-    return TrainConfig.from_dict(checkpoint.load(path)["config"])
+def trained_on(model: IntroVAE, source: Path) -> str | None:
+    """The data a model was trained on: its run's ``data``, else the first data set its model card names."""
+    from . import hub
+
+    if model.run_config is not None:
+        return model.run_config.data
+    return (hub.card_metadata(source).get("datasets") or [None])[0] if source.is_dir() else None
 
 
 def load_model(source: str | Path, *, ema: bool = True, device: str | torch.device = "auto") -> IntroVAE:
@@ -62,7 +63,8 @@ def load_model(source: str | Path, *, ema: bool = True, device: str | torch.devi
     checkpoint file, an exported model directory (``config.json`` + ``model.safetensors``), a shipped model's
     name (``introvae models``) or ``hf://OWNER/NAME``. A run trained
     with ``--ema`` gives its averaged generator unless ``ema`` is False; ``model.generator_source`` says which
-    ("ema" or "trained"); ``model.step`` is the checkpoint's step (None for an export)."""
+    ("ema" or "trained"); ``model.step`` is the checkpoint's step and ``model.run_config`` the run's
+    :class:`TrainConfig` (both None for an export, which stores the model's config only)."""
     from . import hub
 
     device = devices.resolve_device(device)
@@ -70,7 +72,7 @@ def load_model(source: str | Path, *, ema: bool = True, device: str | torch.devi
     if p.is_dir() and (p / "model.safetensors").is_file():
         hub.check_folder(p)
         model = IntroVAE.from_pretrained(p, device=device)
-        model.step = None
+        model.step, model.run_config = None, None
         return model
     if p.is_dir():
         found = checkpoint.latest(p)
@@ -79,12 +81,13 @@ def load_model(source: str | Path, *, ema: bool = True, device: str | torch.devi
         p = found
     state = checkpoint.load(p)
     try:
-        model = IntroVAE(TrainConfig.from_dict(state["config"]).model)
+        run_cfg = TrainConfig.from_dict(state["config"])
     except UserError as e:
         raise CheckpointError(f"{p}: its config is not valid here ({e})") from None
+    model = IntroVAE(run_cfg.model)
     load_state_strict(model, state["model"], source=str(p))
     if ema and state.get("ema") is not None:
         load_state_strict(model.decoder, state["ema"], source=f"{p} (EMA generator)")
         model.generator_source = "ema"
-    model.step = int(state["step"])
+    model.step, model.run_config = int(state["step"]), run_cfg
     return model.to(device).eval()
