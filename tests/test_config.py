@@ -46,7 +46,7 @@ def test_every_preset_is_valid_names_its_data_or_none_and_adam_is_the_papers():
 def test_the_model_config_is_apart_from_the_run_config():
     c = tiny_config()
     assert isinstance(c.model, ModelConfig)
-    assert set(c.model.to_dict()) == {"image_size", "in_channels", "latent_dim", "channels"}
+    assert set(c.model.to_dict()) == {"image_size", "in_channels", "latent_dim", "channels", "likelihood"}
     assert "loader_workers" not in c.model.to_dict() and "eval_every" not in c.model.to_dict()
     # nested (as config.json is written) and flat (as in a config file or on the command line) read the same
     assert TrainConfig.from_dict(c.to_dict()) == c

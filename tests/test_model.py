@@ -134,3 +134,27 @@ def test_an_export_of_the_earlier_networks_is_refused_with_one_clear_line(tmp_pa
               metadata={"introvae_version": "0.1.0"})  # as introvae 0.1 wrote them: no architecture number
     with pytest.raises(CheckpointError, match="exported by introvae 0.1.0, whose networks differ"):
         IntroVAE.from_pretrained(tmp_path / "m")
+
+
+def test_a_bernoulli_decoder_gives_its_means_in_0_1_in_fp32_everywhere(tmp_path):
+    model = IntroVAE(tiny_config(likelihood="bernoulli").model).eval()
+    with torch.no_grad():
+        model.decoder.to_image.bias.fill_(50.0)  # logits far past what fp32 sigmoid resolves from 1
+    x = model.sample(4, seed=0)
+    assert x.dtype == torch.float32 and x.min() > 0.99 and x.max() <= 1.0
+    with torch.no_grad():
+        model.decoder.to_image.bias.fill_(0.0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = model.decoder(torch.zeros(2, model.config.latent_dim))
+    assert y.dtype == torch.float32 and 0 < y.min() and y.max() < 1
+    # the likelihood travels with an export; an export from before it existed is a Gaussian one
+    model.save_pretrained(tmp_path / "m")
+    assert IntroVAE.from_pretrained(tmp_path / "m").config.likelihood == "bernoulli"
+    import json
+
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    del cfg["likelihood"]
+    IntroVAE(tiny_config().model).save_pretrained(tmp_path / "old")
+    (tmp_path / "old" / "config.json").write_text(json.dumps(cfg))
+    old = IntroVAE.from_pretrained(tmp_path / "old")
+    assert old.config.likelihood == "gaussian" and old.sample(2, seed=0).min() < 0  # the linear output

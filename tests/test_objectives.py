@@ -328,3 +328,31 @@ def test_the_encoder_phases_graph_is_released_before_the_generator_phase():
     objective.encoder_phase, objective.generator_phase = watched_encoder, watched_generator
     TrainStep(model, make_optimizers(model, lr=1e-3, betas=(0.9, 0.999)))(objective, x)
     assert seen["alive"] == (False, False)
+
+
+def test_the_bernoulli_reconstruction_is_the_cross_entropy_on_pixels_in_0_1():
+    x = torch.tensor([1.0, 0.0, 0.5]).view(1, 1, 1, 3)
+    p = torch.tensor([0.8, 0.1, 0.5]).view(1, 1, 1, 3)
+    expected = -(math.log(0.8) + math.log(0.9) + math.log(0.5))  # the grey pixel: -(0.5 log 0.5 + 0.5 log 0.5)
+    assert math.isclose(reconstruction_loss(p, x, "bernoulli").item(), expected, rel_tol=1e-6)
+    # a mean of exactly 0 or 1 is held 1e-6 away: a finite cost of -log(1e-6) per wrong pixel, never inf
+    worst = reconstruction_loss(torch.tensor([0.0, 1.0]).view(1, 1, 1, 2), torch.tensor([1.0, 0.0]).view(1, 1, 1, 2),
+                                "bernoulli")
+    assert math.isclose(worst.item(), -2 * math.log(1e-6), rel_tol=2e-3)  # 1 - 1e-6 rounds in fp32
+    with pytest.raises(ValueError, match="likelihood"):
+        reconstruction_loss(p, x, "laplace")
+
+
+def test_the_objectives_take_the_decoders_likelihood():
+    from introvae.errors import ConfigError
+    from introvae.objectives import make_objective
+
+    vae = make_objective(tiny_config(objective="vae", likelihood="bernoulli"))
+    assert isinstance(vae, VAELoss) and vae.likelihood == "bernoulli"
+    intro = make_objective(tiny_config(likelihood="bernoulli"))
+    assert isinstance(intro, IntroVAELoss) and intro.likelihood == "bernoulli"
+    assert make_objective(tiny_config(objective="vae")).likelihood == "gaussian"
+    with pytest.raises(ConfigError, match="^likelihood: soft-introvae"):
+        tiny_config(objective="soft-introvae", likelihood="bernoulli")
+    with pytest.raises(ConfigError, match="^likelihood: must be one of gaussian, bernoulli"):
+        tiny_config(likelihood="poisson")

@@ -279,3 +279,15 @@ def test_the_schedule_names_each_steps_segment_and_keeps_images_on_a_rescale():
     # at step 4, the global batch doubles: the early segment's last 2 steps become 1, the warm-up is past
     assert s.rescaled(4, old_batch=16, new_batch=32) == Schedule(warmup_steps=3, alpha_early_steps=5)
     assert s.rescaled(0, old_batch=16, new_batch=8) == Schedule(warmup_steps=6, alpha_early_steps=12)
+
+
+def test_a_bernoulli_vae_trains_on_the_cross_entropy_and_its_model_samples_images_in_0_1(tmp_path, faces16):
+    """At the start the decoder's means are near 1/2, so the cross-entropy of a 16x16 image is near 256 log 2 = 177
+    nats (185 here; the Gaussian run's first error is 88); the run saves a Bernoulli model."""
+    _train(tmp_path / "b", faces16, objective="vae", likelihood="bernoulli", steps=4).train()
+    first = read_stats(tmp_path / "b")[0]["reconstruction"]
+    assert 120 < first < 260, first
+    model = load_model(tmp_path / "b")
+    assert model.config.likelihood == "bernoulli"
+    x = model.sample(8, seed=0)
+    assert 0 <= x.min() and x.max() <= 1

@@ -155,6 +155,8 @@ class TrainConfig:
             object.__setattr__(self, "model", ModelConfig.from_dict(self.model))
         validate_fields(self)
         check(self.beta > 0, "beta", "must be > 0 (without the reconstruction term IntroVAE is no autoencoder)")
+        check(not (self.objective == "soft-introvae" and self.model.likelihood != "gaussian"), "likelihood",
+              "soft-introvae scores generated images with its own squared error: use --likelihood gaussian")
         check(not (self.steps is not None and self.epochs is not None), "steps",
                "give either steps or epochs, not both")
 

@@ -19,6 +19,7 @@ BN_PROTOCOLS = ("eval", "train", "recalibrate")  # the generator's BatchNorm sta
 FEATURE_PRECISIONS = ("fp32", "bf16")  # the FID Inception network's arithmetic (metrics.fid)
 WORDS_FOR_NUMBERS = {"margin": ("auto",)}  # number fields that also take these words
 ENCODER_STATS = ("running", "real")  # the encoder's
+LIKELIHOODS = ("gaussian", "bernoulli")  # the decoder's output distribution (objectives.reconstruction_error)
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -43,7 +43,8 @@ class Encoder(nn.Module):
 
 class Decoder(nn.Module):
     """G(z) -> x: FC with ReLU to c(4)x4x4, then at each resolution r from 4 up: a ResBlock to c(2r) and a
-    nearest upsampling; at full size a ResBlock and a conv5x5 (with bias) to the image, linear output.
+    nearest upsampling; at full size a ResBlock and a conv5x5 (with bias) to the image, linear output (the paper),
+    or its sigmoid for a Bernoulli likelihood (``ModelConfig.likelihood``, a VAE baseline).
 
     c(r) is the encoder's channel count at resolution r. The decoder changes channels in the block *before*
     each upsampling, so it is no mirror of the encoder: at 1024 px it has 256 channels at 32 px and 16 at
@@ -60,9 +61,12 @@ class Decoder(nn.Module):
         blocks.append(ResBlock(ch[-1], ch[-1]))
         self.stages = nn.Sequential(*blocks)
         self.to_image = nn.Conv2d(ch[-1], config.in_channels, 5, padding=2)
+        self.bernoulli = config.likelihood == "bernoulli"
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.to_image(self.stages(self.fc(z).view(z.shape[0], self.c4, 4, 4)))
+        out = self.to_image(self.stages(self.fc(z).view(z.shape[0], self.c4, 4, 4)))
+        # A Bernoulli decoder's images are its means, sigmoid(logits), in fp32 (their log is taken in the loss)
+        return torch.sigmoid(out.float()) if self.bernoulli else out
 
 
 class IntroVAE(nn.Module):

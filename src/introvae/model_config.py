@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .config_checks import POSITIVE_ENTRIES, POWER_OF_TWO_SIZE, at_least, check, coerce, param, plain, rule, \
+from .config_checks import LIKELIHOODS, POSITIVE_ENTRIES, POWER_OF_TWO_SIZE, at_least, check, coerce, param, plain, rule, \
     validate_fields
 from .errors import ConfigError
 
@@ -29,6 +29,9 @@ class ModelConfig:
                                       "32,64,128,128; a longer list drops its high-resolution end",
                                       rule=POSITIVE_ENTRIES,
                                       group="model")
+    likelihood: str = param("gaussian", "the decoder's likelihood: gaussian (linear output, Eq. 10's squared error; "
+                            "the paper) or bernoulli (sigmoid output, cross-entropy on [0, 1] pixels; a VAE baseline)",
+                            choices=LIKELIHOODS, group="model")
 
     def __post_init__(self) -> None:
         validate_fields(self)

@@ -25,14 +25,29 @@ from .posterior import kl_divergence, reparameterize
 Noise = Callable[[tuple[int, ...]], Tensor]  # standard normal draws of a shape, on the batch's device
 
 
-def reconstruction_error(x_r: Tensor, x: Tensor) -> Tensor:
-    """Eq. 10, per image: 1/2 * sum over all pixel values of (x_r - x)^2. Shape (B,)."""
-    return 0.5 * (x_r.float() - x.float()).pow(2).flatten(1).sum(dim=1)
+# Bernoulli means are kept this far from 0 and 1, so that a pixel costs at most -log(1e-6) = 13.8 nats.
+BERNOULLI_EPS = 1e-6
 
 
-def reconstruction_loss(x_r: Tensor, x: Tensor) -> Tensor:
-    """L_AE of a minibatch: Eq. 10 averaged over the images."""
-    return reconstruction_error(x_r, x).mean()
+def reconstruction_error(x_r: Tensor, x: Tensor, likelihood: str = "gaussian") -> Tensor:
+    """The negative log-likelihood of ``x`` under the decoder's output ``x_r``, per image, shape (B,).
+
+    ``gaussian`` (the paper): Eq. 10, 1/2 * sum over all pixel values of (x_r - x)^2 (a unit-variance Gaussian, up to
+    a constant). ``bernoulli`` (a baseline VAE; not in the paper): ``x_r`` are the sigmoid decoder's means in (0, 1)
+    and the error is the cross-entropy -sum [x log x_r + (1 - x) log(1 - x_r)] on pixels in [0, 1] (grey values
+    count as soft targets, so a perfect reconstruction still costs their entropy)."""
+    x_r, x = x_r.float(), x.float()
+    if likelihood == "bernoulli":
+        p = x_r.clamp(BERNOULLI_EPS, 1 - BERNOULLI_EPS)
+        return -(x * p.log() + (1 - x) * torch.log1p(-p)).flatten(1).sum(dim=1)
+    if likelihood != "gaussian":
+        raise ValueError(f"likelihood must be gaussian or bernoulli, got {likelihood!r}")
+    return 0.5 * (x_r - x).pow(2).flatten(1).sum(dim=1)
+
+
+def reconstruction_loss(x_r: Tensor, x: Tensor, likelihood: str = "gaussian") -> Tensor:
+    """L_AE of a minibatch: Eq. 10 (or the Bernoulli cross-entropy) averaged over the images."""
+    return reconstruction_error(x_r, x, likelihood).mean()
 
 
 def squared_error(y: Tensor, x: Tensor) -> Tensor:
@@ -63,8 +78,10 @@ class IntroVAELoss:
 
     phases = {"encoder": "encoder", "generator": "decoder"}  # phase -> the network it updates
 
-    def __init__(self, *, margin: float | Callable[[Tensor], Tensor], alpha: float, beta: float):
+    def __init__(self, *, margin: float | Callable[[Tensor], Tensor], alpha: float, beta: float,
+                 likelihood: str = "gaussian"):
         self.margin, self.alpha, self.beta = margin, alpha, beta  # a number, or kl_real -> m (margin.AutoMargin)
+        self.likelihood = likelihood  # the decoder's (ModelConfig.likelihood): which L_AE
 
     def forward(self, nets, x: Tensor, noise: Noise) -> Pass:
         """Z <- reparam(E(X)); X_r <- G(Z); X_p <- G(Z_p), Z_p ~ N(0, I)."""
@@ -80,7 +97,7 @@ class IntroVAELoss:
         m = self.margin(kl_real) if callable(self.margin) else kl_real.new_full((), float(self.margin))
         with nets.generated():  # passes over generated images (their BatchNorm statistics: see step.TrainStep)
             kl_rec, kl_fake = kl_divergence(*nets.encoder(f.x_r.detach())), kl_divergence(*nets.encoder(f.x_p.detach()))
-        l_ae = reconstruction_loss(f.x_r, f.x)
+        l_ae = reconstruction_loss(f.x_r, f.x, self.likelihood)
         adversarial = hinge(m, kl_rec).mean() + hinge(m, kl_fake).mean()
         loss = kl_real.mean() + self.alpha * adversarial + self.beta * l_ae
         return loss, {"reconstruction": l_ae, "kl_real": kl_real.mean(), "kl_rec": kl_rec.mean(),
@@ -89,7 +106,8 @@ class IntroVAELoss:
     def generator_phase(self, nets, f: Pass) -> tuple[Tensor, dict[str, Tensor]]:
         """Eq. 12: L_G = alpha * sum_s L_REG(E(X_s)) + beta * L_AE, through the encoder as it now is."""
         kl_rec, kl_fake = kl_divergence(*nets.encoder(f.x_r)), kl_divergence(*nets.encoder(f.x_p))
-        return self.alpha * (kl_rec.mean() + kl_fake.mean()) + self.beta * reconstruction_loss(f.x_r, f.x), {}
+        l_ae = reconstruction_loss(f.x_r, f.x, self.likelihood)
+        return self.alpha * (kl_rec.mean() + kl_fake.mean()) + self.beta * l_ae, {}
 
 
 class VAELoss:
@@ -98,8 +116,8 @@ class VAELoss:
 
     phases = {"encoder": "encoder", "generator": "decoder"}
 
-    def __init__(self, *, beta: float):
-        self.beta = beta
+    def __init__(self, *, beta: float, likelihood: str = "gaussian"):
+        self.beta, self.likelihood = beta, likelihood
 
     def forward(self, nets, x: Tensor, noise: Noise) -> Pass:
         mu, logvar = nets.encoder(x)
@@ -107,12 +125,12 @@ class VAELoss:
 
     def encoder_phase(self, nets, f: Pass) -> tuple[Tensor, dict[str, Tensor]]:
         """The negative ELBO: L_REG(Z) + beta * L_AE."""
-        kl_real, l_ae = kl_divergence(f.mu, f.logvar), reconstruction_loss(f.x_r, f.x)
+        kl_real, l_ae = kl_divergence(f.mu, f.logvar), reconstruction_loss(f.x_r, f.x, self.likelihood)
         return kl_real.mean() + self.beta * l_ae, {"reconstruction": l_ae, "kl_real": kl_real.mean()}
 
     def generator_phase(self, nets, f: Pass) -> tuple[Tensor, dict[str, Tensor]]:
         """The part of the ELBO that depends on G: beta * L_AE."""
-        return self.beta * reconstruction_loss(f.x_r, f.x), {}
+        return self.beta * reconstruction_loss(f.x_r, f.x, self.likelihood), {}
 
 
 class SoftIntroVAELoss:
@@ -179,10 +197,10 @@ def make_objective(config, *, warmup: bool = False, margin=None, alpha: float | 
             return VAELoss(beta=vae_beta(config.beta_rec, config.beta_kl))
         return SoftIntroVAELoss(beta_rec=config.beta_rec, beta_kl=config.beta_kl, beta_neg=config.beta_neg,
                                 gamma_r=config.gamma_r)
-    alpha = config.alpha if alpha is None else alpha
+    alpha, likelihood = config.alpha if alpha is None else alpha, config.model.likelihood
     if config.objective == "vae" or warmup or alpha == 0:
-        return VAELoss(beta=config.beta)
+        return VAELoss(beta=config.beta, likelihood=likelihood)
     margin = config.margin if margin is None else margin
     if margin == "auto":
         raise ValueError("margin 'auto' is a margin.AutoMargin the run owns: pass it as margin=")
-    return IntroVAELoss(margin=margin, alpha=alpha, beta=config.beta)
+    return IntroVAELoss(margin=margin, alpha=alpha, beta=config.beta, likelihood=likelihood)
