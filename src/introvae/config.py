@@ -173,6 +173,11 @@ class TrainConfig:
             raise ConfigError("steps: give the training length as steps or epochs")
         return max(1, self.epochs_to_steps(self.epochs, num_train, processes))
 
+    @property
+    def likelihood(self) -> str:
+        """The decoder's likelihood (:attr:`ModelConfig.likelihood`), which the objectives read."""
+        return self.model.likelihood
+
     def warmup_steps(self, num_train: int, processes: int = 1) -> int:
         """Steps trained as a plain VAE (alpha = 0) before the introspective game starts."""
         if self.objective == "vae":

@@ -197,7 +197,7 @@ def make_objective(config, *, warmup: bool = False, margin=None, alpha: float | 
             return VAELoss(beta=vae_beta(config.beta_rec, config.beta_kl))
         return SoftIntroVAELoss(beta_rec=config.beta_rec, beta_kl=config.beta_kl, beta_neg=config.beta_neg,
                                 gamma_r=config.gamma_r)
-    alpha, likelihood = config.alpha if alpha is None else alpha, config.model.likelihood
+    alpha, likelihood = config.alpha if alpha is None else alpha, config.likelihood
     if config.objective == "vae" or warmup or alpha == 0:
         return VAELoss(beta=config.beta, likelihood=likelihood)
     margin = config.margin if margin is None else margin

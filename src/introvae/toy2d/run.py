@@ -73,6 +73,8 @@ class ToyConfig:
             if getattr(self, name) is None:
                 object.__setattr__(self, name, default)
 
+    likelihood = "gaussian"  # of 2D points (real numbers): Soft-IntroVAE's squared error, as the authors' code
+
     @property
     def beta(self) -> float:
         """IntroVAE's and the plain VAE's weight on Eq. 10, with Soft-IntroVAE's balance (objectives.vae_beta)."""
