@@ -1,5 +1,6 @@
 """The 2D benchmark's networks (SOFT_INTROVAE.md, Section 5.1): MLP encoder and decoder with 3 hidden layers of
-256 units and ReLU, z of size 2. Same interface as the image networks (``encoder(x) -> (mu, logvar)``,
+256 units and ReLU, z of size 2, counted as the Soft-IntroVAE authors' code counts them: an input layer to 256
+units, then 3 hidden layers of 256 to 256, each with a ReLU (four ReLU layers in all, then a linear output). Same interface as the image networks (``encoder(x) -> (mu, logvar)``,
 ``decoder(z) -> x``), so every objective and the generic step (``introvae.step``) train them unchanged."""
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from ..posterior import reparameterize
 
 
 def _mlp(n_in: int, n_out: int, hidden: int, layers: int) -> nn.Sequential:
-    widths = [n_in, *[hidden] * layers]
+    """n_in -> hidden, then ``layers`` hidden -> hidden, each with a ReLU, then a linear layer to n_out. Until
+    introvae 0.5 ``layers`` counted the input layer too (one ReLU layer fewer than the authors' networks)."""
+    widths = [n_in, *[hidden] * (layers + 1)]
     body = [m for a, b in zip(widths, widths[1:]) for m in (nn.Linear(a, b), nn.ReLU())]
     return nn.Sequential(*body, nn.Linear(widths[-1], n_out))
 
