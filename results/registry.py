@@ -31,6 +31,8 @@ RESULTS_PAGE = ROOT / "docs" / "results.md"
 # The literature's Fashion-MNIST protocol (Lucic et al. 2018; Dai & Wipf 2019, Table 1).
 LITERATURE = {"ref_split": "test", "num_samples": 10_000, "ref_images": 10_000, "feature_precision": "fp32"}
 OBJECTIVE_NAMES = {"introvae": "IntroVAE", "vae": "VAE", "soft-introvae": "Soft-IntroVAE"}
+# The 2D networks of the records made before runs named theirs: one ReLU layer fewer than the authors'
+EARLIER_2D_NETWORKS = "MLPs with 3 ReLU layers of 256, z = 2 (introvae 0.5 and before)"
 # Settings that do not change what a run learns: left out of the config hash, so seeds of one preset share it.
 NOT_HASHED = ("seed", "steps", "epochs", "device", "precision", "channels_last", "compile", "loader_workers",
               "log_every", "image_every", "checkpoint_every", "checkpoint_minutes", "keep_checkpoints",
@@ -109,6 +111,25 @@ def records_from_run(run: Path, *, preset: str, train_command: str, eval_command
     return out
 
 
+def records_from_2d_run(run: Path, *, command: str) -> list[dict]:
+    """One record per score (KL, JSD, both ways) of a finished 2D density run (``toy2d.json``, ``scores.json``)."""
+    cfg = json.loads((run / "toy2d.json").read_text())
+    scores = json.loads((run / "scores.json").read_text())
+    if "networks" not in scores:
+        raise SystemExit(f"results: {run} was trained before 2D runs named their networks (introvae 0.6); "
+                         "its scores are of the earlier, shallower networks")
+    preset = (f"2d ({cfg['steps']:,} steps of {cfg['batch_size']}, {cfg['vae_steps']:,} as a VAE, lr {cfg['lr']:g} "
+              f"/10 at {', '.join(f'{m:,}' for m in cfg['lr_milestones'])})")
+    base = {"data": cfg["density"], "objective": cfg["objective"], "preset": preset, "precision": cfg["precision"],
+            "seed": cfg["seed"], "protocol": {"kind": "2d-histogram", "bins": "100x100 on [-2r, 2r]^2",
+                                              "samples": cfg["eval_points"], "data_points": cfg["eval_points"],
+                                              "scorer": "Soft-IntroVAE authors' KL/JSD and textbook JSD"},
+            "extra": {"networks": scores["networks"], "weights": {k: cfg[k] for k in ("beta_kl", "beta_rec", "beta_neg")}},
+            "wall_time": {"train_s": scores["seconds"]}, "command": command, "commit": git_commit(),
+            "machine": machine(), "date": datetime.date.today().isoformat(), "run": run.name}
+    return [dict(base, metric=k, value=round(scores[k], 4)) for k in ("kl", "jsd", "kl_textbook", "jsd_textbook")]
+
+
 def records_from_throughput(rows: list[dict], *, command: str) -> list[dict]:
     """One record per configuration of ``benchmarks/throughput.py --json-out`` (images/s against the peak)."""
     out = []
@@ -183,40 +204,63 @@ def table_fashion_mnist(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _networks_2d(record: dict) -> str:
+    return record.get("extra", {}).get("networks", EARLIER_2D_NETWORKS)
+
+
 def table_densities(records: list[dict]) -> str:
     """The three objectives on the 2D densities: the histogram JSD the Soft-IntroVAE authors report (lower is
-    better), one row per density, mean ± std where several seeds ran."""
-    rows: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    better), one row per density, mean ± std where several seeds ran. Each cell is from the current networks where
+    they have run, else from the earlier ones, marked with a dagger."""
+    rows: dict[str, dict[str, dict[str, list]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for r in records:
         if r.get("protocol", {}).get("kind") == "2d-histogram" and r["metric"] == "jsd":
-            rows[r["data"]][r["objective"]].append(r["value"])
+            rows[r["data"]][r["objective"]][_networks_2d(r)].append(r["value"])
     order = ("vae", "introvae", "soft-introvae", "data")
     lines = ["| density | VAE | IntroVAE | Soft-IntroVAE | *data itself* | seeds |", "|---|---|---|---|---|---|"]
+    earlier_shown = False
     for data in sorted(rows, key=lambda d: (d != "8gaussians", d)):
-        g = rows[data]
-        best = min(statistics.mean(g[o]) for o in order[:3] if g.get(o))
-        cells = []
+        cells: dict[str, tuple[list, bool]] = {}
         for o in order:
-            text = _mean_std(g[o], 2) if g.get(o) else "-"
-            cells.append(f"**{text}**" if o != "data" and g.get(o) and statistics.mean(g[o]) == best else text)
-        lines.append(f"| {data} | " + " | ".join(cells) + f" | {max(len(g[o]) for o in order[:3])} |")
+            groups = rows[data].get(o, {})
+            newer = [n for n in groups if n != EARLIER_2D_NETWORKS]
+            if groups:
+                cells[o] = (groups[newer[-1]], False) if newer else (groups[EARLIER_2D_NETWORKS], o != "data")
+        best = min(statistics.mean(cells[o][0]) for o in order[:3] if o in cells)
+        texts = []
+        for o in order:
+            if o not in cells:
+                texts.append("-")
+                continue
+            values, earlier = cells[o]
+            text = _mean_std(values, 2) + (" †" if earlier else "")
+            earlier_shown |= earlier
+            texts.append(f"**{text}**" if o != "data" and statistics.mean(values) == best else text)
+        counts = {len(cells[o][0]) for o in order[:3] if o in cells}
+        seeds = str(counts.pop()) if len(counts) == 1 else "/".join(str(len(cells[o][0])) for o in order[:3] if o in cells)
+        lines.append(f"| {data} | " + " | ".join(texts) + f" | {seeds} |")
+    if earlier_shown:
+        lines.append("\n† the earlier, shallower networks (introvae 0.5 and before: 3 ReLU layers of 256, the authors' "
+                     "have 4), in bf16; not yet re-run.")
     return "\n".join(lines)
 
 
 def table_densities_full(records: list[dict]) -> str:
-    """Every score of the 2D densities: the authors' KL and JSD, and the textbook JSD in nats."""
+    """Every score of the 2D densities: the authors' KL and JSD, and the textbook JSD in nats, per networks and
+    arithmetic."""
     rows: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for r in records:
         if r.get("protocol", {}).get("kind") == "2d-histogram":
-            rows[(r["data"], r["objective"])][r["metric"]].append(r["value"])
-    lines = ["| density | objective | KL (authors) | JSD (authors) | JSD (textbook, nats) | seeds |",
-             "|---|---|---|---|---|---|"]
+            networks = "-" if r["objective"] == "data" else _networks_2d(r)
+            rows[(r["data"], r["objective"], networks, r.get("precision", "-"))][r["metric"]].append(r["value"])
+    lines = ["| density | objective | networks | arithmetic | KL (authors) | JSD (authors) | JSD (textbook, nats) "
+             "| seeds |", "|---|---|---|---|---|---|---|---|"]
     order = {"vae": 0, "introvae": 1, "soft-introvae": 2, "data": 3}
-    for (data, obj), g in sorted(rows.items(), key=lambda kv: (kv[0][0] != "8gaussians", kv[0][0],
-                                                               order.get(kv[0][1], 9))):
+    for (data, obj, networks, precision), g in sorted(rows.items(), key=lambda kv: (
+            kv[0][0] != "8gaussians", kv[0][0], order.get(kv[0][1], 9), kv[0][2] != EARLIER_2D_NETWORKS)):
         name = "*data itself*" if obj == "data" else OBJECTIVE_NAMES.get(obj, obj)
-        lines.append(f"| {data} | {name} | {_mean_std(g['kl'], 2)} | {_mean_std(g['jsd'], 2)} | "
-                     f"{_mean_std(g['jsd_textbook'], 2)} | {len(g['kl'])} |")
+        lines.append(f"| {data} | {name} | {networks} | {precision} | {_mean_std(g['kl'], 2)} | "
+                     f"{_mean_std(g['jsd'], 2)} | {_mean_std(g['jsd_textbook'], 2)} | {len(g['kl'])} |")
     return "\n".join(lines)
 
 
@@ -372,7 +416,15 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("add-pipeline", help="record the rows of benchmarks/data_pipeline.py --json-out FILE")
     d.add_argument("file", type=Path)
     d.add_argument("--command", required=True)
+    two = sub.add_parser("add-2d", help="record the scores of finished 2D density runs (introvae train --data 8gaussians)")
+    two.add_argument("runs", type=Path, nargs="+")
+    two.add_argument("--command", required=True, help="the training command line, RUN for the run directory")
     args = p.parse_args(argv)
+    if args.action == "add-2d":
+        new = [r for run in args.runs for r in records_from_2d_run(run, command=args.command)]
+        append_records(new)
+        print(f"results: recorded {len(new)} scores of {len(args.runs)} 2D run(s)")
+        return 0
     if args.action == "add-pipeline":
         new = records_from_pipeline(json.loads(args.file.read_text()), command=args.command)
         append_records(new)

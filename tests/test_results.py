@@ -109,3 +109,31 @@ def test_pipeline_rows_are_recorded_and_rendered_beside_the_projected_gpu_rate()
     assert table[0] == "| source | 256 px, 0 / 2 workers |"
     assert table[2] == "| png | 40 / 76 |" and table[3] == "| prepared store | 9000 / - |"
     assert table[4] == "| *one H100 consumes* | 574 *projected* |"
+
+
+def test_2d_runs_are_recorded_with_their_networks_and_replace_the_earlier_networks_cells(tmp_path):
+    """A finished 2D run's four scores become records naming its networks; the README's cell for that density and
+    objective then shows them, and the cells still from the earlier, shallower networks keep their dagger."""
+    from introvae.toy2d import ToyConfig, train
+
+    reg = _registry()
+    readme, page, records = _copy_repo(tmp_path)
+    run = tmp_path / "runs" / "8g-soft"
+    train(ToyConfig(objective="soft-introvae", steps=30, vae_steps=10, eval_points=200, seed=3), run, progress=False)
+    new = reg.records_from_2d_run(run, command="c")
+    assert {r["metric"] for r in new} == {"kl", "jsd", "kl_textbook", "jsd_textbook"}
+    assert all(r["extra"]["networks"].startswith("MLPs with 4 ReLU layers of 256") and r["precision"] == "fp32"
+               and r["seed"] == 3 and r["protocol"]["kind"] == "2d-histogram" for r in new)
+    reg.append_records(new, records)
+    reg.render(check=False, readme=readme, page=page, records_path=records)
+    row = next(ln for ln in readme.read_text().splitlines() if ln.startswith("| 8gaussians |"))
+    jsd = next(r["value"] for r in new if r["metric"] == "jsd")
+    cells = [c.strip() for c in row.split("|")]
+    assert cells[4].strip("*") == f"{jsd:.2f}" and "†" in cells[2] and "†" in cells[3]
+    assert cells[6] == "3/3/1"  # seeds per objective differ now
+    # a run from before 2D runs named their networks is refused with one line
+    scores = json.loads((run / "scores.json").read_text())
+    del scores["networks"]
+    (run / "scores.json").write_text(json.dumps(scores))
+    with pytest.raises(SystemExit, match="before 2D runs named their networks"):
+        reg.records_from_2d_run(run, command="c")

@@ -118,7 +118,7 @@ def train(config: ToyConfig, out: str | Path, *, progress: bool = True) -> dict:
                 log.write(json.dumps(row) + "\n")
     seconds = time.perf_counter() - t0
     torch.save(model.state_dict(), out / "model.pt")
-    result = {**evaluate(model, config), "seconds": round(seconds, 1)}
+    result = {**evaluate(model, config), "seconds": round(seconds, 1), "networks": model.description}
     (out / "scores.json").write_text(json.dumps(result, indent=2) + "\n")
     draw(model, config, out / "density.png")
     if config.objective == "introvae":  # Fig. 5 for a 2D density: the KLs against the margin in force
