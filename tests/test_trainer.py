@@ -291,3 +291,25 @@ def test_a_bernoulli_vae_trains_on_the_cross_entropy_and_its_model_samples_image
     assert model.config.likelihood == "bernoulli"
     x = model.sample(8, seed=0)
     assert 0 <= x.min() and x.max() <= 1
+
+
+def test_the_rate_halves_every_lr_half_life_epochs_of_images_and_a_resumed_run_follows_it_exactly(tmp_path, faces16):
+    kw = dict(steps=10, vae_steps=3, checkpoint_every=100, lr=1e-3, lr_half_life=0.5)
+    straight = _train(tmp_path / "a", faces16, **kw)
+    straight.train()
+    n, batch = straight.run.num_train, 4
+    assert n % batch == 0  # every image of an epoch is used: images seen = steps x batch
+    for row in read_stats(tmp_path / "a"):  # the rate of a step is set from the images seen before it
+        expected = 1e-3 * 0.5 ** ((row["step"] - 1) * batch / n / 0.5)
+        assert row["lr"] == pytest.approx(expected, rel=1e-12), row
+    first = _train(tmp_path / "b", faces16, **kw)
+    first.train(stop_after=4)
+    second = resume(tmp_path / "b", data=faces16, show_progress=False, log=lambda s: None)
+    second.train()
+    a, b = straight.run.model.state_dict(), second.run.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a) and second.run.lr == straight.run.lr
+    # a rollback halves the scheduled rate as it halves a fixed one
+    second.run.rollbacks += 1
+    assert second.run.scheduled_lr() == pytest.approx(straight.run.scheduled_lr() * 0.5)
+    with pytest.raises(Exception, match="lr_half_life: must be >= 0"):
+        tiny_config(lr_half_life=-1)

@@ -91,6 +91,10 @@ class TrainConfig:
 
     lr: float = param(2e-4, "Adam learning rate of both networks (paper: 2e-4, fixed)",
                       rule=finite(">", 0, "must be > 0"), group="optimisation")
+    lr_half_life: float = param(0.0, "epochs of images over which both learning rates halve, continuously from the "
+                                "start (0: a fixed rate, as the paper); a run's rate depends only on the images seen, "
+                                "so a longer run passes through the shorter one's checkpoints",
+                                rule=finite(">=", 0, "must be >= 0 (0: a fixed rate)"), group="optimisation")
     adam_beta1: float = param(0.9, "Adam's beta1 (paper: 0.9)", rule=FRACTION, group="optimisation")
     adam_beta2: float = param(0.999, "Adam's beta2 (paper: 0.999)", rule=FRACTION, group="optimisation")
     batch_size: int = param(8, "images per step and process (paper: 8; 64/32/12/8 at 128/256/512/1024 px in its "

@@ -88,6 +88,15 @@ class RunState:
             for group in opt.param_groups:
                 group["lr"] = lr
 
+    def scheduled_lr(self) -> float:
+        """The learning rate for the next step: ``lr``, times ``rollback_lr_factor`` per rollback, halved every
+        ``lr_half_life`` epochs of images seen (by the data cursor, so a resume with another batch keeps it)."""
+        cfg = self.config
+        lr = cfg.lr * cfg.rollback_lr_factor ** self.rollbacks
+        if cfg.lr_half_life > 0:
+            lr *= 0.5 ** ((self.epoch + self.epoch_images / self.num_train) / cfg.lr_half_life)
+        return lr
+
     def advance(self, images_used: int) -> None:
         """One step done; ``images_used`` images of the current epoch are used so far (the data cursor)."""
         self.step += 1

@@ -118,6 +118,8 @@ class Trainer:
                                              mirror=cfg.mirror, raw=True):
                     self.stats.waited_for_data(time.perf_counter() - waiting_since)  # gathering, decoding
                     x = to_device(x, flip, self.device, channels_last=run.channels_last)  # uint8 over the bus
+                    if cfg.lr_half_life > 0:
+                        run.set_lr(run.scheduled_lr())  # a float: no device work
                     logs = self.train_step(objectives[run.schedule.segment(run.step)], x)
                     run.advance(used)
                     self._record(logs, images=len(x) * world.size)
