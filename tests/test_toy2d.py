@@ -10,7 +10,7 @@ import torch
 from torch.nn import functional as F
 
 from introvae.cli import main
-from introvae.errors import ConfigError
+from introvae.errors import ConfigError, UserError
 from introvae.toy2d import DENSITIES, RADIUS, ToyConfig, ToyVAE, evaluate, load_run, sample, train
 from introvae.toy2d.scores import histogram, scores
 
@@ -73,6 +73,12 @@ def test_every_objective_trains_and_writes_its_run(tmp_path):
         model, loaded = load_run(out)
         assert loaded == cfg and evaluate(model, loaded) == pytest.approx(
             {k: result[k] for k in ("kl", "jsd", "kl_textbook", "jsd_textbook")})
+        assert result["networks"] == "MLPs with 4 ReLU layers of 256 (the authors'), z = 2"
+    # a run of the earlier networks (one hidden layer fewer in each MLP) is refused with one line
+    state = torch.load(out / "model.pt", weights_only=True)
+    torch.save({k: v for k, v in state.items() if ".6." not in k and not k.startswith("decoder.6")}, out / "model.pt")
+    with pytest.raises(UserError, match="earlier 2D networks"):
+        load_run(out)
     # the authors' weights are the defaults; IntroVAE's margin is auto unless given
     assert (ToyConfig(density="checkerboard").beta_kl, ToyConfig(density="checkerboard").beta_neg) == (0.1, 0.2)
     assert ToyConfig(objective="introvae").margin == "auto"

@@ -144,7 +144,11 @@ def load_run(run_dir: str | Path) -> tuple[ToyVAE, ToyConfig]:
         d["lr_milestones"] = tuple(d["lr_milestones"])
         config = ToyConfig(**d)
         model = ToyVAE()
-        model.load_state_dict(torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True))
+        state = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
+        if len(state) < len(model.state_dict()):
+            raise UserError(f"{run_dir}: trained with the earlier 2D networks (introvae 0.5 and before, one ReLU "
+                            "layer fewer than the authors'); train it again")
+        model.load_state_dict(state)
     except (OSError, ValueError, TypeError, KeyError, RuntimeError) as e:
         raise UserError(f"{run_dir}: not a finished 2D run ({str(e).splitlines()[0]})") from None
     return model, config
