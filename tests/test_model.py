@@ -137,7 +137,10 @@ def test_an_export_of_the_earlier_networks_is_refused_with_one_clear_line(tmp_pa
 
 
 def test_a_bernoulli_decoder_gives_its_means_in_0_1_in_fp32_everywhere(tmp_path):
+    from introvae.model import describe
+
     model = IntroVAE(tiny_config(likelihood="bernoulli").model).eval()
+    assert "Bernoulli decoder" in describe(model.config) and "Bernoulli" not in describe(tiny_config().model)
     with torch.no_grad():
         model.decoder.to_image.bias.fill_(50.0)  # logits far past what fp32 sigmoid resolves from 1
     x = model.sample(4, seed=0)

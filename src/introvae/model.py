@@ -262,5 +262,6 @@ def describe(config: ModelConfig) -> str:
     with torch.device("meta"):
         model = IntroVAE(config)
     e, g = count_parameters(model.encoder), count_parameters(model.decoder)
-    return (f"{config.image_size}px x{config.in_channels}, z={config.latent_dim}, "
-            f"channels {list(config.stage_channels)}: encoder {e / 1e6:.2f}M, decoder {g / 1e6:.2f}M parameters")
+    likelihood = ", Bernoulli decoder" if config.likelihood == "bernoulli" else ""
+    return (f"{config.image_size}px x{config.in_channels}, z={config.latent_dim}, channels {list(config.stage_channels)}"
+            f"{likelihood}: encoder {e / 1e6:.2f}M, decoder {g / 1e6:.2f}M parameters")
