@@ -137,3 +137,29 @@ def test_2d_runs_are_recorded_with_their_networks_and_replace_the_earlier_networ
     (run / "scores.json").write_text(json.dumps(scores))
     with pytest.raises(SystemExit, match="before 2D runs named their networks"):
         reg.records_from_2d_run(run, command="c")
+
+
+def test_the_samples_picture_has_a_labelled_row_per_model(tmp_path):
+    import importlib.util
+
+    import torch
+    from PIL import Image
+
+    from introvae import IntroVAE
+
+    from conftest import tiny_config
+
+    spec = importlib.util.spec_from_file_location("samples_picture", ROOT / "results" / "samples_picture.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    for name, seed in (("a", 0), ("b", 1)):
+        torch.manual_seed(seed)  # two different models
+        IntroVAE(tiny_config().model).save_pretrained(tmp_path / name)
+    one = tool.main([f"{tmp_path / 'a'}=A", "-o", str(tmp_path / "one.png"), "-n", "4"])
+    two = tool.main([f"{tmp_path / 'a'}=A", f"{tmp_path / 'b'}=B\\nsecond line", "-o", str(tmp_path / "two.png"),
+                     "-n", "4"])
+    assert one == two == 0
+    h1, h2 = Image.open(tmp_path / "one.png").height, Image.open(tmp_path / "two.png").height
+    assert h2 > 1.6 * h1  # a row more
+    with pytest.raises(SystemExit):
+        tool.main([str(tmp_path / "a"), "-o", str(tmp_path / "x.png")])  # no label
