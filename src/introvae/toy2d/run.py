@@ -116,6 +116,7 @@ def train(config: ToyConfig, out: str | Path, *, progress: bool = True) -> dict:
                 row = {"step": i + 1, **{k: round(v.item(), 5) for k, v in logs.items() if k != "overflow"}}
                 rows.append(row)
                 log.write(json.dumps(row) + "\n")
+                log.flush()  # readable while the run goes on
     seconds = time.perf_counter() - t0
     torch.save(model.state_dict(), out / "model.pt")
     result = {**evaluate(model, config), "seconds": round(seconds, 1), "networks": model.description}
