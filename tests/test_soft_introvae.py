@@ -66,8 +66,10 @@ def _sq(a, b):
     return ((a - b) ** 2).sum(dim=(1, 2, 3))
 
 
-def test_one_step_matches_a_plain_tensor_reference():
-    """SOFT_INTROVAE.md's two phases written out with autograd.grad and hand SGD updates, against TrainStep."""
+@pytest.mark.parametrize("target_grad", [False, True])
+def test_one_step_matches_a_plain_tensor_reference(target_grad):
+    """SOFT_INTROVAE.md's two phases written out with autograd.grad and hand SGD updates, against TrainStep; with
+    ``target_grad`` the re-reconstruction of x_r is compared with x_r undetached, as in the authors' code."""
     cfg, model, ref, x = model_and_reference()
     b_rec, b_kl, b_neg, g_r, lr = 0.7, 1.3, 2.0, 0.3, 0.05
     s = 1.0 / (16 * 16)
@@ -75,7 +77,7 @@ def test_one_step_matches_a_plain_tensor_reference():
     torch.manual_seed(123)
     opt_e = torch.optim.SGD(model.encoder.parameters(), lr=lr)
     opt_g = torch.optim.SGD(model.decoder.parameters(), lr=lr)
-    out = TrainStep(model, {"encoder": opt_e, "decoder": opt_g})(_soft(), x)
+    out = TrainStep(model, {"encoder": opt_e, "decoder": opt_g})(_soft(target_grad=target_grad), x)
 
     torch.manual_seed(123)  # the same draws in the same order: z, z_p, then one per re-encoded batch
     E, G = ref.encoder, ref.decoder
@@ -86,20 +88,29 @@ def test_one_step_matches_a_plain_tensor_reference():
     def through(y, detach):
         m, lv = E(y)
         z = m + torch.exp(0.5 * lv) * torch.randn_like(m)
-        return _kl(m, lv), _sq(G(z.detach() if detach else z), y.detach())
+        return _kl(m, lv), G(z.detach() if detach else z)
 
     rec = _sq(x_r, x).mean()
-    kl_r, rec_r = through(x_r.detach(), False)
-    kl_p, rec_p = through(x_p.detach(), False)
-    exp_term = (torch.exp(-2 * s * (b_rec * rec_r + b_neg * kl_r)).mean()
-                + torch.exp(-2 * s * (b_rec * rec_p + b_neg * kl_p)).mean())
-    l_e = s * (b_rec * rec + b_kl * _kl(mu, logvar).mean()) + 0.25 * exp_term
+    kl_r, x_rr = through(x_r.detach(), False)
+    kl_p, x_pr = through(x_p.detach(), False)
+
+    def encoder_loss(target_r):
+        exp_term = (torch.exp(-2 * s * (b_rec * _sq(x_rr, target_r) + b_neg * kl_r)).mean()
+                    + torch.exp(-2 * s * (b_rec * _sq(x_pr, x_p.detach()) + b_neg * kl_p)).mean())
+        return s * (b_rec * rec + b_kl * _kl(mu, logvar).mean()) + 0.25 * exp_term
+
+    l_e = encoder_loss(x_r if target_grad else x_r.detach())
+    if target_grad:  # the same value, but the gradient also reaches E through the target x_r = G(reparam(E(x)))
+        paper = torch.autograd.grad(encoder_loss(x_r.detach()), list(E.parameters()), retain_graph=True)
+        authors = torch.autograd.grad(l_e, list(E.parameters()), retain_graph=True)
+        assert not all(torch.allclose(a, b) for a, b in zip(paper, authors))
     g_e = torch.autograd.grad(l_e, list(E.parameters()), retain_graph=True)
     with torch.no_grad():
         for p, g in zip(E.parameters(), g_e):
             p -= lr * g
-    kl_r2, rec_r2 = through(x_r, True)
-    kl_p2, rec_p2 = through(x_p, True)
+    kl_r2, x_rr2 = through(x_r, True)
+    kl_p2, x_pr2 = through(x_p, True)
+    rec_r2, rec_p2 = _sq(x_rr2, x_r.detach()), _sq(x_pr2, x_p.detach())
     l_g = s * (b_rec * rec + b_kl * 0.5 * (kl_r2.mean() + kl_p2.mean()) + g_r * b_rec * 0.5 * (rec_r2.mean()
                                                                                               + rec_p2.mean()))
     g_g = torch.autograd.grad(l_g, list(G.parameters()))

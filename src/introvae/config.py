@@ -79,6 +79,10 @@ class TrainConfig:
     gamma_r: float = param(1e-8, "soft-introvae: weight of the generated images' own reconstruction in the "
                                  "generator phase (authors: 1e-8)", rule=finite(">=", 0), calibrate=False,
                            group="objective")
+    target_grad: bool = param(False, "soft-introvae: in the encoder phase, let the reconstruction x_r, as the target "
+                                     "of its own re-reconstruction, pass its gradient on into E, as the authors' "
+                                     "code does (off: ng(x_r) throughout, as the paper)", calibrate=False,
+                              group="objective")
     vae_steps: int = param(0, "VAE warm-up: train as a plain VAE (alpha = 0) for the first N steps, as the paper "
                               "advises", rule=at_least(0), calibrate=False, group="objective")
     vae_epochs: float = param(0.0, "VAE warm-up in epochs (the longer of the two warm-ups wins)",

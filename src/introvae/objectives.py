@@ -142,18 +142,24 @@ class SoftIntroVAELoss:
 
     phases = {"encoder": "encoder", "generator": "decoder"}
 
-    def __init__(self, *, beta_rec: float, beta_kl: float, beta_neg: float, gamma_r: float):
+    def __init__(self, *, beta_rec: float, beta_kl: float, beta_neg: float, gamma_r: float, target_grad: bool = False):
         self.beta_rec, self.beta_kl, self.beta_neg, self.gamma_r = beta_rec, beta_kl, beta_neg, gamma_r
+        # The paper's ELBO(ng(x_r)) detaches x_r everywhere. The authors' code compares x_r's re-reconstruction
+        # with x_r itself undetached, so that term's gradient also reaches E through x_r = G(reparam(E(x)));
+        # ``target_grad`` does the same, to compare with their numbers.
+        self.target_grad = target_grad
 
     forward = IntroVAELoss.forward  # the same shared pass; the phases re-encode x_r and x_p
 
-    def _through_vae(self, nets, y: Tensor, noise: Noise, *, detach_z: bool) -> tuple[Tensor, Tensor]:
+    def _through_vae(self, nets, y: Tensor, noise: Noise, *, detach_z: bool,
+                     target: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """KL(y) and rec(y, G(reparam(E(y)))) per image; with ``detach_z`` no gradient flows back into E
-        through G's input (the generator phase's ng(z'))."""
+        through G's input (the generator phase's ng(z')). ``target``: what the reconstruction is compared with
+        (default ng(y))."""
         mu, logvar = nets.encoder(y)
         z = reparameterize(mu.float(), logvar.float(), noise(mu.shape))
         y_r = nets.decoder(z.detach() if detach_z else z)
-        return kl_divergence(mu, logvar), squared_error(y_r, y.detach())
+        return kl_divergence(mu, logvar), squared_error(y_r, y.detach() if target is None else target)
 
     def encoder_phase(self, nets, f: Pass) -> tuple[Tensor, dict[str, Tensor]]:
         """L_E = s (beta_rec rec(x, x_r) + beta_kl KL(x)) + 1/4 sum_{y = ng(x_r), ng(x_p)} mean exp(-2 s ELBO(y)),
@@ -161,7 +167,8 @@ class SoftIntroVAELoss:
         s = 1.0 / f.x[0].numel()
         kl_real, rec = kl_divergence(f.mu, f.logvar), squared_error(f.x_r, f.x)
         with nets.generated():  # passes over generated images (their BatchNorm statistics: see step.TrainStep)
-            kl_rec, rec_rec = self._through_vae(nets, f.x_r.detach(), f.noise, detach_z=False)
+            kl_rec, rec_rec = self._through_vae(nets, f.x_r.detach(), f.noise, detach_z=False,
+                                                target=f.x_r if self.target_grad else None)
             kl_fake, rec_fake = self._through_vae(nets, f.x_p.detach(), f.noise, detach_z=False)
         elbo_rec = self.beta_rec * rec_rec + self.beta_neg * kl_rec
         elbo_fake = self.beta_rec * rec_fake + self.beta_neg * kl_fake
@@ -196,7 +203,7 @@ def make_objective(config, *, warmup: bool = False, margin=None, alpha: float | 
         if warmup:
             return VAELoss(beta=vae_beta(config.beta_rec, config.beta_kl))
         return SoftIntroVAELoss(beta_rec=config.beta_rec, beta_kl=config.beta_kl, beta_neg=config.beta_neg,
-                                gamma_r=config.gamma_r)
+                                gamma_r=config.gamma_r, target_grad=config.target_grad)
     alpha, likelihood = config.alpha if alpha is None else alpha, config.likelihood
     if config.objective == "vae" or warmup or alpha == 0:
         return VAELoss(beta=config.beta, likelihood=likelihood)

@@ -56,6 +56,8 @@ class ToyConfig:
     beta_rec: float | None = _toy(None, "beta_rec (default: the authors' value for the density)")
     beta_neg: float | None = _toy(None, "beta_neg (default: the authors' value for the density)")
     gamma_r: float = _toy(1e-8, "Soft-IntroVAE's gamma_r", rule=finite(">=", 0))
+    target_grad: bool = _toy(False, "Soft-IntroVAE: x_r's re-reconstruction target passes its gradient into E, as "
+                                    "the authors' code (off: the paper's ng(x_r))")
     margin: float | str = _toy("auto", "IntroVAE's margin: auto (margin.AutoMargin) or a number", rule=MARGIN_RULE)
     alpha: float = _toy(0.25, "IntroVAE's alpha", rule=finite(">=", 0))
     seed: int = _toy(0, "seed")
