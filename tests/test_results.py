@@ -131,6 +131,14 @@ def test_2d_runs_are_recorded_with_their_networks_and_replace_the_earlier_networ
     cells = [c.strip() for c in row.split("|")]
     assert cells[4].strip("*") == f"{jsd:.2f}" and "†" in cells[2] and "†" in cells[3]
     assert cells[6] == "3/3/1"  # seeds per objective differ now
+    # a run with the authors' undetached target goes to the docs' table, not the README's
+    variant = tmp_path / "runs" / "8g-soft-tgrad"
+    train(ToyConfig(objective="soft-introvae", steps=30, vae_steps=10, eval_points=200, seed=4, target_grad=True),
+          variant, progress=False)
+    reg.append_records(reg.records_from_2d_run(variant, command="c"), records)
+    reg.render(check=False, readme=readme, page=page, records_path=records)
+    assert next(ln for ln in readme.read_text().splitlines() if ln.startswith("| 8gaussians |")) == row
+    assert "x_r's target with its gradient" in (tmp_path / "docs" / "soft-introvae-2d.md").read_text()
     # a run from before 2D runs named their networks is refused with one line
     scores = json.loads((run / "scores.json").read_text())
     del scores["networks"]
