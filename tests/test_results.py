@@ -118,6 +118,8 @@ def test_2d_runs_are_recorded_with_their_networks_and_replace_the_earlier_networ
 
     reg = _registry()
     readme, page, records = _copy_repo(tmp_path)
+    earlier = [r for r in reg.read_records(records) if "networks" not in r.get("extra", {})]
+    records.write_text("".join(json.dumps(r) + "\n" for r in earlier))  # the repository's later 2D runs left out
     run = tmp_path / "runs" / "8g-soft"
     train(ToyConfig(objective="soft-introvae", steps=30, vae_steps=10, eval_points=200, seed=3), run, progress=False)
     new = reg.records_from_2d_run(run, command="c")
