@@ -74,3 +74,18 @@ def test_a_time_budget_trains_each_objective_for_that_long_and_resumes_within_it
     assert "3s" not in out and "0.05 min of training" in out and "Resume with" not in out
     assert main(argv) == 0  # again: both are done
     assert capsys.readouterr().out.count("already trained") == 2
+
+
+def test_on_fashion_mnist_each_objective_starts_from_its_own_preset():
+    from introvae.compare import config_for
+    from introvae.presets import PRESETS
+
+    intro, soft, vae = (config_for(o, "fashion-mnist", image_size=None, seed=3, images=32_000)
+                        for o in ("introvae", "soft-introvae", "vae"))
+    # the VAE baseline is the screened one (cross-entropy, beta 3), not the IntroVAE preset's Gaussian beta 10
+    assert (vae.objective, vae.likelihood, vae.beta, vae.batch_size) == ("vae", "bernoulli", 3.0, 16)
+    assert (soft.objective, soft.batch_size, soft.model.latent_dim, soft.beta_neg) == ("soft-introvae", 128, 32, 256.0)
+    assert (intro.objective, intro.likelihood, intro.beta) == ("introvae", "gaussian", 10.0)
+    # the same budget of images seen for each, and otherwise the presets' fields
+    assert (intro.steps, soft.steps, vae.steps) == (2000, 250, 2000) and vae.seed == soft.seed == 3
+    assert [k for k, _, _ in PRESETS["fashion-mnist-vae"].changes(vae)] == ["seed", "steps", "image_every", "logger"]

@@ -27,20 +27,26 @@ def test_paper_presets_hold_the_papers_values():
 def test_every_preset_is_valid_names_its_data_or_none_and_adam_is_the_papers():
     # the built-in data sets' presets take lr 1e-3, measured for their short CPU runs (docs/defaults-*.md), and
     # fashion-mnist Adam's beta1 0.5 (its second screen); the others keep the paper's Adam
-    measured = {"faces", "fashion-mnist"}
+    measured = {"faces", "fashion-mnist", "fashion-mnist-vae"}
     for name, c in PRESETS.items():
         assert TrainConfig.from_dict(c.to_dict()) == c, name
         assert (c.lr, c.adam_beta1, c.adam_beta2) == (1e-3 if name in measured else 2e-4,
-                                                      0.5 if name == "fashion-mnist" else 0.9, 0.999), name
+                                                      0.5 if name.startswith("fashion-mnist") and name != "fashion-mnist-soft"
+                                                      else 0.9, 0.999), name
     f = PRESETS["fashion-mnist"]
     assert (f.margin, f.vae_steps, f.batch_size, f.alpha, f.beta, f.ema, f.mirror) == ("auto", 200, 16, 0.25, 10.0, 0.0,
                                                                                      True)
     assert (f.alpha_early, f.alpha_early_epochs) == (0.5, 1.0)  # alpha 0.5 for the first epoch, then 0.25
-    assert all(c.alpha_early_epochs == 0 for n, c in PRESETS.items() if n != "fashion-mnist")  # the paper's alpha
+    # the paper's alpha (the VAE baseline copies fashion-mnist's schedule, which a VAE does not read)
+    assert all(c.alpha_early_epochs == 0 for n, c in PRESETS.items() if n not in ("fashion-mnist", "fashion-mnist-vae"))
     # presets for the user's own images name no data (training them asks for --data); the others name theirs
     assert [n for n, c in PRESETS.items() if c.data is None] == ["celeba128", "lsun256", "celebahq256",
                                                                  "celebahq256-authors", "celebahq1024", "rgb64"]
     assert (PRESETS["faces"].data, PRESETS["fashion-mnist"].data) == ("faces", "fashion-mnist")
+    # the VAE baseline is the screen's command, `--preset fashion-mnist --objective vae --likelihood bernoulli
+    # --beta 3`: only those three fields differ from the IntroVAE preset
+    assert PRESETS["fashion-mnist"].changes(PRESETS["fashion-mnist-vae"]) == [
+        ("likelihood", "gaussian", "bernoulli"), ("objective", "introvae", "vae"), ("beta", 10.0, 3.0)]
 
 
 def test_the_model_config_is_apart_from_the_run_config():

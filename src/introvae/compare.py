@@ -2,7 +2,7 @@
 
 Each objective trains on the same data for the same budget, images seen or minutes of training on this
 machine (``--budget 60k`` or ``--budget 30min``), with the presets' measured
-defaults (Fashion-MNIST: ``fashion-mnist``, the same with ``--objective vae``, ``fashion-mnist-soft``; other
+defaults (Fashion-MNIST: ``fashion-mnist``, ``fashion-mnist-soft``, ``fashion-mnist-vae``; other
 data: the preset ``--data`` picks, with the objective swapped), then is scored under the evaluation protocol
 (``evaluate``'s defaults: the official test split where the data has one, fp32 features). The output folder
 gets ``compare.md`` (FID, precision, recall, reconstruction PSNR, wall time), ``compare.json`` and
@@ -41,7 +41,7 @@ def config_for(objective: str, data: str, *, image_size: int | None, seed: int, 
 
     name = preset_for_data(data)
     if name == "fashion-mnist":
-        base = get_preset("fashion-mnist-soft" if objective == "soft-introvae" else "fashion-mnist")
+        base = get_preset({"soft-introvae": "fashion-mnist-soft", "vae": "fashion-mnist-vae"}.get(objective, name))
     else:
         base = get_preset(name)
     fields = {"data": data, "objective": objective, "seed": seed, "logger": "none"}
