@@ -32,6 +32,12 @@ def test_export_writes_the_hub_layout_with_a_card(run, tmp_path, capsys):
     assert meta["library_name"] == "introvae" and meta["license"] == "mit" and meta["datasets"] == ["faces"]
     card = (tmp_path / "m" / "README.md").read_text()
     assert "# tiny-faces" in card and 'load_model("tiny-faces")' in card and "settings: objective introvae" in card
+    assert "An IntroVAE model (16 px, 1 channel(s), latent size 8) trained with" in card
+    assert [hub._article(o) for o in ("vae", "soft-introvae")] == ["A VAE", "A Soft-IntroVAE"]
+    bern = hub.write_card(tmp_path, name="b", config={"image_size": 32, "in_channels": 1, "latent_dim": 128,
+                                                      "likelihood": "bernoulli"}, run_config={"objective": "vae"},
+                          evaluation=None, source="RUN").read_text()
+    assert "A VAE model (32 px, 1 channel(s), latent size 128, a Bernoulli decoder) trained with" in bern
     a, b = load_model(run, device="cpu"), load_model(tmp_path / "m", device="cpu")
     for (k, v), w in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(v, w), k

@@ -95,6 +95,12 @@ def card_metadata(d: Path) -> dict:
     return yaml.safe_load(text.split("---", 2)[1]) or {}
 
 
+def _article(objective: str) -> str:
+    """'An IntroVAE', 'A Soft-IntroVAE', 'A VAE': the objective's name with its article, for a card's first line."""
+    name = {"introvae": "IntroVAE", "soft-introvae": "Soft-IntroVAE", "vae": "VAE"}.get(objective, objective)
+    return f"{'An' if name[0] in 'AEIOU' else 'A'} {name}"
+
+
 def write_card(d: Path, *, name: str, config: dict, run_config: dict | None, evaluation: dict | None,
                source: str, training: dict | None = None, commit: str | None = None, samples: str | None = None,
                limits: str = "") -> Path:
@@ -121,9 +127,10 @@ def write_card(d: Path, *, name: str, config: dict, run_config: dict | None, eva
                 "metrics": metrics}]}]}
     proto = (evaluation or {}).get("protocol")
     lines = ["---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "", f"# {name}", "",
-             f"An {objective} model ({config.get('image_size')} px, {config.get('in_channels')} channel(s), latent "
-             f"size {config.get('latent_dim')}) trained with [introvae](https://pypi.org/project/introvae/) on "
-             f"`{data}`.", "",
+             f"{_article(objective)} model ({config.get('image_size')} px, {config.get('in_channels')} channel(s), "
+             f"latent size {config.get('latent_dim')}"
+             f"{', a Bernoulli decoder' if config.get('likelihood') == 'bernoulli' else ''}) trained with "
+             f"[introvae](https://pypi.org/project/introvae/) on `{data}`.", "",
              "```python", "from introvae import load_model", f'model = load_model("{name}")   # or a path to this folder',
              "x = model.sample(16, seed=0)", "```", "", "## Training", "",
              f"* from: `{source}`" + (f", commit `{commit}`" if commit else "")]
