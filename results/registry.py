@@ -161,6 +161,37 @@ def records_from_pipeline(rows: list[dict], *, command: str) -> list[dict]:
              "machine": machine(), "date": datetime.date.today().isoformat()} for r in rows]
 
 
+def records_from_compare(out: Path, *, command: str) -> list[dict]:
+    """One record per figure (FID, precision, recall, reconstruction PSNR) of each row of ``introvae compare``'s
+    ``compare.json`` in ``out``; ``command`` is the compare command line, whose ``--data`` and ``--budget`` name
+    what was compared."""
+    import shlex
+
+    from introvae.compare import parse_budget
+
+    rows = json.loads((out / "compare.json").read_text())
+    words = shlex.split(command)
+
+    def flag(name: str) -> str:
+        given = [w.split("=", 1)[1] for w in words if w.startswith(name + "=")]
+        given += [words[i + 1] for i, w in enumerate(words[:-1]) if w == name]
+        if not given:
+            raise SystemExit(f"results: the compare command names no {name}: {command!r}")
+        return given[-1]
+
+    data, budget = flag("--data"), parse_budget(flag("--budget")).words()
+    out_records = []
+    for r in rows:
+        base = {"data": data, "objective": r["objective"], "preset": f"introvae compare, {budget}", "seed": r["seed"],
+                "protocol": r["protocol"], "extra": {"compare": budget, "steps": r["steps"],
+                                                     "batch_size": r["batch_size"]},
+                "wall_time": {"train_s": r["train_s"]}, "command": command, "commit": git_commit(),
+                "machine": machine(), "date": datetime.date.today().isoformat(), "run": Path(r["run"]).name}
+        out_records += [dict(base, metric=k, value=round(r[k], 2 if k in ("fid", "psnr") else 4))
+                        for k in ("fid", "precision", "recall", "psnr") if r.get(k) is not None]
+    return out_records
+
+
 # --- rendering ---------------------------------------------------------------------------------
 def _is_literature_protocol(p: dict | None) -> bool:
     return p is not None and all(p.get(k) == v for k, v in LITERATURE.items())
@@ -179,7 +210,7 @@ def _hours(seconds: float | None) -> str:
 def table_fashion_mnist(records: list[dict]) -> str:
     """Our objectives and the literature's models on Fashion-MNIST, all under the literature's FID protocol."""
     ours = [r for r in records if r.get("data") == "fashion-mnist" and "source" not in r
-            and _is_literature_protocol(r.get("protocol"))]
+            and _is_literature_protocol(r.get("protocol")) and "compare" not in r.get("extra", {})]
     groups: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for r in ours:
         key = (r["objective"], r["preset"], r["epochs"])
@@ -321,6 +352,38 @@ def table_pipeline(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def table_compare(records: list[dict]) -> str:
+    """The newest ``introvae compare`` on Fashion-MNIST: a row per objective (the mean over seeds), its command,
+    commit and evaluation protocol under it."""
+    rows = [r for r in records if "compare" in r.get("extra", {}) and r.get("data") == "fashion-mnist"]
+    if not rows:
+        return "No comparison recorded yet."
+    newest = max(rows, key=lambda r: (r["date"], r["command"]))
+    rows = [r for r in rows if (r["command"], r["commit"]) == (newest["command"], newest["commit"])]
+    groups: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        g = groups[r["objective"]]
+        g[r["metric"]].append(r["value"])
+        if r["metric"] == "fid":
+            g["seeds"].append(r["seed"])
+            g["train_s"].append(r["wall_time"]["train_s"])
+            g["images"].append(r["extra"]["steps"] * r["extra"]["batch_size"])
+    lines = ["| objective | images seen | FID ↓ | precision ↑ | recall ↑ | PSNR (dB) ↑ | training time | seeds |",
+             "|---|---|---|---|---|---|---|---|"]
+    for obj, g in groups.items():
+        lines.append(f"| {OBJECTIVE_NAMES.get(obj, obj)} | {round(statistics.mean(g['images'])):,} | "
+                     f"**{_mean_std(g['fid'], 1)}** | "
+                     + " | ".join(_mean_std(g[k], 3) if g.get(k) else "-" for k in ("precision", "recall"))
+                     + f" | {_mean_std(g['psnr'], 2) if g.get('psnr') else '-'} | "
+                     f"{statistics.mean(g['train_s']) / 60:.1f} min | {len(g['seeds'])} |")
+    p = newest["protocol"]
+    lines += ["", f"`{newest['command']}` (commit {newest['commit']}, {newest['date']}): FID of {p['num_samples']:,} "
+                  f"samples against {p['ref_images']:,} {p['ref_split']} images, {p['feature_precision']} Inception "
+                  f"features, the generator's BatchNorm in {p.get('bn_protocol', 'eval')} mode; PSNR of the "
+                  f"reconstructions (posterior mean) of held-out images."]
+    return "\n".join(lines)
+
+
 def table_models(records: list[dict]) -> str:
     """The shipped models (models/*/README.md cards): their data, size and recorded metrics."""
     import yaml
@@ -340,7 +403,8 @@ def table_models(records: list[dict]) -> str:
 
 TABLES = {"fashion-mnist": table_fashion_mnist, "densities": table_densities,
           "densities-full": table_densities_full, "speed": table_speed,
-          "projection": table_projection, "models": table_models, "pipeline": table_pipeline}
+          "projection": table_projection, "models": table_models, "pipeline": table_pipeline,
+          "compare": table_compare}
 
 
 def replace_tables(text: str, records: list[dict]) -> str:
@@ -424,7 +488,15 @@ def main(argv: list[str] | None = None) -> int:
     two = sub.add_parser("add-2d", help="record the scores of finished 2D density runs (introvae train --data 8gaussians)")
     two.add_argument("runs", type=Path, nargs="+")
     two.add_argument("--command", required=True, help="the training command line, RUN for the run directory")
+    c = sub.add_parser("add-compare", help="record the rows of an introvae compare output folder (compare.json)")
+    c.add_argument("out", type=Path)
+    c.add_argument("--command", required=True, help="the compare command line (its --data and --budget are read)")
     args = p.parse_args(argv)
+    if args.action == "add-compare":
+        new = records_from_compare(args.out, command=args.command)
+        append_records(new)
+        print(f"results: recorded {len(new)} figures of {args.out}")
+        return 0
     if args.action == "add-2d":
         new = [r for run in args.runs for r in records_from_2d_run(run, command=args.command)]
         append_records(new)

@@ -173,3 +173,27 @@ def test_the_samples_picture_has_a_labelled_row_per_model(tmp_path):
     assert h2 > 1.6 * h1  # a row more
     with pytest.raises(SystemExit):
         tool.main([str(tmp_path / "a"), "-o", str(tmp_path / "x.png")])  # no label
+
+
+def test_a_compare_folder_is_recorded_and_rendered_apart_from_the_literature_table(tmp_path):
+    reg = _registry()
+    proto = {"ref_split": "test", "num_samples": 10000, "ref_images": 10000, "feature_precision": "fp32",
+             "bn_protocol": "eval"}
+    rows = [{"objective": o, "seed": s, "steps": n, "batch_size": b, "fid": f, "precision": 0.5, "recall": r,
+             "psnr": 20.0 + s, "train_s": 600.0 + 60 * s, "protocol": proto, "run": f"/x/{o}-s{s}"}
+            for o, s, n, b, f, r in (("introvae", 0, 2000, 16, 60.0, 0.2), ("introvae", 1, 2200, 16, 64.0, 0.4),
+                                     ("vae", 0, 6000, 16, 140.123, None))]
+    (tmp_path / "compare.json").write_text(json.dumps(rows))
+    command = "introvae compare --data fashion-mnist --budget=10min --seeds 2 --out OUT"
+    recs = reg.records_from_compare(tmp_path, command=command)
+    assert len(recs) == 4 + 4 + 3  # the VAE row has no recall
+    assert {r["preset"] for r in recs} == {"introvae compare, 10 min of training"}
+    assert next(r for r in recs if r["objective"] == "vae" and r["metric"] == "fid")["value"] == 140.12
+    table = reg.table_compare(recs).splitlines()
+    assert table[2] == "| IntroVAE | 33,600 | **62.0 ± 2.8** | 0.500 ± 0.000 | 0.300 ± 0.141 | 20.50 ± 0.71 | 10.5 min | 2 |"
+    assert table[3] == "| VAE | 96,000 | **140.1** | 0.500 | - | 20.00 | 10.0 min | 1 |"
+    assert table[5].startswith(f"`{command}` (commit ") and "10,000 samples against 10,000 test images" in table[5]
+    # under the literature's protocol too, a comparison's short runs never join the literature's table
+    assert "compare" not in reg.table_fashion_mnist(recs) and "62.0" not in reg.table_fashion_mnist(recs)
+    with pytest.raises(SystemExit, match="names no --budget"):
+        reg.records_from_compare(tmp_path, command="introvae compare --data fashion-mnist")
