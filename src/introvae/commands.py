@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 from .config import flat_fields, read_config_file
@@ -141,6 +142,9 @@ def cmd_train(args) -> int:
             say(f"TensorBoard: tensorboard --logdir {run_dir / 'tensorboard'}"
                 + (" (--logger auto: the package is installed; --logger none turns it off)" if cfg.logger == "auto"
                    else ""))
+        if cfg.logger == "wandb":
+            say(f"Weights & Biases: project {os.environ.get('WANDB_PROJECT') or 'introvae'}, run {run_dir.name} "
+                f"(files in {run_dir / 'wandb'}; WANDB_MODE=offline keeps them on this machine)")
         if cfg.objective != "vae" and trainer.run.warmup_steps >= trainer.run.total_steps:
             say(warmup_covers_run(trainer.run.total_steps, trainer.run.warmup_steps))
     try:

@@ -149,9 +149,11 @@ class TrainConfig:
     rollback_lr_factor: float = param(0.5, "the learning rate is multiplied by this at each rollback",
                                       rule=rule(lambda v: 0.0 < v <= 1.0, "must be in (0, 1]"), group="logging")
     grid_size: int = param(8, "images per row of the image grids", rule=at_least(1), group="logging")
-    logger: str = param("auto", "also log to TensorBoard (RUN/tensorboard; the tensorboard extra): tensorboard, "
-                                "none, or auto (when the package is installed; the first line says which)",
-                        group="logging", choices=("auto", "tensorboard", "none"))
+    logger: str = param("auto", "also log the curves, grids and evaluations to TensorBoard (RUN/tensorboard; the "
+                                "tensorboard extra) or Weights & Biases (wandb: project $WANDB_PROJECT or introvae; "
+                                "the wandb extra): tensorboard, wandb, none, or auto (TensorBoard when the package "
+                                "is installed; the first line says which)",
+                        group="logging", choices=("auto", "tensorboard", "wandb", "none"))
     eval_every: int = param(0, "steps between FID measurements during training (0: none)",
                             rule=at_least(0, " (0 turns it off)"), calibrate=False, group="logging")
     eval_samples: int = param(10_000, "generated and real images per FID measurement during training (10,000: the "
