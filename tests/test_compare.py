@@ -63,15 +63,21 @@ def test_a_time_budget_trains_each_objective_for_that_long_and_resumes_within_it
     small = presets.PRESETS["rgb64"].replace(image_size=16, channels=(4, 8, 8), latent_dim=8, vae_steps=2,
                                             batch_size=8, log_every=2)
     monkeypatch.setitem(presets.PRESETS, "rgb64", small)
+    monkeypatch.setattr("introvae.progress.LOG_EVERY_S", 0.5)  # the bar's line in a log: every 0.5 s, not 60 s
     argv = _argv(tmp_path, budget="3s")
     argv[argv.index("--quiet")] = "--objectives=introvae,vae"
     assert main(argv) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     rows = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert [r["objective"] for r in rows] == ["introvae", "vae"]
     # each trained about 3 s (it stops at the next log step), far past the warm-up, far short of the step cap
     assert all(2.5 <= r["train_s"] < 30 and 2 < r["steps"] < 1000 for r in rows), rows
     assert "3s" not in out and "0.05 min of training" in out and "Resume with" not in out
+    # while a time budget trains, a bar counts its steps (no total: the step count is only a cap), and no time
+    # left is estimated from that cap
+    bars = [ln for ln in err.splitlines() if ln.startswith("training: ")]
+    assert bars and all("step [" in ln and "/" not in ln.split("step [")[0] for ln in bars), err[-600:]
+    assert "left" not in err, err[-600:]
     assert main(argv) == 0  # again: both are done
     assert capsys.readouterr().out.count("already trained") == 2
 

@@ -94,12 +94,13 @@ def run_all(plans: list[Plan], *, eval_samples: int, device: str = "auto", show_
             say(f"compare: {p.run.name} already trained ({p.config.steps} steps)" if seconds is None else
                 f"compare: {p.run.name} already trained ({trained / 60:.1f} min)")
         else:
-            # a time budget's step count is only a cap (no progress bar), and its stop is the plan, not a pause
+            # a time budget's step count is only a cap (its bar counts steps without a total), and its stop is the
+            # plan, not a pause
             def log(line: str) -> None:
                 if seconds is None or not line.startswith("stopped at step"):
                     say(line)
 
-            quiet = {"show_progress": show_progress and seconds is None, "log": log}
+            quiet = {"show_progress": show_progress, "log": log}
             if done is not None:
                 say(f"compare: {p.run.name}: resuming from {done.name}")
                 trainer = resume(p.run, {"device": device}, **quiet)
@@ -112,6 +113,7 @@ def run_all(plans: list[Plan], *, eval_samples: int, device: str = "auto", show_
                 say(f"compare: training {NAMES[p.objective]} (seed {p.seed}) for "
                     f"{f'{p.config.steps} steps' if seconds is None else f'{(seconds - trained) / 60:g} min'} of "
                     f"batches of {p.config.batch_size} into {p.run}")
+            trainer.open_ended = seconds is not None
             timer = _stop_after(trainer, seconds - trained) if seconds is not None else None
             try:
                 trainer.train()

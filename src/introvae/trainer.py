@@ -76,7 +76,10 @@ class Trainer:
         self.evaluator = None  # made at the first --eval-every measurement (metrics.training)
         self.feature_fn = None  # FID's feature network for those (None: Inception; tests put a small one)
         self.stop_requested = False
-        self.logger = None  # TensorBoard (loggers.make_logger), made when training starts
+        self.logger = None  # TensorBoard or W&B (loggers.make_logger), made when training starts
+        # Stopped by something other than its step count (compare's time budget): the bar counts steps with no
+        # total, and no time left is estimated from the step count, which is only a cap.
+        self.open_ended = False
 
     @property
     def step(self) -> int:
@@ -103,10 +106,10 @@ class Trainer:
         run.model.train()
         self.stats.reset()
         self.last_checkpoint = time.monotonic()
-        bar = progress(total=run.total_steps, initial=run.step, desc="training", unit="step",
-                   disable=not self.show_progress, dynamic_ncols=True)
-        estimate = TrainingEstimate(end=end, warmup_end=run.warmup_steps, say=bar.write if self.show_progress
-                                    else lambda _line: None)
+        bar = progress(total=None if self.open_ended else run.total_steps, initial=run.step, desc="training",
+                       unit="step", disable=not self.show_progress, dynamic_ncols=True)
+        estimate = TrainingEstimate(end=end, warmup_end=run.warmup_steps,
+                                    say=bar.write if self.show_progress and not self.open_ended else lambda _line: None)
         old_handlers = self._install_signal_handlers()
         try:
             while run.step < end and not self.stop_requested:
