@@ -95,3 +95,26 @@ def test_on_fashion_mnist_each_objective_starts_from_its_own_preset():
     # the same budget of images seen for each, and otherwise the presets' fields
     assert (intro.steps, soft.steps, vae.steps) == (2000, 250, 2000) and vae.seed == soft.seed == 3
     assert [k for k, _, _ in PRESETS["fashion-mnist-vae"].changes(vae)] == ["seed", "steps", "image_every", "logger"]
+
+
+def test_an_epoch_budget_gives_each_objective_whole_passes_over_the_training_images(tmp_path, monkeypatch):
+    import introvae.presets as presets
+    from introvae.compare import Budget, parse_budget, plan, training_images
+    from introvae.errors import UserError
+
+    assert parse_budget("5epochs") == parse_budget("5 epochs") == Budget(epochs=5.0)
+    assert parse_budget("1epoch") == Budget(epochs=1.0) and parse_budget("0.5ep") == Budget(epochs=0.5)
+    assert Budget(epochs=1.0).words() == "1 epoch" and Budget(epochs=2.5).words() == "2.5 epochs"
+    for bad in ("0epochs", "-1epoch", "xepochs"):
+        with pytest.raises(UserError, match="in epochs must be a positive number"):
+            parse_budget(bad)
+    write_pngs(tmp_path / "imgs", 40)  # a folder holds out 10 %: 36 training images
+    small = presets.PRESETS["rgb64"].replace(image_size=16, channels=(4, 8, 8), latent_dim=8, batch_size=8)
+    monkeypatch.setitem(presets.PRESETS, "rgb64", small)
+    plans = plan(str(tmp_path / "imgs"), Budget(epochs=3.0), objectives=["introvae", "soft-introvae", "vae"],
+                 out=tmp_path / "cmp")
+    # 36 // 8 = 4 whole batches per epoch for the batch of 8; Soft-IntroVAE's batch of 32 has 1
+    assert training_images(str(tmp_path / "imgs")) == 36
+    assert [(p.objective, p.config.batch_size, p.config.steps) for p in plans] == [
+        ("introvae", 8, 12), ("soft-introvae", 32, 3), ("vae", 8, 12)]
+    assert all(p.config.image_every == p.config.steps for p in plans)

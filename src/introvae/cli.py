@@ -185,13 +185,15 @@ def make_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list the shipped pretrained models with their metrics")
 
     cp = sub.add_parser("compare", help="IntroVAE, Soft-IntroVAE and a VAE on your data at one budget, scored alike",
-                        description="Trains each objective on --data for the same number of images seen, with the "
+                        description="Trains each objective on --data for the same budget (images seen, epochs or "
+                                    "minutes), with the "
                                     "presets' measured defaults, scores each under evaluate's protocol, and writes "
                                     "compare.md (FID, precision, recall, PSNR, time), compare.json and samples.png "
                                     "into --out. Run it again after a stop: it resumes.")
     cp.add_argument("--data", required=True, help="what train's --data takes")
-    cp.add_argument("--budget", required=True, help="per objective and seed: images seen (60000, 60k, 1.2m) or "
-                                                    "minutes of training on this machine (30min, 2h)")
+    cp.add_argument("--budget", required=True, help="per objective and seed: images seen (60000, 60k, 1.2m), "
+                                                    "epochs over the training images (1epoch, 5epochs) or minutes "
+                                                    "of training on this machine (30min, 2h)")
     cp.add_argument("--objectives", default="introvae,soft-introvae,vae", help="comma-separated (default: all three)")
     cp.add_argument("--seeds", type=_positive_int, default=1, help="seeds per objective (default 1)")
     cp.add_argument("--image-size", type=int, help="image side (default: the preset's)")

@@ -1,7 +1,7 @@
 """``introvae compare``: IntroVAE, Soft-IntroVAE or a VAE, on your data, at your budget.
 
 Each objective trains on the same data for the same budget, images seen or minutes of training on this
-machine (``--budget 60k`` or ``--budget 30min``), with the presets' measured
+machine (``--budget 60k``, ``--budget 5epochs`` or ``--budget 30min``), with the presets' measured
 defaults (Fashion-MNIST: ``fashion-mnist``, ``fashion-mnist-soft``, ``fashion-mnist-vae``; other
 data: the preset ``--data`` picks, with the objective swapped), then is scored under the evaluation protocol
 (``evaluate``'s defaults: the official test split where the data has one, fp32 features). The output folder
@@ -34,9 +34,10 @@ class Plan:
     run: Path
 
 
-def config_for(objective: str, data: str, *, image_size: int | None, seed: int, images: int | None) -> TrainConfig:
-    """The preset's measured defaults for ``objective`` on ``data``, trained for ``images`` images (None: a time
-    budget, which stops the run)."""
+def config_for(objective: str, data: str, *, image_size: int | None, seed: int, images: int | None,
+               epochs: float | None = None, train_images: int | None = None) -> TrainConfig:
+    """The preset's measured defaults for ``objective`` on ``data``, trained for ``images`` images, or ``epochs``
+    passes over its ``train_images`` (both None: a time budget, which stops the run)."""
     from .presets import get_preset, preset_for_data
 
     name = preset_for_data(data)
@@ -53,21 +54,40 @@ def config_for(objective: str, data: str, *, image_size: int | None, seed: int, 
         fields.update(beta_neg=float(2 * base.model.latent_dim), batch_size=max(base.batch_size, 32), lr=2e-4,
                       vae_steps=0, adam_beta1=0.9)
     cfg = base.replace(**fields)
-    # a time budget trains until the clock runs out; its step count is only a cap (a thousand epochs of 60,000)
-    steps = max(1, (images or 60_000_000) // cfg.batch_size)
-    return cfg.replace(steps=steps, epochs=None, image_every=max(1, steps) if images else 1000, checkpoint_every=0)
+    if epochs is not None:  # the trainer's epochs: whole batches only, an incomplete last one dropped
+        steps = max(1, int(epochs * (train_images // cfg.batch_size)))
+    else:  # a time budget trains until the clock runs out; its step count is only a cap (1,000 epochs of 60,000)
+        steps = max(1, (images or 60_000_000) // cfg.batch_size)
+    counted = images is not None or epochs is not None
+    return cfg.replace(steps=steps, epochs=None, image_every=steps if counted else 1000, checkpoint_every=0)
 
 
 def plan(data: str, budget: Budget, *, objectives=OBJECTIVES, seeds: int = 1, out: Path,
          image_size: int | None = None) -> list[Plan]:
     plans = []
+    unknown = [o for o in objectives if o not in OBJECTIVES]
+    if unknown:
+        raise UserError(f"compare: unknown objective {unknown[0]!r} (known: {', '.join(OBJECTIVES)})")
+    n_train = training_images(data) if budget.epochs is not None else None
+    if n_train is not None and budget.epochs * n_train < 1:
+        raise UserError(f"compare: {budget.words()} of {data}'s {n_train} training images is less than one image")
     for objective in objectives:
-        if objective not in OBJECTIVES:
-            raise UserError(f"compare: unknown objective {objective!r} (known: {', '.join(OBJECTIVES)})")
         for seed in range(seeds):
-            cfg = config_for(objective, data, image_size=image_size, seed=seed, images=budget.images)
+            cfg = config_for(objective, data, image_size=image_size, seed=seed, images=budget.images,
+                             epochs=budget.epochs, train_images=n_train)
             plans.append(Plan(objective, seed, cfg, Path(out) / f"{objective}-s{seed}"))
     return plans
+
+
+def training_images(data: str) -> int:
+    """How many training images ``data`` has (its official training split, or a folder's images less the held-out
+    part), without decoding a folder that has no decoded copy yet."""
+    from .data import load
+    from .presets import get_preset, preset_for_data
+
+    model = get_preset(preset_for_data(data)).model
+    return len(load(data, image_size=model.image_size, in_channels=model.in_channels, show_progress=False,
+                    lazy=True).train)
 
 
 def run_all(plans: list[Plan], *, eval_samples: int, device: str = "auto", show_progress: bool = True,
@@ -211,29 +231,43 @@ def _num(v) -> str:
 
 @dataclass(frozen=True)
 class Budget:
-    """Per objective and seed: ``images`` seen, or ``seconds`` of training (the other is None)."""
+    """Per objective and seed: ``images`` seen, ``epochs`` over the training images, or ``seconds`` of training
+    (one of the three; the others None)."""
     images: int | None = None
     seconds: float | None = None
+    epochs: float | None = None
 
     def words(self) -> str:
+        if self.epochs is not None:
+            return f"{self.epochs:g} epoch{'' if self.epochs == 1 else 's'}"
         return f"{self.images:,} images seen" if self.images else f"{self.seconds / 60:g} min of training"
 
 
 TIME_UNITS = {"s": 1, "sec": 1, "min": 60, "h": 3600}
+EPOCH_UNITS = ("epochs", "epoch", "ep")
 
 
 def parse_budget(text: str) -> Budget:
-    """``--budget``: images seen per objective and seed (60000, 60k, 1.2m), or minutes of training on this machine
-    (30min, 2h, 90s)."""
-    t = text.strip().lower().replace(",", "").replace("_", "")
+    """``--budget``: images seen per objective and seed (60000, 60k, 1.2m), passes over the training images (5epochs,
+    1epoch, 0.5ep), or minutes of training on this machine (30min, 2h, 90s)."""
+    t = text.strip().lower().replace(",", "").replace("_", "").replace(" ", "")
+    unit = next((u for u in EPOCH_UNITS if t.endswith(u)), None)
+    if unit is not None:
+        try:
+            epochs = float(t[:-len(unit)])
+        except ValueError:
+            epochs = float("nan")
+        if not epochs > 0:
+            raise UserError(f"compare: --budget in epochs must be a positive number of them (5epochs), got {text!r}")
+        return Budget(epochs=epochs)
     unit = next((u for u in sorted(TIME_UNITS, key=len, reverse=True) if t.endswith(u)), None)
     mult = {"k": 1_000, "m": 1_000_000}.get(t[-1:], 1) if unit is None else TIME_UNITS[unit]
     number = t[:-len(unit)] if unit else (t[:-1] if mult > 1 else t)
     try:
         value = float(number) * mult
     except ValueError:
-        raise UserError(f"compare: --budget is a number of images seen (60000, 60k, 1.2m) or a training time (30min, "
-                        f"2h), got {text!r}") from None
+        raise UserError(f"compare: --budget is a number of images seen (60000, 60k, 1.2m), of epochs (5epochs) or a "
+                        f"training time (30min, 2h), got {text!r}") from None
     if unit is not None:
         if not value > 0:
             raise UserError(f"compare: --budget must be a positive time, got {text!r}")
