@@ -98,7 +98,9 @@ def records_from_run(run: Path, *, preset: str, train_command: str, eval_command
     if not rows:
         raise SystemExit(f"results: {run} has no evaluation with a protocol" + (f" at step {step}" if step else ""))
     row = rows[-1]
-    epochs = round(row["step"] * cfg["batch_size"] / num_train, 3)
+    # the trainer's epochs: an epoch is the whole batches of the training images (the last, incomplete one is
+    # dropped), so 468 steps of 128 are one epoch of 60,000 images, not 0.998
+    epochs = round(row["step"] / max(1, num_train // cfg["batch_size"]), 3)
     base = {"data": cfg["data"], "objective": cfg["objective"], "preset": preset, "config_sha": config_sha(cfg),
             "epochs": epochs, "step": row["step"], "seed": cfg["seed"], "protocol": row["protocol"],
             "command": f"{train_command}; {eval_command}", "commit": git_commit(), "machine": machine(),

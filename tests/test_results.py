@@ -93,6 +93,8 @@ def test_records_from_a_run_carry_protocol_command_commit_and_machine(tmp_path):
                                                                           "seed": 0, "batch_size": 16, "lr": 1e-3})
     with pytest.raises(SystemExit):
         reg.records_from_run(run, preset="p", train_command="T", eval_command="E", num_train=800, step=5)
+    # epochs as the trainer counts them: whole batches (810 images of 16 are 50 steps, so 100 steps are 2 epochs)
+    assert reg.records_from_run(run, preset="p", train_command="T", eval_command="E", num_train=810)[0]["epochs"] == 2.0
 
 
 def test_pipeline_rows_are_recorded_and_rendered_beside_the_projected_gpu_rate():
