@@ -215,6 +215,47 @@ def test_real_features_are_cached_under_a_key_of_what_they_depend_on(tmp_path, m
     assert len(ctx(49).reference_features) == 49 and sum(calls) == 99  # another count, another key
 
 
+
+def test_two_evaluations_at_once_compute_the_real_features_once(tmp_path, monkeypatch, capfd):
+    """A second evaluation that needs the same real features while a first (another process) computes them waits
+    for the first and reads its cache (one line says so), instead of computing them again or writing the same
+    file."""
+    import multiprocessing
+    import time
+
+    from introvae.data import load
+    from introvae.metrics import EvalSettings, MetricContext
+
+    monkeypatch.setenv("INTROVAE_CACHE", str(tmp_path / "cache"))
+    counted = tmp_path / "images-through-the-network.txt"
+
+    def slow(x):  # the stand-in network, slow enough for the second to arrive while the first computes
+        with open(counted, "a") as f:
+            f.write(f"{len(x)}\n")
+        time.sleep(0.3)
+        return tiny_features(x)
+
+    monkeypatch.setattr(fidlib, "load_inception", lambda device="cpu", **_: slow)
+    data = load("faces", image_size=16, in_channels=1, holdout_fraction=0.2)
+
+    def features(show_progress):
+        ctx = MetricContext(data=data, data_id="faces", image_size=16, in_channels=1, device=torch.device("cpu"),
+                            settings=EvalSettings(ref_images=48, batch_size=8), images=data.test[:],
+                            show_progress=show_progress)
+        return ctx.reference_features
+
+    first = multiprocessing.get_context("fork").Process(target=features, args=(False,))
+    first.start()
+    while not counted.is_file():  # the first is computing
+        time.sleep(0.02)
+    second = features(True)
+    first.join()
+    assert first.exitcode == 0
+    assert sum(map(int, counted.read_text().split())) == 48  # computed once, by the first
+    assert torch.equal(second, features(False))
+    assert "waiting for another process that is computing the features of the real" in capfd.readouterr().err
+    assert [f.name for f in (tmp_path / "cache" / "fid-stats").iterdir() if f.suffix == ".tmp"] == []
+
 def test_eval_every_records_fid_over_training_and_plots_it(tmp_path, monkeypatch):
     from conftest import tiny_config
     from introvae.data import load

@@ -13,7 +13,6 @@ commands) take turns through a lock file beside it: one decodes and writes, the 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from ..cache import cache_root
+from ..cache import exclusive as cache_exclusive
 
 FORMAT = 1
 
@@ -59,36 +59,10 @@ def store_dir(src, *, holdout_fraction: float, split_seed: int) -> Path | None:
     return cache_root() / "decoded" / digest
 
 
-@contextlib.contextmanager
 def exclusive(path: Path, *, say=None):
-    """Hold the lock of store ``path`` (``say`` gets one line if another process holds it: it is waited for).
-    Where file locks are unavailable (no ``fcntl``, a read-only cache, a file system without locks), this does
-    nothing."""
-    try:
-        import fcntl
-
-        locks = cache_root() / "locks"  # not beside the stores: the decoded folder holds stores only
-        locks.mkdir(parents=True, exist_ok=True)
-        f = open(locks / f"decoded-{path.name}.lock", "a+")
-    except (ImportError, OSError):
-        yield
-        return
-    with f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            locked = True
-        except BlockingIOError:  # another process holds it
-            if say is not None:
-                say(f"waiting for another process that is decoding these images into {path}")
-            fcntl.flock(f, fcntl.LOCK_EX)
-            locked = True
-        except OSError:  # a file system without locks (some network mounts): go on unlocked
-            locked = False
-        try:
-            yield
-        finally:
-            if locked:
-                fcntl.flock(f, fcntl.LOCK_UN)
+    """Hold the lock of store ``path`` (``say`` gets one line if another process holds it: it is waited for)."""
+    return cache_exclusive(f"decoded-{path.name}", say=say,
+                           waiting=f"waiting for another process that is decoding these images into {path}")
 
 
 def read(path: Path):

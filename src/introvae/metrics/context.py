@@ -13,6 +13,8 @@ and the fixed subset of real images is a view (:class:`Rows`) that reads its ima
 from __future__ import annotations
 
 import functools
+import os
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from torch import Tensor
 
 import numpy as np
 
+from ..cache import exclusive
 from ..config_checks import BN_PROTOCOLS, ENCODER_STATS, FEATURE_PRECISIONS, at_least, param, validate_fields
 from ..data import ImageSet, to_float, to_uint8
 from ..errors import MetricError
@@ -180,11 +183,17 @@ class MetricContext:
         path = fidlib.cache_dir() / f"features-{key}.pt"
         if path.is_file():
             return torch.load(path, weights_only=True)
-        f = self.features_of(ref, desc=f"real {self.ref_split} features")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(f, tmp)
-        tmp.replace(path)
+        # two evaluations started together (two runs scored side by side) compute these once: the second waits
+        say = (lambda line: print(f"introvae: {line}", file=sys.stderr)) if self.show_progress else None
+        with exclusive(f"features-{key}", say=say, waiting=f"waiting for another process that is computing the "
+                                                           f"features of the real {self.ref_split} images"):
+            if path.is_file():  # made while this process waited
+                return torch.load(path, weights_only=True)
+            f = self.features_of(ref, desc=f"real {self.ref_split} features")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")  # never a file another process is writing
+            torch.save(f, tmp)
+            tmp.replace(path)
         return f
 
     @property
