@@ -58,6 +58,30 @@ def test_interrupted_and_resumed_run_ends_with_exactly_the_same_weights(tmp_path
     assert [r["step"] for r in read_stats(tmp_path / "b")] == [2, 4, 6, 8, 10]
 
 
+
+def test_a_stop_between_log_steps_logs_the_steps_since_the_last_row(tmp_path, faces16):
+    """A stop (Ctrl-C, a time budget) at a step that is not a log step writes the row of the steps since the last
+    one, so that stats.jsonl counts every step trained and its time; the resumed run continues unchanged."""
+    straight = _train(tmp_path / "a", faces16, steps=8, vae_steps=3, checkpoint_every=100)
+    straight.train()
+    t = _train(tmp_path / "b", faces16, steps=8, vae_steps=3, checkpoint_every=100)
+    train_step = t.train_step
+
+    def then_stop(*args, **kwargs):  # as a signal arriving during step 5 (log_every is 2)
+        out = train_step(*args, **kwargs)
+        t.stop_requested = t.stop_requested or t.run.step == 4
+        return out
+
+    t.train_step = then_stop
+    t.train()
+    assert t.step == 5 and [r["step"] for r in read_stats(tmp_path / "b")] == [2, 4, 5]
+    assert read_stats(tmp_path / "b")[-1]["loss_encoder"] is not None
+    second = resume(tmp_path / "b", data=faces16, show_progress=False, log=lambda s: None)
+    second.train()
+    assert [r["step"] for r in read_stats(tmp_path / "b")] == [2, 4, 5, 6, 8]
+    a, b = straight.run.model.state_dict(), second.run.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
 def test_keeps_the_last_k_checkpoints_and_resume_skips_a_corrupt_newest(tmp_path, faces16):
     t = _train(tmp_path / "r", faces16, steps=8, checkpoint_every=2, keep_checkpoints=2)
     t.train(stop_after=6)

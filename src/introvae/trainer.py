@@ -131,10 +131,12 @@ class Trainer:
                     stop, checkpoint_due = self._agreed_flags()
                     # The guard's counters are read on the host only at logging steps (and at the end): a step that
                     # does not log makes no host read. Skipped steps change nothing, so a rollback found later
-                    # restores the same state it would have restored at once.
-                    if run.step % cfg.log_every == 0 or run.step == end:
+                    # restores the same state it would have restored at once. A stop logs the steps since the last
+                    # row too, so that stats.jsonl counts every step trained (and its time: a time budget's).
+                    logs_now = run.step % cfg.log_every == 0 or run.step == end or stop
+                    if logs_now:
                         restart = self._check_guard()
-                    if not restart and (run.step % cfg.log_every == 0 or run.step == end):
+                    if not restart and logs_now:
                         row = self._write_stats_row()
                         if self.logger is not None:
                             self.logger.scalars(row)
