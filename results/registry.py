@@ -74,11 +74,16 @@ def machine() -> dict:
     return info
 
 
+MEASURED_AT = "HEAD"  # the code that measured: --commit REV when a run used an earlier commit's code
+
+
 def git_commit() -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(["git", "rev-parse", "--short", f"{MEASURED_AT}^{{commit}}"], cwd=ROOT,
+                              capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
+        if MEASURED_AT != "HEAD":
+            raise SystemExit(f"results: --commit {MEASURED_AT} is not a commit of this repository") from None
         return None
 
 
@@ -467,7 +472,10 @@ def render(*, check: bool, readme: Path = README, page: Path = RESULTS_PAGE, rec
 
 
 def main(argv: list[str] | None = None) -> int:
+    global MEASURED_AT
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--commit", default="HEAD", help="the commit whose code measured what is added (default: HEAD; "
+                                                    "a run made from a snapshot of an earlier commit names it)")
     sub = p.add_subparsers(dest="action", required=True)
     r = sub.add_parser("render", help="rewrite the README's result tables and docs/results.md")
     r.add_argument("--check", action="store_true", help="change nothing; exit 1 if a table differs from the records")
@@ -494,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("out", type=Path)
     c.add_argument("--command", required=True, help="the compare command line (its --data and --budget are read)")
     args = p.parse_args(argv)
+    MEASURED_AT = args.commit
     if args.action == "add-compare":
         new = records_from_compare(args.out, command=args.command)
         append_records(new)

@@ -199,3 +199,19 @@ def test_a_compare_folder_is_recorded_and_rendered_apart_from_the_literature_tab
     assert "compare" not in reg.table_fashion_mnist(recs) and "62.0" not in reg.table_fashion_mnist(recs)
     with pytest.raises(SystemExit, match="names no --budget"):
         reg.records_from_compare(tmp_path, command="introvae compare --data fashion-mnist")
+
+
+def test_a_record_names_the_commit_whose_code_measured_it():
+    """--commit REV: a run made from a snapshot of an earlier commit is recorded with that commit, resolved and
+    checked by git; HEAD by default."""
+    import subprocess
+
+    reg = _registry()
+    if reg.git_commit() is None:
+        pytest.fail("the repository's tests run in a git checkout")
+    full = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    reg.MEASURED_AT = full
+    assert full.startswith(reg.git_commit()) and len(reg.git_commit()) < len(full)
+    reg.MEASURED_AT = "no-such-commit"
+    with pytest.raises(SystemExit, match="--commit no-such-commit is not a commit of this repository"):
+        reg.git_commit()
