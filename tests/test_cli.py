@@ -207,3 +207,14 @@ def test_unreadable_images_are_one_plain_warning_line_and_a_list_in_the_run(tmp_
     assert "listed in" in captured.out and "bad_images.txt" in captured.out
     listed = (tmp_path / "run" / "bad_images.txt").read_text().splitlines()
     assert sorted(line.split("\t")[0].rsplit("/", 1)[-1] for line in listed) == ["broken1.png", "broken2.jpg"]
+
+
+def test_the_version_is_the_same_in_the_package_the_changelog_and_the_citation():
+    from pathlib import Path
+
+    from introvae import __version__
+
+    root = Path(__file__).resolve().parent.parent
+    newest = next(line for line in (root / "CHANGELOG.md").read_text().splitlines() if line.startswith("## "))
+    assert newest.startswith(f"## {__version__} (")
+    assert f'version: "{__version__}"' in (root / "CITATION.cff").read_text()
