@@ -135,6 +135,15 @@ def test_config_fields_warm_up_and_validation():
     # the warm-up is the same VAE in Soft-IntroVAE's weights: s beta_kl (KL + (2 beta_rec / beta_kl) L_AE)
     warm = make_objective(tiny_config(objective="soft-introvae", beta_rec=0.5, beta_kl=2.0), warmup=True)
     assert isinstance(warm, VAELoss) and warm.beta == 0.5
+    # ... on the authors' scale: beta_rec rec + beta_kl KL, batch means (Adam carries this scale into the game)
+    g = torch.Generator().manual_seed(0)
+    x, x_r = torch.rand(4, 1, 3, 3, generator=g), torch.rand(4, 1, 3, 3, generator=g)
+    mu, logvar = torch.randn(4, 5, generator=g), torch.randn(4, 5, generator=g)
+    f = Pass(x, mu, logvar, x_r)
+    kl = (0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar)).sum(1).mean()
+    rec = (x_r - x).pow(2).flatten(1).sum(1).mean()
+    assert torch.allclose(warm.encoder_phase(None, f)[0], 0.5 * rec + 2.0 * kl, rtol=1e-6)
+    assert torch.allclose(warm.generator_phase(None, f)[0], 0.5 * rec, rtol=1e-6)
     for field, value in (("beta_neg", -1.0), ("beta_kl", 0.0), ("beta_rec", float("nan")), ("objective", "soft")):
         with pytest.raises(ConfigError, match=f"^{field}"):
             tiny_config(**{field: value})

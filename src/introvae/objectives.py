@@ -116,21 +116,25 @@ class VAELoss:
 
     phases = {"encoder": "encoder", "generator": "decoder"}
 
-    def __init__(self, *, beta: float, likelihood: str = "gaussian"):
+    def __init__(self, *, beta: float, likelihood: str = "gaussian", weight: float = 1.0):
         self.beta, self.likelihood = beta, likelihood
+        # ``weight`` scales the whole loss. Within the VAE it changes nothing (Adam is invariant to it); it sets how
+        # large the warm-up's gradients are against the game's that follow, which Adam's moment estimates carry
+        # over the switch for a few thousand steps (Soft-IntroVAE's warm-up: see make_objective).
+        self.weight = weight
 
     def forward(self, nets, x: Tensor, noise: Noise) -> Pass:
         mu, logvar = nets.encoder(x)
         return Pass(x, mu, logvar, nets.decoder(reparameterize(mu.float(), logvar.float(), noise(mu.shape))))
 
     def encoder_phase(self, nets, f: Pass) -> tuple[Tensor, dict[str, Tensor]]:
-        """The negative ELBO: L_REG(Z) + beta * L_AE."""
+        """The negative ELBO: L_REG(Z) + beta * L_AE (times ``weight``)."""
         kl_real, l_ae = kl_divergence(f.mu, f.logvar), reconstruction_loss(f.x_r, f.x, self.likelihood)
-        return kl_real.mean() + self.beta * l_ae, {"reconstruction": l_ae, "kl_real": kl_real.mean()}
+        return self.weight * (kl_real.mean() + self.beta * l_ae), {"reconstruction": l_ae, "kl_real": kl_real.mean()}
 
     def generator_phase(self, nets, f: Pass) -> tuple[Tensor, dict[str, Tensor]]:
-        """The part of the ELBO that depends on G: beta * L_AE."""
-        return self.beta * reconstruction_loss(f.x_r, f.x, self.likelihood), {}
+        """The part of the ELBO that depends on G: beta * L_AE (times ``weight``)."""
+        return self.weight * self.beta * reconstruction_loss(f.x_r, f.x, self.likelihood), {}
 
 
 class SoftIntroVAELoss:
@@ -201,7 +205,11 @@ def make_objective(config, *, warmup: bool = False, margin=None, alpha: float | 
     ``alpha``: the weight in force (``config.alpha_early`` early in a run); default ``config.alpha``."""
     if config.objective == "soft-introvae":
         if warmup:
-            return VAELoss(beta=vae_beta(config.beta_rec, config.beta_kl))
+            # The authors' warm-up loss, beta_rec rec + beta_kl KL (no s): weight beta_kl on KL + beta L_AE. Its scale
+            # against the game's s (...) decides the step sizes Adam takes for the first thousands of steps of the
+            # game (on 2D points the game's gradients are half the warm-up's, as in their code; introvae 0.7 and
+            # before used weight 1, 1/beta_kl times theirs: 6.7x the game's on 8gaussians).
+            return VAELoss(beta=vae_beta(config.beta_rec, config.beta_kl), weight=config.beta_kl)
         return SoftIntroVAELoss(beta_rec=config.beta_rec, beta_kl=config.beta_kl, beta_neg=config.beta_neg,
                                 gamma_r=config.gamma_r, target_grad=config.target_grad)
     alpha, likelihood = config.alpha if alpha is None else alpha, config.likelihood
