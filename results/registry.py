@@ -33,6 +33,8 @@ LITERATURE = {"ref_split": "test", "num_samples": 10_000, "ref_images": 10_000, 
 OBJECTIVE_NAMES = {"introvae": "IntroVAE", "vae": "VAE", "soft-introvae": "Soft-IntroVAE"}
 # The 2D networks of the records made before runs named theirs: one ReLU layer fewer than the authors'
 EARLIER_2D_NETWORKS = "MLPs with 3 ReLU layers of 256, z = 2 (introvae 0.5 and before)"
+# The commit from which Soft-IntroVAE's warm-up has the authors' scale (2D runs from before it do not say so)
+SOFT_WARMUP_SINCE = "4146a4e"
 # Settings that do not change what a run learns: left out of the config hash, so seeds of one preset share it.
 NOT_HASHED = ("seed", "steps", "epochs", "device", "precision", "channels_last", "compile", "loader_workers",
               "log_every", "image_every", "checkpoint_every", "checkpoint_minutes", "keep_checkpoints",
@@ -118,6 +120,20 @@ def records_from_run(run: Path, *, preset: str, train_command: str, eval_command
     return out
 
 
+def _soft_warmup(cfg: dict, scores: dict) -> str | None:
+    """How a Soft-IntroVAE 2D run weighed its warm-up: as its scores say, else by the commit that measured it."""
+    if cfg["objective"] != "soft-introvae" or not cfg["vae_steps"]:
+        return None
+    if "warmup" in scores:
+        return scores["warmup"]
+    try:
+        measured = subprocess.run(["git", "merge-base", "--is-ancestor", SOFT_WARMUP_SINCE,
+                                   f"{MEASURED_AT}^{{commit}}"], cwd=ROOT, capture_output=True).returncode == 0
+    except OSError:  # no git: the run cannot be placed
+        measured = False
+    return "the authors' warm-up scale (beta_rec rec + beta_kl KL)" if measured else None
+
+
 def records_from_2d_run(run: Path, *, command: str) -> list[dict]:
     """One record per score (KL, JSD, both ways) of a finished 2D density run (``toy2d.json``, ``scores.json``)."""
     cfg = json.loads((run / "toy2d.json").read_text())
@@ -132,7 +148,7 @@ def records_from_2d_run(run: Path, *, command: str) -> list[dict]:
                                               "samples": cfg["eval_points"], "data_points": cfg["eval_points"],
                                               "scorer": "Soft-IntroVAE authors' KL/JSD and textbook JSD"},
             "extra": {"networks": scores["networks"], "weights": {k: cfg[k] for k in ("beta_kl", "beta_rec", "beta_neg")},
-                      "target_grad": cfg.get("target_grad", False)},
+                      "target_grad": cfg.get("target_grad", False), "warmup": _soft_warmup(cfg, scores)},
             "wall_time": {"train_s": scores["seconds"]}, "command": command, "commit": git_commit(),
             "machine": machine(), "date": datetime.date.today().isoformat(), "run": run.name}
     return [dict(base, metric=k, value=round(scores[k], 4)) for k in ("kl", "jsd", "kl_textbook", "jsd_textbook")]
@@ -247,7 +263,8 @@ def _networks_2d(record: dict) -> str:
     """The networks a 2D score was measured with, and the authors' undetached x_r target where it was used."""
     extra = record.get("extra", {})
     networks = extra.get("networks", EARLIER_2D_NETWORKS)
-    return networks + ("; x_r's target with its gradient, as the authors' code" if extra.get("target_grad") else "")
+    return (networks + ("; x_r's target with its gradient, as the authors' code" if extra.get("target_grad") else "")
+            + (f"; {extra['warmup']}" if extra.get("warmup") else ""))
 
 
 def table_densities(records: list[dict]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import shutil
 from pathlib import Path
 
@@ -143,6 +144,21 @@ def test_2d_runs_are_recorded_with_their_networks_and_replace_the_earlier_networ
     reg.render(check=False, readme=readme, page=page, records_path=records)
     assert next(ln for ln in readme.read_text().splitlines() if ln.startswith("| 8gaussians |")) == row
     assert "x_r's target with its gradient" in (tmp_path / "docs" / "soft-introvae-2d.md").read_text()
+    # Soft-IntroVAE's warm-up scale (introvae 0.7.2): said by the run, else placed by the commit that measured it
+    assert all(r["extra"]["warmup"] == "the authors' warm-up scale (beta_rec rec + beta_kl KL)" for r in new)
+    assert "; the authors' warm-up scale" in (tmp_path / "docs" / "soft-introvae-2d.md").read_text()
+    scores = json.loads((run / "scores.json").read_text())
+    (run / "scores.json").write_text(json.dumps({k: v for k, v in scores.items() if k != "warmup"}))
+    known = subprocess.run(["git", "cat-file", "-e", "d1540e4^{commit}"], cwd=reg.ROOT, capture_output=True)
+    if known.returncode != 0:
+        return  # a copy without the repository's history (the placing by commit needs it)
+    try:
+        reg.MEASURED_AT = "d1540e4"  # the last commit before the authors' scale
+        assert reg.records_from_2d_run(run, command="c")[0]["extra"]["warmup"] is None
+        reg.MEASURED_AT = reg.SOFT_WARMUP_SINCE
+        assert reg.records_from_2d_run(run, command="c")[0]["extra"]["warmup"].startswith("the authors'")
+    finally:
+        reg.MEASURED_AT = "HEAD"
     # a run from before 2D runs named their networks is refused with one line
     scores = json.loads((run / "scores.json").read_text())
     del scores["networks"]
