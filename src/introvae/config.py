@@ -84,7 +84,10 @@ class TrainConfig:
                                      "code does (off: ng(x_r) throughout, as the paper)", calibrate=False,
                               group="objective")
     vae_steps: int = param(0, "VAE warm-up: train as a plain VAE (alpha = 0) for the first N steps, as the paper "
-                              "advises", rule=at_least(0), calibrate=False, group="objective")
+                              "advises (Soft-IntroVAE's is weighed as its authors' code: on images its game's "
+                              "gradients then start s = 1/(C*H*W) times smaller and Adam's steps stay small for "
+                              "thousands of steps, so its image presets have none)", rule=at_least(0),
+                           calibrate=False, group="objective")
     vae_epochs: float = param(0.0, "VAE warm-up in epochs (the longer of the two warm-ups wins)",
                               rule=finite(">=", 0, "must be >= 0"), calibrate=False, group="objective")
     encoder_stats: str = param("real", "the encoder's BatchNorm running statistics: real (its passes over "
