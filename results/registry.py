@@ -151,7 +151,15 @@ def records_from_2d_run(run: Path, *, command: str) -> list[dict]:
                       "target_grad": cfg.get("target_grad", False), "warmup": _soft_warmup(cfg, scores)},
             "wall_time": {"train_s": scores["seconds"]}, "command": command, "commit": git_commit(),
             "machine": machine(), "date": datetime.date.today().isoformat(), "run": run.name}
-    return [dict(base, metric=k, value=round(scores[k], 4)) for k in ("kl", "jsd", "kl_textbook", "jsd_textbook")]
+    out = [dict(base, metric=k, value=round(scores[k], 4)) for k in ("kl", "jsd", "kl_textbook", "jsd_textbook")]
+    draws = scores.get("draws")
+    if draws is None:  # a run from before 2D runs scored several draws: score them now, from its saved model
+        from introvae.toy2d import evaluate, load_run
+
+        draws = evaluate(*load_run(run))["draws"]
+    out += [dict(base, metric=f"{k}_draws", value=round(draws[k][0], 4), std=round(draws[k][1], 4),
+                 extra=dict(base["extra"], draws=draws["n"])) for k in ("kl", "jsd")]
+    return out
 
 
 def records_from_throughput(rows: list[dict], *, command: str) -> list[dict]:
@@ -312,15 +320,25 @@ def table_densities_full(records: list[dict]) -> str:
     for r in records:
         if r.get("protocol", {}).get("kind") == "2d-histogram":
             networks = "-" if r["objective"] == "data" else _networks_2d(r)
-            rows[(r["data"], r["objective"], networks, r.get("precision", "-"))][r["metric"]].append(r["value"])
+            key = (r["data"], r["objective"], networks, r.get("precision", "-"))
+            rows[key][r["metric"]].append(r["value"])
+            if r["metric"].endswith("_draws"):
+                rows[key][r["metric"] + "_sd"].append(r["std"])
+                rows[key]["draws"] = [r["extra"]["draws"]]
     lines = ["| density | objective | networks | arithmetic | KL (authors) | JSD (authors) | JSD (textbook, nats) "
-             "| seeds |", "|---|---|---|---|---|---|---|---|"]
+             "| seeds | KL / JSD (authors), mean of N draws (± one draw's sd) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     order = {"vae": 0, "introvae": 1, "soft-introvae": 2, "data": 3}
     for (data, obj, networks, precision), g in sorted(rows.items(), key=lambda kv: (
             kv[0][0] != "8gaussians", kv[0][0], order.get(kv[0][1], 9), kv[0][2] != EARLIER_2D_NETWORKS)):
         name = "*data itself*" if obj == "data" else OBJECTIVE_NAMES.get(obj, obj)
+        draws = "-"
+        if g.get("kl_draws"):  # the mean over seeds of each run's mean over draws; a single draw's spread beside it
+            sd = {k: statistics.mean(g[f"{k}_draws_sd"]) for k in ("kl", "jsd")}
+            draws = (f"{_mean_std(g['kl_draws'], 2)} (± {sd['kl']:.2f}) / {_mean_std(g['jsd_draws'], 2)} "
+                     f"(± {sd['jsd']:.2f}), N = {g['draws'][0]}")
         lines.append(f"| {data} | {name} | {networks} | {precision} | {_mean_std(g['kl'], 2)} | "
-                     f"{_mean_std(g['jsd'], 2)} | {_mean_std(g['jsd_textbook'], 2)} | {len(g['kl'])} |")
+                     f"{_mean_std(g['jsd'], 2)} | {_mean_std(g['jsd_textbook'], 2)} | {len(g['kl'])} | {draws} |")
     return "\n".join(lines)
 
 

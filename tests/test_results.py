@@ -124,9 +124,14 @@ def test_2d_runs_are_recorded_with_their_networks_and_replace_the_earlier_networ
     earlier = [r for r in reg.read_records(records) if "networks" not in r.get("extra", {})]
     records.write_text("".join(json.dumps(r) + "\n" for r in earlier))  # the repository's later 2D runs left out
     run = tmp_path / "runs" / "8g-soft"
-    train(ToyConfig(objective="soft-introvae", steps=30, vae_steps=10, eval_points=200, seed=3), run, progress=False)
+    train(ToyConfig(objective="soft-introvae", steps=30, vae_steps=10, eval_points=200, seed=3, score_draws=4), run,
+          progress=False)
     new = reg.records_from_2d_run(run, command="c")
-    assert {r["metric"] for r in new} == {"kl", "jsd", "kl_textbook", "jsd_textbook"}
+    assert {r["metric"] for r in new} == {"kl", "jsd", "kl_textbook", "jsd_textbook", "kl_draws", "jsd_draws"}
+    draws = json.loads((run / "scores.json").read_text())["draws"]
+    kl_draws = next(r for r in new if r["metric"] == "kl_draws")
+    assert (kl_draws["value"], kl_draws["std"], kl_draws["extra"]["draws"]) == (
+        round(draws["kl"][0], 4), round(draws["kl"][1], 4), 4)
     assert all(r["extra"]["networks"].startswith("MLPs with 4 ReLU layers of 256") and r["precision"] == "fp32"
                and r["seed"] == 3 and r["protocol"]["kind"] == "2d-histogram" for r in new)
     reg.append_records(new, records)
@@ -159,6 +164,11 @@ def test_2d_runs_are_recorded_with_their_networks_and_replace_the_earlier_networ
         assert reg.records_from_2d_run(run, command="c")[0]["extra"]["warmup"].startswith("the authors'")
     finally:
         reg.MEASURED_AT = "HEAD"
+    # a run from before 2D runs scored several draws gets them scored from its saved model when recorded
+    scores = json.loads((run / "scores.json").read_text())
+    (run / "scores.json").write_text(json.dumps({k: v for k, v in scores.items() if k != "draws"}))
+    again = next(r for r in reg.records_from_2d_run(run, command="c") if r["metric"] == "kl_draws")
+    assert (again["value"], again["std"]) == (kl_draws["value"], kl_draws["std"])
     # a run from before 2D runs named their networks is refused with one line
     scores = json.loads((run / "scores.json").read_text())
     del scores["networks"]

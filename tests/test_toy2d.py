@@ -1,6 +1,7 @@
 """The 2D density benchmark: the densities, the scores (against torch's kl_div as the authors use it, and on
 known inputs), training with every objective, and the command line."""
 
+import dataclasses
 import json
 import math
 
@@ -56,7 +57,7 @@ def test_every_objective_trains_and_writes_its_run(tmp_path):
                                    ("introvae-auto", "introvae", {}), ("soft-introvae", "soft-introvae", {}),
                                    ("soft-introvae-bf16", "soft-introvae", {"precision": "bf16"})):
         cfg = ToyConfig(density="rings", objective=objective, steps=12, vae_steps=4, batch_size=64, log_every=4,
-                        eval_points=500, **extra)
+                        eval_points=500, score_draws=3, **extra)
         out = tmp_path / name
         result = train(cfg, out, progress=False)
         assert all(math.isfinite(result[k]) for k in ("kl", "jsd", "kl_textbook", "jsd_textbook"))
@@ -71,8 +72,15 @@ def test_every_objective_trains_and_writes_its_run(tmp_path):
             assert rows[1]["margin"] == pytest.approx(expected, rel=1.0 if not extra else 1e-6)
             assert rows[1]["margin"] > 0
         model, loaded = load_run(out)
-        assert loaded == cfg and evaluate(model, loaded) == pytest.approx(
+        again = evaluate(model, loaded)
+        assert loaded == cfg and {k: again[k] for k in ("kl", "jsd", "kl_textbook", "jsd_textbook")} == pytest.approx(
             {k: result[k] for k in ("kl", "jsd", "kl_textbook", "jsd_textbook")})
+        # the scores over several draws: draw 0 is the single score, and the mean and sd are those of the draws
+        d = result["draws"]
+        assert d["n"] == cfg.score_draws == 3 and d == again["draws"]
+        singles = [evaluate(model, dataclasses.replace(loaded, score_draws=1), seed=k)["kl"] for k in range(3)]
+        assert singles[0] == pytest.approx(result["kl"]) and d["kl"][0] == pytest.approx(np.mean(singles))
+        assert d["kl"][1] == pytest.approx(np.std(singles, ddof=1)) and d["kl"][1] > 0
         assert result["networks"] == "MLPs with 4 ReLU layers of 256 (the authors'), z = 2"
     # a run of the earlier networks (one hidden layer fewer in each MLP) is refused with one line
     state = torch.load(out / "model.pt", weights_only=True)

@@ -46,5 +46,10 @@ def scores(model_points: np.ndarray, data_points: np.ndarray, r: float) -> dict[
 
 def format_scores(r: dict) -> str:
     """The scores of a 2D run (``scores.json``) as two lines for a terminal."""
-    return (f"KL {r['kl']:.3f}  JSD {r['jsd']:.3f}  (the Soft-IntroVAE authors' way: densities / 100 rows)\n"
+    text = (f"KL {r['kl']:.3f}  JSD {r['jsd']:.3f}  (the Soft-IntroVAE authors' way: densities / 100 rows)\n"
             f"KL {r['kl_textbook']:.3f}  JSD {r['jsd_textbook']:.4f}  (textbook, on probability masses, nats)")
+    if "draws" in r:
+        d = r["draws"]
+        text += (f"\nover {d['n']} draws of samples and data: KL {d['kl'][0]:.3f} ± {d['kl'][1]:.3f}  "
+                 f"JSD {d['jsd'][0]:.3f} ± {d['jsd'][1]:.3f}  (the authors' way; ± one draw's spread)")
+    return text
