@@ -25,7 +25,7 @@ def run(tmp_path_factory):
 
 
 def test_export_writes_the_hub_layout_with_a_card(run, tmp_path, capsys):
-    assert main(["export", str(run), "-o", str(tmp_path / "m"), "--name", "tiny-faces"]) == 0
+    assert main(["export", str(run), "-o", str(tmp_path / "m"), "--name", "tiny-faces", "--commit", "abc1234"]) == 0
     files = sorted(p.name for p in (tmp_path / "m").iterdir())
     assert files == ["README.md", "config.json", "model.safetensors", "samples.png"]
     meta = hub.card_metadata(tmp_path / "m")
@@ -33,6 +33,7 @@ def test_export_writes_the_hub_layout_with_a_card(run, tmp_path, capsys):
     card = (tmp_path / "m" / "README.md").read_text()
     assert "# tiny-faces" in card and 'load_model("tiny-faces")' in card and "settings: objective introvae" in card
     assert "An IntroVAE model (16 px, 1 channel(s), latent size 8) trained with" in card
+    assert ", commit `abc1234`" in card  # --commit: the training code's, not the exporting checkout's
     assert [hub._article(o) for o in ("vae", "soft-introvae")] == ["A VAE", "A Soft-IntroVAE"]
     bern = hub.write_card(tmp_path, name="b", config={"image_size": 32, "in_channels": 1, "latent_dim": 128,
                                                       "likelihood": "bernoulli"}, run_config={"objective": "vae"},

@@ -182,6 +182,8 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--fp16", action="store_true", help="store the weights in fp16 (half the size; loaded as fp32)")
     e.add_argument("--name", help="the model's name in its card (default: the output folder's name)")
     e.add_argument("--train-command", help="the command that trained it, for the card")
+    e.add_argument("--commit", metavar="REV", help="the commit whose code trained it, for the card (default: this "
+                                                   "checkout's; give it when the run used an earlier snapshot)")
     sub.add_parser("models", help="list the shipped pretrained models with their metrics")
 
     cp = sub.add_parser("compare", help="IntroVAE, Soft-IntroVAE and a VAE on your data at one budget, scored alike",

@@ -10,9 +10,11 @@ import torch
 
 
 def export(source: str | Path, out: str | Path, *, ema: bool = True, fp16: bool = False,
-           name: str | None = None, train_command: str | None = None):
+           name: str | None = None, train_command: str | None = None, commit: str | None = None):
     """Write ``config.json``, ``model.safetensors`` (fp16 on request), ``README.md`` and ``samples.png`` for the
-    model of ``source`` (a run directory or a checkpoint) into ``out``; returns (model, out)."""
+    model of ``source`` (a run directory or a checkpoint) into ``out``; returns (model, out). ``commit``: the
+    commit whose code trained it, for the card (default: this checkout's; give it when the run was trained by an
+    earlier snapshot's code)."""
     from . import hub
     from .grids import save_grid
     from .metrics.store import read_metrics
@@ -36,7 +38,7 @@ def export(source: str | Path, out: str | Path, *, ema: bool = True, fp16: bool 
     hub.write_card(out, name=name or out.name, config=model.config.to_dict(),
                    run_config=run_cfg.to_dict() if run_cfg else None, evaluation=rows[-1] if rows else None,
                    source=train_command or f"the run {model_dir(src).name} (its config.json holds every setting)",
-                   training=training, commit=_commit(),
+                   training=training, commit=commit or _commit(),
                    samples="samples.png")
     return model, out
 

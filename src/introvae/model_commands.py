@@ -200,7 +200,7 @@ def cmd_export(args) -> int:
         raise UserError(f"export: -o names a directory (it gets config.json and model.safetensors), not a file: "
                         f"{args.out}; try -o {Path(args.out).with_suffix('')}")
     model, out = export(args.model, args.out, ema=not args.no_ema, fp16=args.fp16, name=args.name,
-                        train_command=args.train_command)
+                        train_command=args.train_command, commit=args.commit)
     print(f"exported the {model.generator_source} generator to {out}/ (config.json, model.safetensors"
           f"{' in fp16' if args.fp16 else ''}, README.md model card, samples.png)")
     return 0
