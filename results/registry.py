@@ -131,7 +131,9 @@ def _soft_warmup(cfg: dict, scores: dict) -> str | None:
                                    f"{MEASURED_AT}^{{commit}}"], cwd=ROOT, capture_output=True).returncode == 0
     except OSError:  # no git: the run cannot be placed
         measured = False
-    return "the authors' warm-up scale (beta_rec rec + beta_kl KL)" if measured else None
+    from introvae.toy2d.run import SOFT_WARMUP  # the words the runs themselves write
+
+    return SOFT_WARMUP if measured else None
 
 
 def records_from_2d_run(run: Path, *, command: str) -> list[dict]:

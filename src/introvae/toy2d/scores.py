@@ -45,7 +45,7 @@ def scores(model_points: np.ndarray, data_points: np.ndarray, r: float) -> dict[
 
 
 def format_scores(r: dict) -> str:
-    """The scores of a 2D run (``scores.json``) as two lines for a terminal."""
+    """The scores of a 2D run (``scores.json``) as lines for a terminal (a third for the draws, if scored)."""
     text = (f"KL {r['kl']:.3f}  JSD {r['jsd']:.3f}  (the Soft-IntroVAE authors' way: densities / 100 rows)\n"
             f"KL {r['kl_textbook']:.3f}  JSD {r['jsd_textbook']:.4f}  (textbook, on probability masses, nats)")
     if "draws" in r:
