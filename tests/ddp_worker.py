@@ -17,6 +17,7 @@ if "--resume" in sys.argv:
 else:
     trainer = Trainer(TrainConfig.load(config_file), run_dir, show_progress=False)
 trainer.train(stop_after=stop_after)
+trainer.close()
 run = trainer.run
 print(f"rank {trainer.world.rank}: step {run.step} of {run.total_steps}, "
       f"epoch {run.epoch} +{run.epoch_images} images", flush=True)

@@ -3,8 +3,10 @@ global batch, and a run resumes with another number of processes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,12 +23,36 @@ from introvae.trainer import Trainer, resume
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
-def torchrun(n: int, *args: str) -> str:
+def torchrun(n: int, *args: str, timeout: float = 300) -> str:
+    """torchrun's output; on a timeout, the test fails with every process's Python stacks (faulthandler on
+    SIGABRT), so that a hang names where it waits."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(WORKER.parent)}
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return r.stdout + r.stderr
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(WORKER.parent), "PYTHONFAULTHANDLER": "1"}
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        signal_all(p.pid, signal.SIGABRT)
+        try:
+            out, err = p.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            signal_all(p.pid, signal.SIGKILL)
+            out, err = p.communicate()
+        pytest.fail(f"torchrun did not finish in {timeout:g} s; the stacks at the timeout:\n{err[-8000:]}")
+    assert p.returncode == 0, out[-3000:] + err[-3000:]
+    return out + err
+
+
+def signal_all(pid: int, sig: int) -> None:
+    """Signal torchrun (``pid``) and, first, its workers, which it starts in sessions of their own: its child
+    processes as Linux's /proc lists them (elsewhere torchrun alone)."""
+    try:
+        workers = [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+    except OSError:
+        workers = []
+    for q in workers + [pid]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(q, sig)
 
 
 def final_state(run: Path) -> dict:

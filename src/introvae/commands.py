@@ -147,10 +147,12 @@ def cmd_train(args) -> int:
                 f"(files in {run_dir / 'wandb'}; WANDB_MODE=offline keeps them on this machine)")
         if cfg.objective != "vae" and trainer.run.warmup_steps >= trainer.run.total_steps:
             say(warmup_covers_run(trainer.run.total_steps, trainer.run.warmup_steps))
+    finished = False
     try:
-        trainer.train()
+        trainer.train()  # Ctrl-C and SIGTERM stop it normally, agreed by all processes
+        finished = True
     finally:
-        distributed.teardown()
+        trainer.close(clean=finished)
     if trainer.step < trainer.run.total_steps:  # Ctrl-C or SIGTERM: resumable, but not finished
         say(f"stopped at step {trainer.step} of {trainer.run.total_steps}; pictures and kl.png of step "
             f"{trainer.step} in {trainer.run_dir}")

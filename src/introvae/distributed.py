@@ -71,14 +71,19 @@ def setup(world: World, device: torch.device) -> torch.device:
     return device
 
 
-def teardown() -> None:
-    """Leave the process group if we made it; a group the caller made is the caller's to destroy."""
+def teardown(*, synchronise: bool = False) -> None:
+    """Leave the process group if we made it; a group the caller made is the caller's to destroy.
+
+    ``synchronise``: every process got here the normal way, so they meet at a barrier before the group is
+    destroyed, and none frees it while a peer still sends on it (gloo's destructor then waits on a connection
+    for ever). Not on an error path: a peer that failed never comes to the barrier.
+    """
     global _CONTROL_GROUP, _OWN_GROUP
-    if dist.is_initialized():
-        if _OWN_GROUP:
-            dist.destroy_process_group()
-        elif _CONTROL_GROUP is not None:
-            dist.destroy_process_group(_CONTROL_GROUP)
+    if dist.is_initialized() and (_OWN_GROUP or _CONTROL_GROUP is not None):
+        group = None if _OWN_GROUP else _CONTROL_GROUP  # None: the default group
+        if synchronise:
+            dist.barrier(group=group)
+        dist.destroy_process_group(group)
     _CONTROL_GROUP, _OWN_GROUP = None, False
 
 

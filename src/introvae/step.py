@@ -54,6 +54,11 @@ class TrainStep:
         self.norm_stats = {name: [b for n, b in net.named_buffers() if n.endswith(("running_mean", "running_var"))]
                            for name, net in self.networks.items()}
 
+    def release_wrappers(self) -> None:
+        """Call the plain networks from now on: drops the DistributedDataParallel (and compiled) wrappers, whose
+        reducers hold the process group."""
+        self.wrappers = self.frozen_wrappers = self.networks
+
     def __call__(self, objective, x: Tensor) -> dict[str, Tensor]:
         saved = {k: [b.clone() for b in v] for k, v in self.norm_stats.items()} if self.guard else {}
         with self._autocast():

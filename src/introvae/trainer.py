@@ -8,6 +8,7 @@ stats row, an evaluation, image grids, a checkpoint. The run's state and its che
 
 from __future__ import annotations
 
+import gc
 import signal
 import time
 from collections.abc import Callable
@@ -85,6 +86,19 @@ class Trainer:
     def step(self) -> int:
         """The number of steps trained so far."""
         return self.run.step
+
+    def close(self, *, clean: bool = True) -> None:
+        """Leave the process group under torchrun (nothing with one process); the trainer trains no more.
+
+        The DistributedDataParallel wrappers go first: their reducers hold the group, and a group whose last
+        holder is freed only at interpreter exit, after ``destroy_process_group``, can leave gloo's destructor
+        joining its threads for ever (seen in the two-process test). ``clean``: every process finished
+        ``train`` (or stopped by the agreed signal), so they meet at a barrier before the group goes; pass
+        False on an error path, where a peer may never come.
+        """
+        self.train_step.release_wrappers()
+        gc.collect()  # the wrappers' reference cycles (hooks) would otherwise keep the reducers alive
+        dist_.teardown(synchronise=clean)
 
     # --- the loop ----------------------------------------------------------------------------
     def train(self, *, stop_after: int | None = None) -> Path:
