@@ -139,3 +139,44 @@ def test_a_process_group_the_caller_made_is_left_to_the_caller(tmp_path):
         assert dist.is_initialized()  # still the caller's
     finally:
         dist.destroy_process_group()
+
+
+def test_a_gpu_process_joins_nccl_bound_to_its_local_rank_and_leaves_after_a_barrier(monkeypatch):
+    """No GPU needed: the process-group calls are recorded. Under torchrun with LOCAL_RANK 1 on a 2-GPU node the
+    group is NCCL bound to cuda:1 (its barriers synchronise there), host flags get a gloo group, and a clean
+    teardown meets at a barrier before destroying the group; an error-path teardown does not wait."""
+    import torch.distributed as dist
+
+    from introvae import distributed
+
+    calls = []
+    state = {"up": False}
+
+    def init(backend, **kw):
+        calls.append(("init", backend, kw["device_id"]))
+        state["up"] = True
+
+    def destroy(group=None):
+        calls.append(("destroy", group))
+        state["up"] = False
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(("set_device", d)))
+    monkeypatch.setattr(dist, "is_initialized", lambda: state["up"])
+    monkeypatch.setattr(dist, "init_process_group", init)
+    monkeypatch.setattr(dist, "get_backend", lambda group=None: "nccl")
+    monkeypatch.setattr(dist, "new_group", lambda backend: calls.append(("new_group", backend)) or "gloo-group")
+    monkeypatch.setattr(dist, "barrier", lambda group=None: calls.append(("barrier", group)))
+    monkeypatch.setattr(dist, "destroy_process_group", destroy)
+    world = distributed.World(rank=3, size=4, local_rank=1)
+    try:
+        assert distributed.setup(world, torch.device("cuda")) == torch.device("cuda", 1)
+        distributed.teardown(synchronise=True)
+        assert calls == [("set_device", torch.device("cuda", 1)), ("init", "nccl", torch.device("cuda", 1)),
+                         ("new_group", "gloo"), ("barrier", None), ("destroy", None)]
+        calls.clear()
+        distributed.setup(world, torch.device("cuda"))
+        distributed.teardown()  # an error path: no barrier
+        assert [c[0] for c in calls] == ["set_device", "init", "new_group", "destroy"]
+    finally:
+        distributed._CONTROL_GROUP, distributed._OWN_GROUP = None, False

@@ -61,8 +61,11 @@ def setup(world: World, device: torch.device) -> torch.device:
     global _CONTROL_GROUP, _OWN_GROUP
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
+        # device_id binds the group to this process's GPU: NCCL's barriers (teardown's among them) then
+        # synchronise on it, not on the device under the current context
         dist.init_process_group(backend, rank=world.rank, world_size=world.size,
-                                timeout=datetime.timedelta(minutes=30))
+                                timeout=datetime.timedelta(minutes=30),
+                                device_id=device if device.type == "cuda" else None)
         _OWN_GROUP = True
     if _CONTROL_GROUP is None and dist.get_backend() != "gloo":
         # host-side flags need a CPU (gloo) group, also when the caller made the default group (NCCL rejects CPU
