@@ -34,8 +34,10 @@ def test_every_preset_is_valid_names_its_data_or_none_and_adam_is_the_papers():
                                                       0.5 if name.startswith("fashion-mnist") and name != "fashion-mnist-soft"
                                                       else 0.9, 0.999), name
     f = PRESETS["fashion-mnist"]
-    assert (f.margin, f.vae_steps, f.batch_size, f.alpha, f.beta, f.ema, f.mirror) == ("auto", 200, 16, 0.25, 10.0, 0.0,
-                                                                                     True)
+    assert (f.margin, f.vae_steps, f.batch_size, f.alpha, f.beta, f.ema, f.mirror) == ("auto", 200, 16, 0.25, 10.0,
+                                                                                     0.999, True)
+    # the averaged generator is fashion-mnist's alone: the VAE baseline samples its trained decoder, as measured
+    assert [n for n, c in PRESETS.items() if c.ema] == ["fashion-mnist"]
     assert (f.alpha_early, f.alpha_early_epochs) == (0.5, 1.0)  # alpha 0.5 for the first epoch, then 0.25
     # the paper's alpha (the VAE baseline copies fashion-mnist's schedule, which a VAE does not read)
     assert all(c.alpha_early_epochs == 0 for n, c in PRESETS.items() if n not in ("fashion-mnist", "fashion-mnist-vae"))
@@ -44,9 +46,9 @@ def test_every_preset_is_valid_names_its_data_or_none_and_adam_is_the_papers():
                                                                  "celebahq256-authors", "celebahq1024", "rgb64"]
     assert (PRESETS["faces"].data, PRESETS["fashion-mnist"].data) == ("faces", "fashion-mnist")
     # the VAE baseline is the screen's command, `--preset fashion-mnist --objective vae --likelihood bernoulli
-    # --beta 3`: only those three fields differ from the IntroVAE preset
+    # --beta 3` with `--ema 0`: only those fields differ from the IntroVAE preset
     assert PRESETS["fashion-mnist"].changes(PRESETS["fashion-mnist-vae"]) == [
-        ("likelihood", "gaussian", "bernoulli"), ("objective", "introvae", "vae"), ("beta", 10.0, 3.0)]
+        ("likelihood", "gaussian", "bernoulli"), ("objective", "introvae", "vae"), ("beta", 10.0, 3.0), ("ema", 0.999, 0.0)]
 
 
 def test_the_model_config_is_apart_from_the_run_config():

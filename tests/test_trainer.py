@@ -137,6 +137,15 @@ def test_batch_larger_than_the_data_is_a_clear_error(faces16):
         Trainer(tiny_config(batch_size=200), "unused", data=faces16, show_progress=False)
 
 
+def test_the_average_remembers_at_most_the_steps_there_are():
+    from introvae.ema import ema_decay
+
+    assert ema_decay(0.999, 0) == pytest.approx(0.1) and ema_decay(0.999, 90) == pytest.approx(0.91)
+    assert ema_decay(0.999, 3750) == pytest.approx(3751 / 3760)  # a memory of ~420 steps after one epoch of 16
+    assert ema_decay(0.999, 8989) < 0.999 == ema_decay(0.999, 8990) == ema_decay(0.999, 10**6)
+    assert ema_decay(0.5, 0) == pytest.approx(0.1) and ema_decay(0.5, 8) == 0.5
+
+
 def test_ema_generator_averages_the_weights_survives_resume_and_is_what_sampling_uses(tmp_path, faces16,
                                                                                      monkeypatch):
     import introvae.trainer as trainer_mod
@@ -159,8 +168,8 @@ def test_ema_generator_averages_the_weights_survives_resume_and_is_what_sampling
     assert "stages.0.bn1.running_mean" in averaged and "stages.0.bn1.running_var" in averaged
     for name, p in averaged.items():  # weights and BatchNorm statistics alike
         expect = start[name]
-        for h in history:
-            expect = decay * expect + (1 - decay) * h[name]
+        for h, d in zip(history, (2 / 11, 3 / 12, 4 / 13)):  # after steps 1, 2, 3: (1 + t) / (10 + t) < 0.9
+            expect = d * expect + (1 - d) * h[name]
         assert torch.allclose(p, expect, atol=1e-6), name
         assert not torch.equal(p, t.run.model.decoder.state_dict()[name])  # an average, not the last weights
     assert torch.equal(t.run.ema.state_dict()["stages.0.bn1.num_batches_tracked"],

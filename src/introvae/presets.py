@@ -42,11 +42,13 @@ PRESETS: dict[str, TrainConfig] = {
     # paper's lr 2e-4 is for its 128-1024 px networks and long runs, not one epoch of small images); Adam's beta1
     # 0.5 (the paper: 0.9), as GANs are usually trained; alpha 0.5 for the first epoch, then the paper's 0.25. The
     # paper advises 0.25 ("larger or smaller may decelerate the convergence", Appendix D, at 256 px on CelebA-HQ)
-    # and has no schedule: the early 0.5 is ours. The paper's presets above keep 0.25 throughout.
+    # and has no schedule: the early 0.5 is ours. The paper's presets above keep 0.25 throughout. Samples come
+    # from an average of the generator (ema 0.999, ours; the paper samples the trained one): after 5 epochs it
+    # scored better on each of 3 seeds (FID 32.1 +- 2.9 against 41.6 +- 11.7), as the game still swings there.
     "fashion-mnist": TrainConfig(model=ModelConfig(image_size=32, in_channels=1, latent_dim=128,
                                                    channels=(32, 64, 128, 256)),
                                  data="fashion-mnist", margin="auto", vae_steps=200, alpha=0.25, alpha_early=0.5,
-                                 alpha_early_epochs=1.0, beta=10.0,
+                                 alpha_early_epochs=1.0, beta=10.0, ema=0.999,
                                  lr=1e-3, adam_beta1=0.5, batch_size=16, log_every=50, image_every=1000),
     # Soft-IntroVAE with the authors' published Fashion-MNIST settings (SOFT_INTROVAE.md: beta_kl 1, beta_rec 1,
     # beta_neg 256, z 32, batch 128, Adam 2e-4, no VAE warm-up) on our fashion-mnist networks.
@@ -66,8 +68,9 @@ PRESETS: dict[str, TrainConfig] = {
 # literature's "VAE (cross-entropy)" of Dai & Wipf's table), weighted beta 3 against the KL: the best of a screen of
 # the likelihood and its weight (Gaussian beta 3/10/30/100, Bernoulli beta 1/3) at one epoch, in
 # docs/defaults-fashion-mnist.md; exactly the screen's `--preset fashion-mnist --objective vae --likelihood
-# bernoulli --beta 3`.
-PRESETS["fashion-mnist-vae"] = PRESETS["fashion-mnist"].replace(objective="vae", likelihood="bernoulli", beta=3.0)
+# bernoulli --beta 3`, sampling its trained decoder as measured (ema 0).
+PRESETS["fashion-mnist-vae"] = PRESETS["fashion-mnist"].replace(objective="vae", likelihood="bernoulli", beta=3.0,
+                                                                ema=0.0)
 
 
 def get_preset(name: str) -> TrainConfig:

@@ -21,7 +21,7 @@ from . import distributed as dist_
 from .config import TrainConfig, flat_dict
 from .data import ImageSet, batches, load
 from .data.batches import auto_workers, to_device
-from .ema import update_ema
+from .ema import ema_decay, update_ema
 from .eta import TrainingEstimate
 from .loggers import make_logger
 from .margin import AutoMargin
@@ -202,7 +202,8 @@ class Trainer:
         if isinstance(self.run.margin, AutoMargin):
             self.run.margin.observe(logs["kl_real"], ok=logs["skipped"] == 0)
         if self.run.ema is not None:
-            update_ema(self.run.ema, self.run.model.decoder, self.config.ema, weight=1.0 - logs["skipped"])
+            update_ema(self.run.ema, self.run.model.decoder, ema_decay(self.config.ema, self.run.step),
+                       weight=1.0 - logs["skipped"])
 
     def _agreed_flags(self) -> tuple[bool, bool]:
         """(stop, checkpoint due), the same on every process: a signal may reach the processes at different
