@@ -96,8 +96,9 @@ class Trainer:
         ``train`` (or stopped by the agreed signal), so they meet at a barrier before the group goes; pass
         False on an error path, where a peer may never come.
         """
-        self.train_step.release_wrappers()
-        gc.collect()  # the wrappers' reference cycles (hooks) would otherwise keep the reducers alive
+        if self.world.enabled:  # one process has no wrappers holding a group, and nothing to collect
+            self.train_step.release_wrappers()
+            gc.collect()  # in case reference cycles (the wrappers' hooks) still hold a reducer
         dist_.teardown(synchronise=clean)
 
     # --- the loop ----------------------------------------------------------------------------
