@@ -417,3 +417,86 @@ def test_evaluation_memory_is_bounded_whatever_the_sample_count(tmp_path, monkey
     ref = spilled.reference
     assert isinstance(ref, context.Rows) and len(ref) == 25 and ref.base is faces16.train  # holds no image
     assert torch.equal(ref[3:5], faces16.train[ref.index[3:5]]) and torch.equal(ref[2], faces16.train[ref.index[2]])
+
+
+def _resumable_context(out, images, monkeypatch, network, batch_size=10):
+    """A context that takes the Inception network's path (features kept on disk), with ``network`` standing in."""
+    from introvae.metrics import EvalSettings, MetricContext
+
+    monkeypatch.setattr(fidlib, "load_inception", lambda device, precision="fp32": network)
+    return MetricContext(data=None, data_id="x", image_size=16, in_channels=1, device="cpu",
+                         settings=EvalSettings(batch_size=batch_size), images=images, out_dir=out,
+                         show_progress=False)
+
+
+def test_interrupted_sample_features_resume_where_they_stopped_and_equal_an_uninterrupted_run(tmp_path, monkeypatch):
+    """Ctrl-C in the third batch keeps the two batches done; the same evaluation computes only the other three
+    and gets the uninterrupted features to the bit; the kept file goes once they are complete."""
+    images = torch.randint(0, 256, (50, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    whole = _resumable_context(tmp_path / "whole", images, monkeypatch, tiny_features).sample_features
+
+    calls = []
+
+    def stopped_in_third_batch(x):
+        calls.append(len(x))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return tiny_features(x)
+
+    with pytest.raises(KeyboardInterrupt):
+        _resumable_context(tmp_path / "run", images, monkeypatch, stopped_in_third_batch).sample_features
+    kept = list((tmp_path / "run").glob("sample-features-partial-*.pt"))
+    assert len(kept) == 1 and len(torch.load(kept[0], weights_only=True)["features"]) == 20
+
+    calls.clear()
+    resumed = _resumable_context(tmp_path / "run", images, monkeypatch,
+                                 lambda x: calls.append(len(x)) or tiny_features(x)).sample_features
+    assert calls == [10, 10, 10]  # images 20 to 49 only
+    assert torch.equal(resumed, whole)
+    assert not list((tmp_path / "run").glob("sample-features-partial-*"))
+
+
+def test_kept_sample_features_are_used_only_for_the_same_images_and_settings(tmp_path, monkeypatch):
+    """Another image, another batch size or an unreadable file: the features are computed from the first image."""
+    from introvae.metrics import partial
+
+    gen = torch.Generator().manual_seed(2)
+    images = torch.randint(0, 256, (30, 1, 16, 16), dtype=torch.uint8, generator=gen)
+    other = images.clone()
+    other[29, 0, 5, 5] ^= 1  # one bit of the last image
+
+    def stop_after_two(x, seen=[]):
+        seen.append(1)
+        if len(seen) == 3:
+            raise RuntimeError("out of memory")
+        return tiny_features(x)
+
+    with pytest.raises(RuntimeError):
+        _resumable_context(tmp_path, images, monkeypatch, stop_after_two).sample_features
+    assert len(list(tmp_path.glob("sample-features-partial-*.pt"))) == 1
+
+    for imgs, batch in ((other, 10), (images, 5)):
+        calls = []
+        _resumable_context(tmp_path, imgs, monkeypatch, lambda x: calls.append(len(x)) or tiny_features(x),
+                           batch_size=batch).sample_features
+        assert sum(calls) == 30
+
+    (path,) = tmp_path.glob("sample-features-partial-*.pt")  # the first images' file is still there
+    path.write_bytes(b"torn")
+    calls = []
+    _resumable_context(tmp_path, images, monkeypatch, lambda x: calls.append(len(x)) or tiny_features(x)).sample_features
+    assert sum(calls) == 30 and not path.exists()
+    assert partial.digest(images, a=1) != partial.digest(other, a=1) != partial.digest(other, a=2)
+
+
+def test_sample_features_are_kept_every_interval_while_computed(tmp_path, monkeypatch):
+    """A kill gives no chance to write: the features are also written every KEEP_EVERY_S seconds (here every
+    batch), each time all of them so far."""
+    from introvae.metrics import partial
+
+    monkeypatch.setattr(partial, "KEEP_EVERY_S", -1.0)
+    sizes = []
+    monkeypatch.setattr(partial.PartialFeatures, "keep", lambda self, f: sizes.append(len(f)))
+    images = torch.randint(0, 256, (35, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    _resumable_context(tmp_path, images, monkeypatch, tiny_features).sample_features
+    assert sizes == [10, 20, 30, 35]

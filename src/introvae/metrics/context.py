@@ -30,7 +30,7 @@ from ..config_checks import BN_PROTOCOLS, ENCODER_STATS, FEATURE_PRECISIONS, at_
 from ..data import ImageSet, to_float, to_uint8
 from ..errors import MetricError
 from . import fid as fidlib
-from . import protocol
+from . import partial, protocol
 
 
 HOST_SAMPLE_BYTES = 2 * 2**30  # generated images kept in host memory; more go to a file mapped from disk
@@ -157,7 +157,27 @@ class MetricContext:
 
     @functools.cached_property
     def sample_features(self) -> Tensor:
-        return self.features_of(self.samples, desc="sample features")
+        """Features of :attr:`samples`. Kept on disk while computed (in the output folder, else the cache
+        directory; :mod:`.partial`), so that the same evaluation, interrupted, resumes where it stopped."""
+        if self._features is not None:  # a feature function of the caller's: nothing to name it by
+            return self.features_of(self.samples, desc="sample features")
+        images = self.samples
+        key = partial.digest(images, batch_size=self.settings.batch_size, network=fidlib.INCEPTION_SHA1,
+                             precision=self.feature_precision, device=torch.device(self.device).type)
+        kept = partial.PartialFeatures(self.out_dir if self.out_dir is not None else fidlib.cache_dir(), key,
+                                       len(images))
+        done = kept.load()
+        say = (lambda line: print(f"introvae: {line}", file=sys.stderr)) if self.show_progress else (lambda _: None)
+        if done is not None:
+            say(f"resuming the sample features at {len(done)} of {len(images)} ({kept.path})")
+        try:
+            features = self.features_of(images, desc="sample features", done=done, keep=kept.keep)
+        except BaseException:
+            if kept.path.is_file():
+                say(f"the sample features computed so far are in {kept.path}: the same command resumes there")
+            raise
+        kept.remove()
+        return features
 
     @functools.cached_property
     def reference(self) -> Tensor:
@@ -201,9 +221,14 @@ class MetricContext:
         """The images reconstructions are scored on: the held-out split (the training split if it is empty)."""
         return self.data.test[:] if len(self.data.test) else self.data.train[:]
 
-    def features_of(self, images: Tensor, *, desc: str) -> Tensor:
-        """Feature vectors (float32, CPU) of uint8 images (N, C, H, W), ``batch_size`` at a time on the device."""
+    def features_of(self, images: Tensor, *, desc: str, done: Tensor | None = None,
+                    keep: Callable[[Tensor], None] | None = None) -> Tensor:
+        """Feature vectors (float32, CPU) of uint8 images (N, C, H, W), ``batch_size`` at a time on the device;
+        ``done`` and ``keep`` as :func:`.fid.inception_features` (``done`` covers whole batches)."""
         b = self.settings.batch_size
-        chunks = (to_float(images[k:k + b].to(self.device)) for k in range(0, len(images), b))
+        first = len(done) if done is not None else 0
+        if first % b:
+            raise MetricError(f"features kept for {first} images, not whole batches of {b}")
+        chunks = (to_float(images[k:k + b].to(self.device)) for k in range(first, len(images), b))
         return fidlib.inception_features(chunks, self.feature_fn, total=len(images), desc=desc,
-                                         show_progress=self.show_progress).float()
+                                         show_progress=self.show_progress, done=done, keep=keep).float()

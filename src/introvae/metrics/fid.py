@@ -155,25 +155,43 @@ def inception_inputs(images: Tensor) -> Tensor:
 
 
 def inception_features(batches: Iterable[Tensor], feature_fn: Callable[[Tensor], Tensor],
-                       *, total: int | None = None, desc: str = "features", show_progress: bool = True) -> Tensor:
+                       *, total: int | None = None, desc: str = "features", show_progress: bool = True,
+                       done: Tensor | None = None, keep: Callable[[Tensor], None] | None = None) -> Tensor:
     """Features of every batch (float images in [0, 1]), stacked on the CPU in float64, with a progress bar; a job
-    that will take over a minute says so first, with the time estimated from its first batch."""
+    that will take over a minute says so first, with the time estimated from its first batch.
+
+    ``done``: the features of images before the first batch (a resumed job; ``total`` counts them). ``keep`` is
+    given the features so far every ``partial.KEEP_EVERY_S`` seconds and when the work stops on an exception
+    (Ctrl-C included), so that an interrupted job can pass them back as ``done``."""
     import time
 
     from ..progress import progress
 
     from ..eta import ANNOUNCE_ABOVE_S, minutes
+    from .partial import KEEP_EVERY_S
 
-    out, t0 = [], time.perf_counter()
-    with progress(total=total, desc=desc, unit="img", disable=not show_progress, leave=False) as bar:
-        for x in batches:
-            out.append(feature_fn(x).cpu().double())
-            bar.update(len(x))
-            if len(out) == 1 and show_progress and total:
-                estimate = (time.perf_counter() - t0) * total / len(x)
-                if estimate > ANNOUNCE_ABOVE_S:
-                    bar.write(f"{desc}: {total} images through the Inception network, about "
-                              f"{minutes(estimate)} (from the first batch)")
+    out = [done.double()] if done is not None and len(done) else []
+    first, t0 = len(out), time.perf_counter()
+    kept_at = t0
+    with progress(total=total, desc=desc, unit="img", disable=not show_progress, leave=False,
+                  initial=len(done) if done is not None else 0) as bar:
+        try:
+            for x in batches:
+                out.append(feature_fn(x).cpu().double())
+                if len(out) == first + 1 and show_progress and total:  # before the bar's first line
+                    left = total - (len(done) if done is not None else 0)
+                    estimate = (time.perf_counter() - t0) * left / len(x)
+                    if estimate > ANNOUNCE_ABOVE_S:
+                        bar.write(f"{desc}: {left} images through the Inception network, about "
+                                  f"{minutes(estimate)} (from the first batch)")
+                bar.update(len(x))
+                if keep is not None and time.perf_counter() - kept_at > KEEP_EVERY_S:
+                    keep(torch.cat(out))
+                    kept_at = time.perf_counter()
+        except BaseException:
+            if keep is not None and len(out) > first:
+                keep(torch.cat(out))
+            raise
     return torch.cat(out)
 
 
