@@ -368,6 +368,72 @@ def test_resume_may_change_runtime_settings_and_extend_a_finished_run_but_not_th
     assert len(err.splitlines()) == 1 and err.startswith("introvae: error: beta: a resumed run keeps its value")
 
 
+def _weights(run_dir, step):
+    return checkpoint.load(checkpoint.checkpoint_path(run_dir, step))["model"]
+
+
+def test_a_fork_without_changes_trains_exactly_as_its_source_and_with_changes_differs(tmp_path, faces16):
+    """A fork of the step-3 checkpoint reaches the source's step-6 weights to the bit (weights, optimiser
+    moments, data order and random state all carried over); with other alpha, lr and margin it records them,
+    trains with them from its first step, and leaves the source as it was."""
+    quiet = dict(data=faces16, show_progress=False, log=lambda s: None)
+    Trainer(tiny_config(steps=6, checkpoint_every=3), tmp_path / "a", **quiet).train()
+    source = checkpoint.checkpoint_path(tmp_path / "a", 3)
+    before = source.read_bytes()
+
+    same = trainer_mod.fork(source, tmp_path / "b", **quiet)
+    assert same.step == 3 and same.run.total_steps == 6
+    same.train()
+    expected, got = _weights(tmp_path / "a", 6), _weights(tmp_path / "b", 6)
+    assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)
+    assert [row["step"] for row in read_stats(tmp_path / "b")] == [4, 6]  # the fork's own steps only
+
+    other = trainer_mod.fork(tmp_path / "a" / "checkpoints" / source.name, tmp_path / "c",
+                             {"alpha": 0.6, "lr": 1e-3, "margin": 7.0, "steps": 5}, **quiet)
+    assert (other.config.alpha, other.config.margin, other.run.lr, other.run.total_steps) == (0.6, 7.0, 1e-3, 5)
+    other.train()
+    changes = [json.loads(ln) for ln in (tmp_path / "c" / "changes.jsonl").read_text().splitlines()]
+    assert [(c["field"], c["from"], c["to"], c["step"]) for c in changes] == [
+        ("forked_from", None, str(source), 3), ("margin", 5.0, 7.0, 3), ("alpha", 0.25, 0.6, 3), ("lr", 2e-4, 1e-3, 3),
+        ("steps", 6, 5, 3)]
+    assert json.loads((tmp_path / "c" / "config.json").read_text())["alpha"] == 0.6
+    w5 = _weights(tmp_path / "c", 5)
+    assert not all(torch.equal(w5[k], expected[k]) for k in w5 if w5[k].is_floating_point())
+    assert source.read_bytes() == before and not (tmp_path / "a" / "changes.jsonl").exists()
+
+
+def test_a_fork_refuses_what_would_make_it_another_run_in_one_line(tmp_path, faces16, capsys):
+    quiet = dict(data=faces16, show_progress=False, log=lambda s: None)
+    Trainer(tiny_config(steps=4), tmp_path / "a", **quiet).train()
+    for field, value in (("latent_dim", 9), ("batch_size", 2), ("seed", 1), ("objective", "vae"),
+                         ("alpha_early", 0.1)):
+        with pytest.raises(UserError, match=rf"^{field}: a fork keeps its source's value"):
+            trainer_mod.fork(tmp_path / "a", tmp_path / "f", {field: value, "steps": 6}, **quiet)
+    with pytest.raises(UserError, match="^margin: a fork may fix the margin at a number but not start"):
+        trainer_mod.fork(tmp_path / "a", tmp_path / "f", {"margin": "auto", "steps": 6}, **quiet)
+    with pytest.raises(UserError, match="^steps: the source is at step 4 of its 4"):
+        trainer_mod.fork(tmp_path / "a", tmp_path / "f", {"alpha": 0.5}, **quiet)
+    with pytest.raises(UserError, match="^--fork: not found"):
+        trainer_mod.fork(tmp_path / "nothing", tmp_path / "f", **quiet)
+
+    # the command line: a fork runs, and each misuse is one line
+    assert main(["train", "--fork", str(tmp_path / "a"), "--beta", "2", "--steps", "5", "--out",
+                 str(tmp_path / "g"), "--quiet", "--no-channels-last"]) == 0
+    assert checkpoint.load(checkpoint.latest(tmp_path / "g"))["config"]["beta"] == 2.0
+    capsys.readouterr()
+    for argv, says in ((["--fork", str(tmp_path / "a"), "--steps", "6"], "--fork needs --out"),
+                       (["--fork", str(tmp_path / "a"), "--resume", str(tmp_path / "a")], "give one"),
+                       (["--fork", str(tmp_path / "a"), "--preset", "faces", "--out", str(tmp_path / "h")],
+                        "give no --data, --preset or --config"),
+                       (["--fork", str(tmp_path / "a"), "--steps", "6", "--out", str(tmp_path / "g")],
+                        "already holds a run"),
+                       (["--fork", str(tmp_path / "a"), "--latent-dim", "4", "--steps", "6", "--out",
+                         str(tmp_path / "h")], "latent_dim: a fork keeps its source's value (8)")):
+        assert main(["train", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and says in err, err
+
+
 def test_a_checkpoint_of_another_architecture_is_a_clean_cli_error(tmp_path, faces16, capsys):
     t = _quiet(tmp_path / "r", faces16, steps=1)
     t.train()

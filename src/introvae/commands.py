@@ -70,8 +70,8 @@ def train_toy(args) -> int:
     shared = [f.name for f in dataclasses.fields(ToyConfig) if f.name not in ("density", "device")]
     given = {k: v for k, v in config_overrides(args).items() if k not in ("data", "device")}
     other = [k for k in given if k not in shared]
-    if other or args.preset or args.config or args.resume:
-        flag = f"--{other[0].replace('_', '-')}" if other else "--preset, --config and --resume"
+    if other or args.preset or args.config or args.resume or args.fork:
+        flag = f"--{other[0].replace('_', '-')}" if other else "--preset, --config, --resume and --fork"
         train_flags = {g.name for g in flat_fields()}
         flags = [f for f in shared if f in train_flags]  # the ToyConfig fields train has flags for
         raise UserError(f"train: {flag} does not apply to a 2D density (these do: "
@@ -95,15 +95,28 @@ def cmd_train(args) -> int:
     from .checkpoint import latest
     from . import devices
     from .model import describe
-    from .trainer import Trainer, resume
+    from .trainer import Trainer, fork, resume
 
     world = distributed.world_from_env()  # several processes under torchrun
     say = print if world.is_main else (lambda *a, **k: None)
+    if args.resume and args.fork:
+        raise UserError("train: --resume continues a run, --fork starts a new one from a checkpoint: give one")
     if args.resume:
         if args.data is not None or args.preset is not None or args.config is not None:
             raise UserError("train: --resume continues a run with its own data and model; give no --data, "
                             "--preset or --config (runtime flags and --steps/--epochs may change)")
         trainer = resume(args.resume, config_overrides(args), show_progress=not args.quiet)
+    elif args.fork:
+        if args.data is not None or args.preset is not None or args.config is not None:
+            raise UserError("train: --fork continues a checkpoint with its own data and model; give no --data, "
+                            "--preset or --config (the game's weights, the margin and the learning rate may change)")
+        if not args.out:
+            raise UserError("train: --fork needs --out, the new run's directory")
+        run_dir = Path(args.out)
+        check_writable(run_dir)
+        if latest(run_dir) is not None:
+            raise UserError(f"train: {run_dir} already holds a run; choose another --out")
+        trainer = fork(args.fork, run_dir, config_overrides(args), show_progress=not args.quiet)
     else:
         if args.data is None and args.preset is None and args.config is None:
             raise UserError("train: give --data (faces, fashion-mnist or a path), a --preset or a --config")

@@ -26,6 +26,10 @@ from .model_config import PAPER_CHANNELS, ModelConfig  # noqa: F401 (re-exported
 # Groups whose fields may change when a run is resumed (with steps and epochs, to extend it).
 RESUMABLE_GROUPS = ("runtime", "logging")
 RESUMABLE_FIELDS = ("steps", "epochs")
+# What a fork (`train --fork`: a new run from another's checkpoint) may change besides: the game's weights, the
+# margin and the learning rate, which act step by step. The networks, data, batch, seed, optimiser's form,
+# warm-up and alpha's early phase (fixed in steps when the source started) stay the source's.
+FORKABLE_FIELDS = ("alpha", "beta", "beta_rec", "beta_kl", "beta_neg", "gamma_r", "margin", "lr", "lr_half_life")
 
 
 @dataclass(frozen=True)
@@ -284,6 +288,10 @@ def group_of(name: str) -> str:
 
 def may_change_on_resume(name: str) -> bool:
     return name in RESUMABLE_FIELDS or group_of(name) in RESUMABLE_GROUPS
+
+
+def may_change_on_fork(name: str) -> bool:
+    return may_change_on_resume(name) or name in FORKABLE_FIELDS
 
 
 def steps_per_epoch(num_train: int, batch_size: int) -> int:

@@ -19,7 +19,7 @@ import torch
 
 from . import checkpoint
 from . import distributed as dist_
-from .config import TrainConfig, may_change_on_resume
+from .config import TrainConfig, may_change_on_fork, may_change_on_resume
 from .ema import make_ema
 from .margin import AutoMargin, make_margin
 from .errors import UserError
@@ -158,12 +158,21 @@ class RunState:
             self.total_steps = self.config.total_steps(self.num_train, self.world.size)
             if self.total_steps < self.step:
                 raise UserError(f"steps: the run is at step {self.step} already; give more steps to extend it")
-        if plan.changes and self.world.is_main:
+        if plan.forked and self.total_steps <= self.step:
+            raise UserError(f"steps: the source is at step {self.step} of its {self.total_steps}; give --steps or "
+                            f"--epochs beyond it for the fork to train")
+        if "lr" in names or "lr_half_life" in names:  # a fork's rate: the optimisers' states carry the source's
+            self.set_lr(self.scheduled_lr())
+        changes = ([("forked_from", None, str(plan.path))] if plan.forked else []) + plan.changes
+        if changes and self.world.is_main:
+            plan.run_dir.mkdir(parents=True, exist_ok=True)
             with open(plan.run_dir / "changes.jsonl", "a") as f:
-                for name, old, new in plan.changes:
+                for name, old, new in changes:
                     f.write(json.dumps({"step": self.step, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                         "field": name, "from": old, "to": new}) + "\n")
-        log(f"resuming {plan.run_dir} from step {self.step} of {self.total_steps} ({plan.path.name})"
+        what = f"forking {plan.path} into {plan.run_dir}" if plan.forked else \
+            f"resuming {plan.run_dir} ({plan.path.name})"
+        log(f"{what} from step {self.step} of {self.total_steps}"
             + "".join(f"; {name}: {old!r} -> {new!r}" for name, old, new in plan.changes))
 
     def weights_finite(self) -> bool:
@@ -198,6 +207,7 @@ class Resumption:
     state: dict
     config: TrainConfig
     changes: list[tuple[str, Any, Any]]
+    forked: bool = False  # a new run (run_dir) started from another's checkpoint (path)
 
 
 def plan_resume(run_dir: str | Path, overrides: dict | None = None, *,
@@ -218,3 +228,34 @@ def plan_resume(run_dir: str | Path, overrides: dict | None = None, *,
             raise UserError(f"{name}: a resumed run keeps its value ({old!r}); only runtime and logging settings, "
                             f"--steps and --epochs may change (start a new run for {name} = {new!r})")
     return Resumption(run_dir, path, state, config, changes)
+
+
+def plan_fork(source: str | Path, run_dir: str | Path, overrides: dict | None = None, *,
+              log: Callable[[str], None] = print) -> Resumption:
+    """A new run in ``run_dir`` that starts from ``source`` (a checkpoint file, or a run directory's newest readable
+    checkpoint) exactly where it was: both networks, the optimisers' moments, the average, the step, the data
+    cursor and the random state, with ``overrides`` of the game's weights, the margin or the learning rate (and of
+    anything a resume may change). So a change of, say, alpha after the first epoch is screened from one shared
+    first epoch; with no override the fork trains as the source would have. The fork is recorded as the first
+    line of the new run's ``changes.jsonl``."""
+    source = Path(source)
+    if source.is_dir():
+        if not (source / "config.json").is_file():
+            raise UserError(f"--fork: {source} is neither a run directory (no config.json) nor a checkpoint")
+        path, state = newest_readable_checkpoint(source, log)
+    elif source.is_file():
+        path, state = source, checkpoint.load(source)
+    else:
+        raise UserError(f"--fork: not found: {source}")
+    saved = TrainConfig.from_dict(state["config"])
+    config = saved.replace(**(overrides or {}))
+    changes = saved.changes(config)
+    for name, old, new in changes:
+        if not may_change_on_fork(name):
+            raise UserError(f"{name}: a fork keeps its source's value ({old!r}); it may change alpha, beta, the "
+                            f"margin, the learning rate and its half-life, runtime and logging settings and the "
+                            f"length (start a new run for {name} = {new!r})")
+        if name == "margin" and new == "auto":
+            raise UserError(f"margin: a fork may fix the margin at a number but not start the automatic one (it is "
+                            f"calibrated in a run's own VAE warm-up); keep the source's ({old!r}) or give a number")
+    return Resumption(Path(run_dir), path, state, config, changes, forked=True)

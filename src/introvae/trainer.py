@@ -27,7 +27,7 @@ from .loggers import make_logger
 from .margin import AutoMargin
 from .errors import UserError
 from .objectives import make_objective
-from .runstate import RunState, plan_resume
+from .runstate import RunState, plan_fork, plan_resume
 from .schedule import SEGMENTS, Schedule
 from .pictures import TrainingPictures
 from .stats import TrainingStats
@@ -343,6 +343,18 @@ def resume(run_dir: str | Path, overrides: dict | None = None, *, data: ImageSet
     (see :func:`runstate.plan_resume`); the number of processes may differ from the run's."""
     world = world if world is not None else dist_.world_from_env()
     plan = plan_resume(run_dir, overrides, log=log if world.is_main else (lambda _msg: None))
+    trainer = Trainer(plan.config, run_dir, data=data, show_progress=show_progress, log=log, world=world)
+    trainer.run.resume(plan, log=trainer.log)
+    return trainer
+
+
+def fork(source: str | Path, run_dir: str | Path, overrides: dict | None = None, *, data: ImageSet | None = None,
+         show_progress: bool = True, log: Callable[[str], None] = print,
+         world: dist_.World | None = None) -> Trainer:
+    """A trainer for a new run in ``run_dir`` that continues ``source``'s checkpoint with ``overrides`` of the
+    game's weights, the margin or the learning rate (see :func:`runstate.plan_fork`)."""
+    world = world if world is not None else dist_.world_from_env()
+    plan = plan_fork(source, run_dir, overrides, log=log if world.is_main else (lambda _msg: None))
     trainer = Trainer(plan.config, run_dir, data=data, show_progress=show_progress, log=log, world=world)
     trainer.run.resume(plan, log=trainer.log)
     return trainer
