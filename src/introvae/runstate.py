@@ -220,14 +220,22 @@ def plan_resume(run_dir: str | Path, overrides: dict | None = None, *,
     if not (run_dir / "config.json").is_file():
         raise UserError(f"--resume: {run_dir} is not a run directory (no config.json)")
     path, state = newest_readable_checkpoint(run_dir, log)
+    config, changes = _changed(state, overrides, may_change_on_resume, lambda name, old, new: (
+        f"{name}: a resumed run keeps its value ({old!r}); only runtime and logging settings, --steps and --epochs "
+        f"may change (start a new run for {name} = {new!r})"))
+    return Resumption(run_dir, path, state, config, changes)
+
+
+def _changed(state: dict, overrides: dict | None, may_change: Callable[[str], bool],
+             refusal: Callable[[str, Any, Any], str]) -> tuple[TrainConfig, list[tuple[str, Any, Any]]]:
+    """A checkpoint's config with ``overrides``, and the changes; the first that may not change is refused."""
     saved = TrainConfig.from_dict(state["config"])
     config = saved.replace(**(overrides or {}))
     changes = saved.changes(config)
     for name, old, new in changes:
-        if not may_change_on_resume(name):
-            raise UserError(f"{name}: a resumed run keeps its value ({old!r}); only runtime and logging settings, "
-                            f"--steps and --epochs may change (start a new run for {name} = {new!r})")
-    return Resumption(run_dir, path, state, config, changes)
+        if not may_change(name):
+            raise UserError(refusal(name, old, new))
+    return config, changes
 
 
 def plan_fork(source: str | Path, run_dir: str | Path, overrides: dict | None = None, *,
@@ -247,14 +255,10 @@ def plan_fork(source: str | Path, run_dir: str | Path, overrides: dict | None = 
         path, state = source, checkpoint.load(source)
     else:
         raise UserError(f"--fork: not found: {source}")
-    saved = TrainConfig.from_dict(state["config"])
-    config = saved.replace(**(overrides or {}))
-    changes = saved.changes(config)
+    config, changes = _changed(state, overrides, may_change_on_fork, lambda name, old, new: (
+        f"{name}: a fork keeps its source's value ({old!r}); it may change alpha, beta, the margin, the learning "
+        f"rate and its half-life, runtime and logging settings and the length (start a new run for {name} = {new!r})"))
     for name, old, new in changes:
-        if not may_change_on_fork(name):
-            raise UserError(f"{name}: a fork keeps its source's value ({old!r}); it may change alpha, beta, the "
-                            f"margin, the learning rate and its half-life, runtime and logging settings and the "
-                            f"length (start a new run for {name} = {new!r})")
         if name == "margin" and new == "auto":
             raise UserError(f"margin: a fork may fix the margin at a number but not start the automatic one (it is "
                             f"calibrated in a run's own VAE warm-up); keep the source's ({old!r}) or give a number")
