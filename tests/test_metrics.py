@@ -500,3 +500,48 @@ def test_sample_features_are_kept_every_interval_while_computed(tmp_path, monkey
     images = torch.randint(0, 256, (35, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
     _resumable_context(tmp_path, images, monkeypatch, tiny_features).sample_features
     assert sizes == [10, 20, 30, 35]
+
+
+def test_evaluate_stopped_by_sigterm_keeps_its_features_and_the_same_command_finishes_alike(tmp_path, monkeypatch,
+                                                                                          faces16, capsys):
+    """`kill` (SIGTERM) in the middle of the sample features: exit 130 with the kept file named; the same command
+    then computes only the rest and appends the FID of an uninterrupted evaluation."""
+    import os
+    import signal
+
+    from conftest import tiny_config
+    from introvae.cli import main
+    from introvae.trainer import Trainer
+
+    Trainer(tiny_config(steps=2), tmp_path / "run", data=faces16, show_progress=False, log=lambda s: None).train()
+    argv = ["evaluate", str(tmp_path / "run"), "--num-samples", "40", "--batch-size", "10", "--pairs", "4",
+            "--neighbours", "0", "--ref-images", "20", "--quiet"]
+    calls = []
+
+    def killed_in_third_sample_batch(x):  # the samples come first, then the 20 real images
+        calls.append(len(x))
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return tiny_features(x)
+
+    monkeypatch.setattr(fidlib, "load_inception", lambda device, precision="fp32": killed_in_third_sample_batch)
+    monkeypatch.setattr(fidlib, "cache_dir", lambda: tmp_path / "cache")
+    old = signal.getsignal(signal.SIGTERM)
+    assert main(argv) == 130
+    assert signal.getsignal(signal.SIGTERM) == old  # the handler is the command's only
+    err = capsys.readouterr().err
+    assert "the same command resumes there" in err and "introvae: interrupted" in err
+    (kept,) = (tmp_path / "run").glob("sample-features-partial-*.pt")
+    assert len(torch.load(kept, weights_only=True)["features"]) == 20
+
+    resumed_calls = []
+    monkeypatch.setattr(fidlib, "load_inception",
+                        lambda device, precision="fp32": lambda x: resumed_calls.append(len(x)) or tiny_features(x))
+    assert main(argv) == 0
+    assert "resuming the sample features at 20 of 40" in capsys.readouterr().err and not kept.exists()
+    monkeypatch.setattr(fidlib, "load_inception", lambda device, precision="fp32": tiny_features)
+    assert main(argv[:2] + ["-o", str(tmp_path / "clean")] + argv[2:]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    clean = json.loads((tmp_path / "clean" / "metrics.jsonl").read_text())
+    assert rows[-1]["metrics"]["fid"]["value"] == clean["metrics"]["fid"]["value"]
+    assert len(resumed_calls) == 2 + 2  # the last 20 samples, then the 20 real images (uninterrupted: 4 + 2)

@@ -3,6 +3,7 @@ serve (the parser is in ``cli``; training and setting up are in ``commands``).""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import fields
 from pathlib import Path
@@ -153,7 +154,33 @@ def eval_settings(args):
         raise UserError(f"evaluate: --{name.replace('_', '-')}: {problem}") from None
 
 
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM (``kill``, a scheduler's preemption) stops the work as Ctrl-C does, so that it keeps what it has
+    done (an evaluation's features so far) instead of dying mid-write."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def cmd_evaluate(args) -> int:
+    with _sigterm_interrupts():
+        return _evaluate(args)
+
+
+def _evaluate(args) -> int:
     from .evaluate import evaluate_folder, evaluate_model, format_table
 
     settings = eval_settings(args)

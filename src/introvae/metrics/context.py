@@ -167,7 +167,9 @@ class MetricContext:
         kept = partial.PartialFeatures(self.out_dir if self.out_dir is not None else fidlib.cache_dir(), key,
                                        len(images))
         done = kept.load()
-        say = (lambda line: print(f"introvae: {line}", file=sys.stderr)) if self.show_progress else (lambda _: None)
+        def say(line: str) -> None:  # not progress: said also with --quiet
+            print(f"introvae: {line}", file=sys.stderr)
+
         if done is not None:
             say(f"resuming the sample features at {len(done)} of {len(images)} ({kept.path})")
         try:
