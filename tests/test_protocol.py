@@ -120,6 +120,10 @@ def test_progress_in_a_log_file_is_a_line_every_few_percent():
     assert "\r" not in text and lines[-1].startswith("work: 100%") and "2000/2000" in lines[-1]
     assert 100 // LOG_EVERY_PERCENT <= len(lines) <= 100 // LOG_EVERY_PERCENT + 2
     assert sum(list(progress(range(7), desc="it", stream=io.StringIO()))) == 21  # the iterable form
+    # slow work too: tqdm's monitor thread drops miniters to 1 after maxinterval seconds without a line (every
+    # update of an evaluation then wrote one); the log's bar never lets it
+    with progress(total=2000, desc="slow", stream=io.StringIO()) as bar:
+        assert (bar.miniters, bar.maxinterval) == (100, float("inf"))
 
 
 def test_progress_on_a_terminal_stays_a_live_bar():

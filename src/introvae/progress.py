@@ -47,7 +47,10 @@ def progress(iterable=None, *, total: int | None = None, desc: str, disable: boo
     if disable or is_terminal(stream):
         return tqdm(iterable, total=total, desc=desc, disable=disable, file=stream, **kw)
     if total:
-        kw.update(miniters=max(1, math.ceil(total * LOG_EVERY_PERCENT / 100)), mininterval=0.0)
+        # maxinterval: tqdm's monitor thread otherwise sets miniters to 1 whenever 10 s pass without a line, so that
+        # slow work (an evaluation's batch of 100 images: 18 s on one core) wrote a line per update
+        kw.update(miniters=max(1, math.ceil(total * LOG_EVERY_PERCENT / 100)), mininterval=0.0,
+                  maxinterval=float("inf"))
     else:
         kw.update(mininterval=LOG_EVERY_S)
     kw["leave"] = True  # the last line says how it ended
