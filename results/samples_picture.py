@@ -2,13 +2,14 @@
 
     python results/samples_picture.py -o docs/fashion-mnist-samples.png \
         --title "Fashion-MNIST: samples of the scored checkpoints (training seed 0)" \
-        "bench-runs/fm-introvae-s0/checkpoints/step-000003750.pt=IntroVAE\\n1 epoch" \
-        "bench-runs/fm-introvae-s0/checkpoints/step-000018750.pt=IntroVAE\\n5 epochs" \
-        "bench-runs/fm-soft-s0/checkpoints/step-000000468.pt=Soft-IntroVAE\\n1 epoch" \
-        "bench-runs/fm-vae-s0/checkpoints/step-000003750.pt=VAE, Gaussian β 10\\n1 epoch" \
-        "bench-runs/fm-vae-bern-b3-s0/checkpoints/step-000003750.pt=VAE, Bernoulli β 3\\n1 epoch (screen)"
+        "bench-runs/fm-introvae-emawarm-s0/checkpoints/step-000003750.pt=IntroVAE\\n1 epoch" \
+        "bench-runs/fm-introvae-ema-s0/checkpoints/step-000018750.pt=IntroVAE\\n5 epochs" \
+        "bench-runs/fm-introvae-ema-s0/checkpoints/step-000075000.pt=IntroVAE\\n20 epochs" \
+        "fashion-mnist-soft=Soft-IntroVAE\\n1 epoch" \
+        "bench-runs/fm-vae-bern-b3-s0/checkpoints/step-000018750.pt=VAE (cross-entropy)\\n5 epochs"
 
-(the README's picture, made with the code of commit 0ed6ca1 from the runs its Fashion-MNIST table records.)
+(the README's picture, made with the code of commit 907f559 from the `fashion-mnist` preset's runs of seed 0 that
+its Fashion-MNIST table records, the shipped Soft-IntroVAE model, and the VAE baseline.)
 
 Each argument is ``MODEL=LABEL`` (``\\n`` in a label breaks the line); ``MODEL`` is whatever `introvae sample`
 takes: a run directory, a checkpoint, an exported folder or a shipped model's name. The models are loaded as
