@@ -343,9 +343,7 @@ def resume(run_dir: str | Path, overrides: dict | None = None, *, data: ImageSet
     (see :func:`runstate.plan_resume`); the number of processes may differ from the run's."""
     world = world if world is not None else dist_.world_from_env()
     plan = plan_resume(run_dir, overrides, log=log if world.is_main else (lambda _msg: None))
-    trainer = Trainer(plan.config, run_dir, data=data, show_progress=show_progress, log=log, world=world)
-    trainer.run.resume(plan, log=trainer.log)
-    return trainer
+    return _continued(plan, data=data, show_progress=show_progress, log=log, world=world)
 
 
 def fork(source: str | Path, run_dir: str | Path, overrides: dict | None = None, *, data: ImageSet | None = None,
@@ -355,6 +353,12 @@ def fork(source: str | Path, run_dir: str | Path, overrides: dict | None = None,
     game's weights, the margin or the learning rate (see :func:`runstate.plan_fork`)."""
     world = world if world is not None else dist_.world_from_env()
     plan = plan_fork(source, run_dir, overrides, log=log if world.is_main else (lambda _msg: None))
-    trainer = Trainer(plan.config, run_dir, data=data, show_progress=show_progress, log=log, world=world)
+    return _continued(plan, data=data, show_progress=show_progress, log=log, world=world)
+
+
+def _continued(plan, *, data: ImageSet | None, show_progress: bool, log: Callable[[str], None],
+               world: dist_.World) -> Trainer:
+    """A trainer for ``plan.run_dir`` restored to ``plan``'s checkpoint (a resumed run or a fork)."""
+    trainer = Trainer(plan.config, plan.run_dir, data=data, show_progress=show_progress, log=log, world=world)
     trainer.run.resume(plan, log=trainer.log)
     return trainer

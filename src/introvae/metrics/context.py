@@ -167,6 +167,7 @@ class MetricContext:
         kept = partial.PartialFeatures(self.out_dir if self.out_dir is not None else fidlib.cache_dir(), key,
                                        len(images))
         done = kept.load()
+
         def say(line: str) -> None:  # not progress: said also with --quiet
             print(f"introvae: {line}", file=sys.stderr)
 

@@ -170,16 +170,17 @@ def inception_features(batches: Iterable[Tensor], feature_fn: Callable[[Tensor],
     from ..eta import ANNOUNCE_ABOVE_S, minutes
     from .partial import KEEP_EVERY_S
 
-    out = [done.double()] if done is not None and len(done) else []
+    n_done = len(done) if done is not None else 0
+    out = [done.double()] if n_done else []
     first, t0 = len(out), time.perf_counter()
     kept_at = t0
     with progress(total=total, desc=desc, unit="img", disable=not show_progress, leave=False,
-                  initial=len(done) if done is not None else 0) as bar:
+                  initial=n_done) as bar:
         try:
             for x in batches:
                 out.append(feature_fn(x).cpu().double())
                 if len(out) == first + 1 and show_progress and total:  # before the bar's first line
-                    left = total - (len(done) if done is not None else 0)
+                    left = total - n_done
                     estimate = (time.perf_counter() - t0) * left / len(x)
                     if estimate > ANNOUNCE_ABOVE_S:
                         bar.write(f"{desc}: {left} images through the Inception network, about "
