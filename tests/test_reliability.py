@@ -434,6 +434,22 @@ def test_a_fork_refuses_what_would_make_it_another_run_in_one_line(tmp_path, fac
         assert len(err.splitlines()) == 1 and says in err, err
 
 
+def test_dry_runs_of_a_resume_and_a_fork_print_the_plan_and_train_nothing(tmp_path, faces16, capsys):
+    Trainer(tiny_config(steps=4), tmp_path / "a", data=faces16, show_progress=False, log=lambda s: None).train()
+    before = sorted(p.name for p in (tmp_path / "a").rglob("*"))
+    capsys.readouterr()
+    assert main(["train", "--fork", str(tmp_path / "a"), "--alpha", "0.6", "--lr-decay-start", "0.5", "--steps", "6",
+                 "--out", str(tmp_path / "f"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out[:out.rindex("}") + 1])["alpha"] == 0.6
+    assert "would fork" in out and "from step 4" in out and "alpha: 0.25 -> 0.6" in out
+    assert "lr_decay_start: 0.0 -> 0.5" in out and not (tmp_path / "f").exists()
+    assert main(["train", "--resume", str(tmp_path / "a"), "--steps", "6", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would resume" in out and "steps: 4 -> 6" in out
+    assert sorted(p.name for p in (tmp_path / "a").rglob("*")) == before  # no step, no changes.jsonl
+
+
 def test_a_checkpoint_of_another_architecture_is_a_clean_cli_error(tmp_path, faces16, capsys):
     t = _quiet(tmp_path / "r", faces16, steps=1)
     t.train()

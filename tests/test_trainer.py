@@ -7,6 +7,7 @@ from introvae import checkpoint
 from introvae.errors import UserError
 from introvae.runs import load_model
 from introvae.stats import read_stats
+from introvae import trainer as trainer_mod
 from introvae.trainer import Trainer, resume
 
 from conftest import tiny_config
@@ -346,3 +347,28 @@ def test_the_rate_halves_every_lr_half_life_epochs_of_images_and_a_resumed_run_f
     assert second.run.scheduled_lr() == pytest.approx(straight.run.scheduled_lr() * 0.5)
     with pytest.raises(Exception, match="lr_half_life: must be >= 0"):
         tiny_config(lr_half_life=-1)
+
+
+def test_a_late_decay_keeps_the_rate_until_lr_decay_start_and_a_fork_switches_it_on_there(tmp_path, faces16):
+    """lr_decay_start: the halving counts only the images seen after it; a fork of a fixed-rate run's checkpoint
+    with --lr-half-life and --lr-decay-start at its step keeps the rate at first and halves it from there."""
+    quiet = dict(data=faces16, show_progress=False, log=lambda s: None)
+    kw = dict(steps=10, vae_steps=3, checkpoint_every=4, lr=1e-3)
+    late = _train(tmp_path / "a", faces16, **kw, lr_half_life=0.1, lr_decay_start=0.125)
+    late.train()
+    n, batch = late.run.num_train, 4
+    assert n == 80  # 0.125 epochs: 2.5 steps of images
+    rows = read_stats(tmp_path / "a")
+    for row in rows:
+        epochs = (row["step"] - 1) * batch / n
+        assert row["lr"] == pytest.approx(1e-3 * 0.5 ** (max(0.0, epochs - 0.125) / 0.1), rel=1e-12), row
+    assert {r["lr"] for r in rows if r["step"] <= 3} == {1e-3} and rows[-1]["lr"] < 1e-3 / 2
+    _train(tmp_path / "b", faces16, **kw).train()  # a fixed rate, forked at its step 4
+    fork = trainer_mod.fork(checkpoint.checkpoint_path(tmp_path / "b", 4), tmp_path / "c",
+                            {"lr_half_life": 0.1, "lr_decay_start": 4 * batch / n}, **quiet)
+    assert fork.run.lr == pytest.approx(1e-3)  # no jump at the fork
+    fork.train()
+    rates = {row["step"]: row["lr"] for row in read_stats(tmp_path / "c")}
+    assert rates[10] == pytest.approx(1e-3 * 0.5 ** ((9 - 4) * batch / n / 0.1), rel=1e-12)
+    with pytest.raises(Exception, match="lr_decay_start: must be >= 0"):
+        tiny_config(lr_decay_start=-1)

@@ -86,6 +86,19 @@ def train_toy(args) -> int:
     return 0
 
 
+def _dry_run_continued(plan, say) -> int:
+    """``train --resume/--fork ... --dry-run``: the config the run would continue with, and its changes; nothing is
+    trained or written."""
+    from .model import describe
+
+    say(json.dumps(plan.config.to_dict(), indent=2))
+    what = f"would fork {plan.path} into {plan.run_dir}" if plan.forked else \
+        f"would resume {plan.run_dir} ({plan.path.name})"
+    say(f"{what} from step {plan.state['step']}; {describe(plan.config.model)}"
+        + "".join(f"; {name}: {old!r} -> {new!r}" for name, old, new in plan.changes))
+    return 0
+
+
 def cmd_train(args) -> int:
     from .toy2d.densities import DENSITIES
 
@@ -95,6 +108,7 @@ def cmd_train(args) -> int:
     from .checkpoint import latest
     from . import devices
     from .model import describe
+    from .runstate import plan_fork, plan_resume
     from .trainer import Trainer, fork, resume
 
     world = distributed.world_from_env()  # several processes under torchrun
@@ -105,6 +119,8 @@ def cmd_train(args) -> int:
         if args.data is not None or args.preset is not None or args.config is not None:
             raise UserError("train: --resume continues a run with its own data and model; give no --data, "
                             "--preset or --config (runtime flags and --steps/--epochs may change)")
+        if args.dry_run:
+            return _dry_run_continued(plan_resume(args.resume, config_overrides(args)), say)
         trainer = resume(args.resume, config_overrides(args), show_progress=not args.quiet)
     elif args.fork:
         if args.data is not None or args.preset is not None or args.config is not None:
@@ -116,6 +132,8 @@ def cmd_train(args) -> int:
         check_writable(run_dir)
         if latest(run_dir) is not None:
             raise UserError(f"train: {run_dir} already holds a run; choose another --out")
+        if args.dry_run:
+            return _dry_run_continued(plan_fork(args.fork, run_dir, config_overrides(args)), say)
         trainer = fork(args.fork, run_dir, config_overrides(args), show_progress=not args.quiet)
     else:
         if args.data is None and args.preset is None and args.config is None:

@@ -29,7 +29,8 @@ RESUMABLE_FIELDS = ("steps", "epochs")
 # What a fork (`train --fork`: a new run from another's checkpoint) may change besides: the game's weights, the
 # margin and the learning rate, which act step by step. The networks, data, batch, seed, optimiser's form,
 # warm-up and alpha's early phase (fixed in steps when the source started) stay the source's.
-FORKABLE_FIELDS = ("alpha", "beta", "beta_rec", "beta_kl", "beta_neg", "gamma_r", "margin", "lr", "lr_half_life")
+FORKABLE_FIELDS = ("alpha", "beta", "beta_rec", "beta_kl", "beta_neg", "gamma_r", "margin", "lr", "lr_half_life",
+                   "lr_decay_start")
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,9 @@ class TrainConfig:
                                 "start (0: a fixed rate, as the paper); a run's rate depends only on the images seen, "
                                 "so a longer run passes through the shorter one's checkpoints",
                                 rule=finite(">=", 0, "must be >= 0 (0: a fixed rate)"), group="optimisation")
+    lr_decay_start: float = param(0.0, "epochs of images after which the halving of --lr-half-life begins (0: from "
+                                  "the start); a fork of a late checkpoint with both decays only from there on",
+                                  rule=finite(">=", 0, "must be >= 0 (0: from the start)"), group="optimisation")
     adam_beta1: float = param(0.9, "Adam's beta1 (paper: 0.9)", rule=FRACTION, group="optimisation")
     adam_beta2: float = param(0.999, "Adam's beta2 (paper: 0.999)", rule=FRACTION, group="optimisation")
     batch_size: int = param(8, "images per step and process (paper: 8; 64/32/12/8 at 128/256/512/1024 px in its "

@@ -90,11 +90,13 @@ class RunState:
 
     def scheduled_lr(self) -> float:
         """The learning rate for the next step: ``lr``, times ``rollback_lr_factor`` per rollback, halved every
-        ``lr_half_life`` epochs of images seen (by the data cursor, so a resume with another batch keeps it)."""
+        ``lr_half_life`` epochs of images seen after the first ``lr_decay_start`` (by the data cursor, so a resume
+        with another batch keeps it)."""
         cfg = self.config
         lr = cfg.lr * cfg.rollback_lr_factor ** self.rollbacks
         if cfg.lr_half_life > 0:
-            lr *= 0.5 ** ((self.epoch + self.epoch_images / self.num_train) / cfg.lr_half_life)
+            seen = self.epoch + self.epoch_images / self.num_train
+            lr *= 0.5 ** (max(0.0, seen - cfg.lr_decay_start) / cfg.lr_half_life)
         return lr
 
     def advance(self, images_used: int) -> None:
@@ -161,7 +163,7 @@ class RunState:
         if plan.forked and self.total_steps <= self.step:
             raise UserError(f"steps: the source is at step {self.step} of its {self.total_steps}; give --steps or "
                             f"--epochs beyond it for the fork to train")
-        if "lr" in names or "lr_half_life" in names:  # a fork's rate: the optimisers' states carry the source's
+        if {"lr", "lr_half_life", "lr_decay_start"} & set(names):  # a fork's rate: the optimisers' states carry the source's
             self.set_lr(self.scheduled_lr())
         changes = ([("forked_from", None, str(plan.path))] if plan.forked else []) + plan.changes
         if changes and self.world.is_main:
