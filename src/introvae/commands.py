@@ -115,17 +115,16 @@ def cmd_train(args) -> int:
     say = print if world.is_main else (lambda *a, **k: None)
     if args.resume and args.fork:
         raise UserError("train: --resume continues a run, --fork starts a new one from a checkpoint: give one")
+    if (args.resume or args.fork) and (args.data is not None or args.preset is not None or args.config is not None):
+        raise UserError("train: --resume continues a run with its own data and model; give no --data, --preset or "
+                        "--config (runtime flags and --steps/--epochs may change)" if args.resume else
+                        "train: --fork continues a checkpoint with its own data and model; give no --data, --preset "
+                        "or --config (the game's weights, the margin and the learning rate may change)")
     if args.resume:
-        if args.data is not None or args.preset is not None or args.config is not None:
-            raise UserError("train: --resume continues a run with its own data and model; give no --data, "
-                            "--preset or --config (runtime flags and --steps/--epochs may change)")
         if args.dry_run:
             return _dry_run_continued(plan_resume(args.resume, config_overrides(args)), say)
         trainer = resume(args.resume, config_overrides(args), show_progress=not args.quiet)
     elif args.fork:
-        if args.data is not None or args.preset is not None or args.config is not None:
-            raise UserError("train: --fork continues a checkpoint with its own data and model; give no --data, "
-                            "--preset or --config (the game's weights, the margin and the learning rate may change)")
         if not args.out:
             raise UserError("train: --fork needs --out, the new run's directory")
         run_dir = Path(args.out)
