@@ -1,0 +1,88 @@
+"""FID, precision and recall against epochs, one line per run, from the ``metrics.jsonl`` files `introvae evaluate`
+appends to: how a schedule's screens compare over a run's length.
+
+    python results/fid_curve.py -o docs/fashion-late-decay-curve.png --samples 2000 --steps-per-epoch 3750 \
+        --title "Fashion-MNIST, seed 0: 2,000-sample screens" \
+        "fixed rate=bench-runs/evals-2k/s0-*/metrics.jsonl" \
+        "halving every 2 epochs from epoch 8=bench-runs/evals-2k/decay8-*/metrics.jsonl@fixed rate"
+
+Each argument is ``LABEL=PATTERN``: a glob of metrics files whose rows make one line (sorted by step). Only rows
+scored on ``--samples`` samples are drawn (FIDs of other counts are not comparable); a line's points are its
+rows' steps over ``--steps-per-epoch``. A fork's line starts at its source's last row before the fork's first
+(``LABEL=PATTERN@SOURCE``, SOURCE another line's label), so that it branches off where it left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+from pathlib import Path
+
+
+def read_points(pattern: str, samples: int) -> list[tuple[int, dict]]:
+    """(step, metrics) of every row in the files matching ``pattern`` scored on ``samples`` samples, by step."""
+    paths = sorted(glob.glob(pattern))
+    if not paths:
+        raise SystemExit(f"fid_curve: no file matches {pattern!r}")
+    points = {}
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            row = json.loads(line)
+            if row["metrics"]["fid"]["samples"] == samples:
+                points[row["step"]] = row["metrics"]
+    return sorted(points.items())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", nargs="+", metavar="LABEL=PATTERN[@FROM]")
+    p.add_argument("-o", "--out", type=Path, required=True)
+    p.add_argument("--samples", type=int, default=10000, help="the sample count of the rows to draw")
+    p.add_argument("--steps-per-epoch", type=float, required=True)
+    p.add_argument("--title", default="")
+    args = p.parse_args(argv)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = {}
+    for item in args.runs:
+        label, sep, rest = item.partition("=")
+        if not sep or not label:
+            raise SystemExit(f"fid_curve: {item!r}: expected LABEL=PATTERN")
+        pattern, _, source = rest.partition("@")
+        points = read_points(pattern, args.samples)
+        if not points:
+            raise SystemExit(f"fid_curve: {label}: no row of {args.samples} samples in {pattern!r}")
+        lines[label] = (points, source or None)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for label, (points, source) in lines.items():
+        if source is not None and source not in lines:
+            raise SystemExit(f"fid_curve: {label}: forked from {source!r}, which is not a line")
+        if source is not None:  # start where the fork did: the source's row at the fork's step, if scored
+            known = dict(lines[source][0])
+            before = [s for s in known if s < points[0][0]]
+            points = ([(max(before), known[max(before)])] if before else []) + points
+        epochs = [step / args.steps_per_epoch for step, _ in points]
+        for ax, value in zip(axes, (lambda m: m["fid"]["value"], lambda m: m["precision_recall"]["precision"],
+                                    lambda m: m["precision_recall"]["recall"])):
+            ax.plot(epochs, [value(m) for _, m in points], marker="o", label=label)
+    for ax, name in zip(axes, (f"FID ({args.samples:,} samples)", "precision", "recall")):
+        ax.set_xlabel("epochs")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    if args.title:
+        fig.suptitle(args.title)
+    fig.tight_layout()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=110)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
