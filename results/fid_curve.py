@@ -4,12 +4,12 @@ appends to: how a schedule's screens compare over a run's length.
     python results/fid_curve.py -o docs/fashion-late-decay-curve.png --samples 2000 --steps-per-epoch 3750 \
         --title "Fashion-MNIST, seed 0: 2,000-sample screens" \
         "fixed rate=bench-runs/evals-2k/s0-*/metrics.jsonl" \
-        "halving every 2 epochs from epoch 8=bench-runs/evals-2k/decay8-*/metrics.jsonl@fixed rate"
+        "halving every 2 epochs from epoch 8=bench-runs/evals-2k/decay8-*/metrics.jsonl@fixed rate:30000"
 
 Each argument is ``LABEL=PATTERN``: a glob of metrics files whose rows make one line (sorted by step). Only rows
 scored on ``--samples`` samples are drawn (FIDs of other counts are not comparable); a line's points are its
-rows' steps over ``--steps-per-epoch``. A fork's line starts at its source's last row before the fork's first
-(``LABEL=PATTERN@SOURCE``, SOURCE another line's label), so that it branches off where it left.
+rows' steps over ``--steps-per-epoch``. A fork's line branches off its source's line (``LABEL=PATTERN@SOURCE:STEP``,
+SOURCE another line's label, STEP the step it was forked at, where the source must have a row).
 """
 
 from __future__ import annotations
@@ -53,19 +53,23 @@ def main(argv: list[str] | None = None) -> int:
         label, sep, rest = item.partition("=")
         if not sep or not label:
             raise SystemExit(f"fid_curve: {item!r}: expected LABEL=PATTERN")
-        pattern, _, source = rest.partition("@")
+        pattern, _, fork = rest.partition("@")
         points = read_points(pattern, args.samples)
         if not points:
             raise SystemExit(f"fid_curve: {label}: no row of {args.samples} samples in {pattern!r}")
-        lines[label] = (points, source or None)
+        source, _, step = fork.rpartition(":")
+        if fork and not (source and step.isdigit()):
+            raise SystemExit(f"fid_curve: {item!r}: expected LABEL=PATTERN@SOURCE:STEP for a fork")
+        lines[label] = (points, (source, int(step)) if fork else None)
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for label, (points, source) in lines.items():
-        if source is not None and source not in lines:
-            raise SystemExit(f"fid_curve: {label}: forked from {source!r}, which is not a line")
-        if source is not None:  # start where the fork did: the source's row at the fork's step, if scored
-            known = dict(lines[source][0])
-            before = [s for s in known if s < points[0][0]]
-            points = ([(max(before), known[max(before)])] if before else []) + points
+    for label, (points, fork) in lines.items():
+        if fork is not None:  # start where the fork did: the source's row at the fork's step
+            source, step = fork
+            known = dict(lines[source][0]) if source in lines else {}
+            if step not in known:
+                raise SystemExit(f"fid_curve: {label}: forked from {source!r} at step {step}, which is not a "
+                                 "line with a row there")
+            points = [(step, known[step])] + points
         epochs = [step / args.steps_per_epoch for step, _ in points]
         for ax, value in zip(axes, (lambda m: m["fid"]["value"], lambda m: m["precision_recall"]["precision"],
                                     lambda m: m["precision_recall"]["recall"])):
