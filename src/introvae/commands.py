@@ -92,10 +92,7 @@ def _dry_run_continued(plan, say) -> int:
     from .model import describe
 
     say(json.dumps(plan.config.to_dict(), indent=2))
-    what = f"would fork {plan.path} into {plan.run_dir}" if plan.forked else \
-        f"would resume {plan.run_dir} ({plan.path.name})"
-    say(f"{what} from step {plan.state['step']}; {describe(plan.config.model)}"
-        + "".join(f"; {name}: {old!r} -> {new!r}" for name, old, new in plan.changes))
+    say(f"{plan.summary(str(plan.state['step']), would=True)}; {describe(plan.config.model)}")
     return 0
 
 

@@ -163,8 +163,8 @@ class RunState:
         if plan.forked and self.total_steps <= self.step:
             raise UserError(f"steps: the source is at step {self.step} of its {self.total_steps}; give --steps or "
                             f"--epochs beyond it for the fork to train")
-        if {"lr", "lr_half_life", "lr_decay_start"} & set(names):  # a fork's rate: the optimisers' states carry the source's
-            self.set_lr(self.scheduled_lr())
+        if {"lr", "lr_half_life", "lr_decay_start"} & set(names):
+            self.set_lr(self.scheduled_lr())  # a fork's rate: the optimisers' states carry the source's
         changes = ([("forked_from", None, str(plan.path))] if plan.forked else []) + plan.changes
         if changes and self.world.is_main:
             plan.run_dir.mkdir(parents=True, exist_ok=True)
@@ -172,10 +172,7 @@ class RunState:
                 for name, old, new in changes:
                     f.write(json.dumps({"step": self.step, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                         "field": name, "from": old, "to": new}) + "\n")
-        what = f"forking {plan.path} into {plan.run_dir}" if plan.forked else \
-            f"resuming {plan.run_dir} ({plan.path.name})"
-        log(f"{what} from step {self.step} of {self.total_steps}"
-            + "".join(f"; {name}: {old!r} -> {new!r}" for name, old, new in plan.changes))
+        log(plan.summary(f"{self.step} of {self.total_steps}"))
 
     def weights_finite(self) -> bool:
         """Whether every weight and BatchNorm statistic is finite (on every process)."""
@@ -210,6 +207,14 @@ class Resumption:
     config: TrainConfig
     changes: list[tuple[str, Any, Any]]
     forked: bool = False  # a new run (run_dir) started from another's checkpoint (path)
+
+    def summary(self, steps: str, *, would: bool = False) -> str:
+        """One line: what continues from where (``steps``: the step, and of how many), with the changes asked."""
+        if self.forked:
+            what = f"{'would fork' if would else 'forking'} {self.path} into {self.run_dir}"
+        else:
+            what = f"{'would resume' if would else 'resuming'} {self.run_dir} ({self.path.name})"
+        return f"{what} from step {steps}" + "".join(f"; {name}: {old!r} -> {new!r}" for name, old, new in self.changes)
 
 
 def plan_resume(run_dir: str | Path, overrides: dict | None = None, *,
