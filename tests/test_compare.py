@@ -90,10 +90,10 @@ def test_on_fashion_mnist_each_objective_starts_from_its_own_preset():
                         for o in ("introvae", "soft-introvae", "vae"))
     # the VAE baseline is the screened one (cross-entropy, beta 3), not the IntroVAE preset's Gaussian beta 10
     assert (vae.objective, vae.likelihood, vae.beta, vae.batch_size) == ("vae", "bernoulli", 3.0, 16)
-    assert (soft.objective, soft.batch_size, soft.model.latent_dim, soft.beta_neg) == ("soft-introvae", 128, 32, 256.0)
+    assert (soft.objective, soft.batch_size, soft.model.latent_dim, soft.beta_neg) == ("soft-introvae", 16, 32, 256.0)
     assert (intro.objective, intro.likelihood, intro.beta) == ("introvae", "gaussian", 10.0)
     # the same budget of images seen for each, and otherwise the presets' fields
-    assert (intro.steps, soft.steps, vae.steps) == (2000, 250, 2000) and vae.seed == soft.seed == 3
+    assert (intro.steps, soft.steps, vae.steps) == (2000, 2000, 2000) and vae.seed == soft.seed == 3
     assert [k for k, _, _ in PRESETS["fashion-mnist-vae"].changes(vae)] == ["seed", "steps", "image_every", "logger"]
 
 
@@ -113,8 +113,8 @@ def test_an_epoch_budget_gives_each_objective_whole_passes_over_the_training_ima
     monkeypatch.setitem(presets.PRESETS, "rgb64", small)
     plans = plan(str(tmp_path / "imgs"), Budget(epochs=3.0), objectives=["introvae", "soft-introvae", "vae"],
                  out=tmp_path / "cmp")
-    # 36 // 8 = 4 whole batches per epoch for the batch of 8; Soft-IntroVAE's batch of 32 has 1
+    # 36 // 8 = 4 whole batches per epoch for the preset's batch of 8, Soft-IntroVAE's too
     assert training_images(str(tmp_path / "imgs")) == 36
     assert [(p.objective, p.config.batch_size, p.config.steps) for p in plans] == [
-        ("introvae", 8, 12), ("soft-introvae", 32, 3), ("vae", 8, 12)]
+        ("introvae", 8, 12), ("soft-introvae", 8, 12), ("vae", 8, 12)]
     assert all(p.config.image_every == p.config.steps for p in plans)

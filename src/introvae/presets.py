@@ -50,12 +50,16 @@ PRESETS: dict[str, TrainConfig] = {
                                  data="fashion-mnist", margin="auto", vae_steps=200, alpha=0.25, alpha_early=0.5,
                                  alpha_early_epochs=1.0, beta=10.0, ema=0.999,
                                  lr=1e-3, adam_beta1=0.5, batch_size=16, log_every=50, image_every=1000),
-    # Soft-IntroVAE with the authors' published Fashion-MNIST settings (SOFT_INTROVAE.md: beta_kl 1, beta_rec 1,
-    # beta_neg 256, z 32, batch 128, Adam 2e-4, no VAE warm-up) on our fashion-mnist networks.
+    # Soft-IntroVAE on our fashion-mnist networks: the authors' published Fashion-MNIST objective (SOFT_INTROVAE.md:
+    # beta_kl 1, beta_rec 1, beta_neg 256, z 32, no VAE warm-up), with our IntroVAE preset's batch 16, lr 1e-3 and
+    # Adam beta1 0.5 instead of their batch 128, lr 2e-4 and beta1 0.9, which suit their 100-epoch runs: after one
+    # epoch the authors' scored FID 149.8 with recall 0.000 on the literature's protocol, and on a 2,000-sample
+    # screen 154.7 against 85.6 for ours; ours scored 33.7 after 5 epochs (docs/defaults-fashion-mnist.md).
     "fashion-mnist-soft": TrainConfig(model=ModelConfig(image_size=32, in_channels=1, latent_dim=32,
                                                         channels=(32, 64, 128, 256)),
                                       data="fashion-mnist", objective="soft-introvae", beta_rec=1.0, beta_kl=1.0,
-                                      beta_neg=256.0, batch_size=128, log_every=50, image_every=500),
+                                      beta_neg=256.0, lr=1e-3, adam_beta1=0.5, batch_size=16, log_every=50,
+                                      image_every=1000),
     # A starting point for a folder of your own RGB photographs: no RGB data set ships offline to calibrate a
     # margin on, so it is auto (margin.AutoMargin: 1.5x the encoder's moving KL of real images).
     "rgb64": TrainConfig(model=ModelConfig(image_size=64, in_channels=3, latent_dim=128,
