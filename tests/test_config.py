@@ -38,6 +38,9 @@ def test_every_preset_is_valid_names_its_data_or_none_and_adam_is_the_papers():
     # the averaged generator is fashion-mnist's alone: the VAE baseline samples its trained decoder, as measured
     assert [n for n, c in PRESETS.items() if c.ema] == ["fashion-mnist"]
     assert (f.alpha_early, f.alpha_early_epochs) == (0.5, 1.0)  # alpha 0.5 for the first epoch, then 0.25
+    # the rate is fixed for 8 epochs, then halves every 2, in the three Fashion-MNIST presets alone
+    assert {n: (c.lr_decay_start, c.lr_half_life) for n, c in PRESETS.items() if c.lr_half_life} == {
+        n: (8.0, 2.0) for n in ("fashion-mnist", "fashion-mnist-soft", "fashion-mnist-vae")}
     # the paper's alpha (the VAE baseline copies fashion-mnist's schedule, which a VAE does not read)
     assert all(c.alpha_early_epochs == 0 for n, c in PRESETS.items() if n not in ("fashion-mnist", "fashion-mnist-vae"))
     # presets for the user's own images name no data (training them asks for --data); the others name theirs

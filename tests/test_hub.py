@@ -125,3 +125,26 @@ def test_exports_follow_the_umask(run, tmp_path):
             assert stat.S_IMODE((out / "model.safetensors").stat().st_mode) == 0o644
     finally:
         os.umask(mask)
+
+
+def test_a_forks_training_time_adds_its_sources_time_up_to_the_forked_step(tmp_path, monkeypatch):
+    from introvae.export import training_seconds
+
+    def write_run(path, batch, rows, changes=()):
+        path.mkdir(parents=True)
+        (path / "config.json").write_text(json.dumps({"batch_size": batch}))
+        (path / "stats.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (path / "changes.jsonl").write_text("".join(json.dumps(c) + "\n" for c in changes))
+
+    monkeypatch.chdir(tmp_path)  # a fork names its source as it was given: here relative to the working folder
+    # the source: 100 steps of 10 images at 10 img/s (100 s), then 100 more at 5 img/s (200 s), past the fork
+    write_run(tmp_path / "src", 10, [{"step": 100, "images_per_s": 10.0}, {"step": 200, "images_per_s": 5.0}])
+    assert training_seconds(tmp_path / "src") == 300.0
+    # forked at step 100: its first row covers steps 100 to 150 (50 x 10 / 25 = 20 s), not 0 to 150
+    fork = [{"step": 100, "field": "forked_from", "from": None, "to": "src/checkpoints/step-000000100.pt"}]
+    write_run(tmp_path / "fork", 10, [{"step": 150, "images_per_s": 25.0}, {"step": 200, "images_per_s": 50.0}], fork)
+    assert training_seconds(tmp_path / "fork") == 100.0 + 20.0 + 10.0
+    assert training_seconds(tmp_path / "fork", until_step=150) == 120.0
+    # with its source gone, only its own steps count
+    shutil.rmtree(tmp_path / "src")
+    assert training_seconds(tmp_path / "fork") == 30.0

@@ -44,12 +44,17 @@ def export(source: str | Path, out: str | Path, *, ema: bool = True, fp16: bool 
 
 
 def training_seconds(run: Path, until_step: int | None = None) -> float | None:
-    """A run's training wall time from its own logged rates (each stats row covers the steps since the last)."""
+    """A run's training wall time from its logged rates (each stats row covers the steps since the last). A fork
+    (``train --fork``) adds its source run's time up to the forked step, when that run is still there."""
     cfg_path, stats = run / "config.json", run / "stats.jsonl"
     if not (cfg_path.is_file() and stats.is_file()):
         return None
     batch = json.loads(cfg_path.read_text()).get("batch_size", 1)
     total, last = 0.0, 0
+    source = _forked_from(run)
+    if source is not None:  # the fork's first row covers only the steps since the forked checkpoint
+        last, checkpoint = source
+        total = training_seconds(checkpoint.parent.parent, until_step=last) or 0.0
     for line in stats.read_text().splitlines():
         try:
             r = json.loads(line)
@@ -61,6 +66,19 @@ def training_seconds(run: Path, until_step: int | None = None) -> float | None:
             total += (r["step"] - last) * batch / r["images_per_s"]
         last = r.get("step", last)
     return total or None
+
+
+def _forked_from(run: Path) -> tuple[int, Path] | None:
+    """(step, checkpoint) that ``run`` was forked from, from its changes.jsonl; None for a run started afresh."""
+    changes = run / "changes.jsonl"
+    for line in changes.read_text().splitlines() if changes.is_file() else []:
+        try:
+            c = json.loads(line)
+        except ValueError:
+            continue
+        if c.get("field") == "forked_from" and c.get("to"):
+            return int(c["step"]), Path(c["to"])
+    return None
 
 
 def _commit() -> str | None:
