@@ -4,11 +4,11 @@
         --title "Fashion-MNIST: samples of the scored checkpoints (training seed 0)" \
         "bench-runs/fm-introvae-emawarm-s0/checkpoints/step-000003750.pt=IntroVAE\\n1 epoch" \
         "bench-runs/fm-introvae-ema-s0/checkpoints/step-000018750.pt=IntroVAE\\n5 epochs" \
-        "bench-runs/fm-introvae-ema-s0/checkpoints/step-000075000.pt=IntroVAE\\n20 epochs" \
-        "fashion-mnist-soft=Soft-IntroVAE\\n1 epoch" \
+        "bench-runs/fm-fork-decay8-hl2-s0/checkpoints/step-000075000.pt=IntroVAE\\n20 epochs" \
+        "fashion-mnist-soft=Soft-IntroVAE\\n5 epochs" \
         "bench-runs/fm-vae-bern-b3-s0/checkpoints/step-000018750.pt=VAE (cross-entropy)\\n5 epochs"
 
-(the README's picture, made with the code of commit 907f559 from the `fashion-mnist` preset's runs of seed 0 that
+(the README's picture, made with the code of commit 6a481de from the `fashion-mnist` preset's runs of seed 0 that
 its Fashion-MNIST table records, the shipped Soft-IntroVAE model, and the VAE baseline.)
 
 Each argument is ``MODEL=LABEL`` (``\\n`` in a label breaks the line); ``MODEL`` is whatever `introvae sample`
