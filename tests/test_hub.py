@@ -136,7 +136,7 @@ def test_a_forks_training_time_adds_its_sources_time_up_to_the_forked_step(tmp_p
         (path / "stats.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         (path / "changes.jsonl").write_text("".join(json.dumps(c) + "\n" for c in changes))
 
-    monkeypatch.chdir(tmp_path)  # a fork names its source as it was given: here relative to the working folder
+    monkeypatch.chdir(tmp_path)  # 0.7.6 and before: the source as it was given, here relative to the working folder
     # the source: 100 steps of 10 images at 10 img/s (100 s), then 100 more at 5 img/s (200 s), past the fork
     write_run(tmp_path / "src", 10, [{"step": 100, "images_per_s": 10.0}, {"step": 200, "images_per_s": 5.0}])
     assert training_seconds(tmp_path / "src") == 300.0
@@ -145,6 +145,14 @@ def test_a_forks_training_time_adds_its_sources_time_up_to_the_forked_step(tmp_p
     write_run(tmp_path / "fork", 10, [{"step": 150, "images_per_s": 25.0}, {"step": 200, "images_per_s": 50.0}], fork)
     assert training_seconds(tmp_path / "fork") == 100.0 + 20.0 + 10.0
     assert training_seconds(tmp_path / "fork", until_step=150) == 120.0
+    # a fork of 0.7.6 or before names its source relative to the folder it ran in: found from another folder too
+    monkeypatch.chdir(tmp_path / "fork")
+    assert training_seconds(tmp_path / "fork") == 130.0
+    # as 0.7.7 writes it (absolute), from anywhere
+    fork[0]["to"] = str(tmp_path / "src/checkpoints/step-000000100.pt")
+    (tmp_path / "fork" / "changes.jsonl").write_text(json.dumps(fork[0]) + "\n")
+    monkeypatch.chdir("/")
+    assert training_seconds(tmp_path / "fork") == 130.0
     # with its source gone, only its own steps count
     shutil.rmtree(tmp_path / "src")
     assert training_seconds(tmp_path / "fork") == 30.0

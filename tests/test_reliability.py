@@ -394,7 +394,7 @@ def test_a_fork_without_changes_trains_exactly_as_its_source_and_with_changes_di
     other.train()
     changes = [json.loads(ln) for ln in (tmp_path / "c" / "changes.jsonl").read_text().splitlines()]
     assert [(c["field"], c["from"], c["to"], c["step"]) for c in changes] == [
-        ("forked_from", None, str(source), 3), ("margin", 5.0, 7.0, 3), ("alpha", 0.25, 0.6, 3), ("lr", 2e-4, 1e-3, 3),
+        ("forked_from", None, str(source.resolve()), 3), ("margin", 5.0, 7.0, 3), ("alpha", 0.25, 0.6, 3), ("lr", 2e-4, 1e-3, 3),
         ("steps", 6, 5, 3)]
     assert json.loads((tmp_path / "c" / "config.json").read_text())["alpha"] == 0.6
     w5 = _weights(tmp_path / "c", 5)

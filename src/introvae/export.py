@@ -77,8 +77,19 @@ def _forked_from(run: Path) -> tuple[int, Path] | None:
         except ValueError:
             continue
         if c.get("field") == "forked_from" and c.get("to"):
-            return int(c["step"]), Path(c["to"])
+            return int(c["step"]), _source_path(run, Path(c["to"]))
     return None
+
+
+def _source_path(run: Path, source: Path) -> Path:
+    """A fork's source checkpoint. Forks of 0.7.6 and before wrote it as given on the command line, relative to the
+    folder they ran in: look for it from each folder above the fork's, the working folder first."""
+    if source.is_absolute():
+        return source
+    for base in (Path.cwd(), *run.resolve().parents):
+        if (base / source).parent.parent.is_dir():  # the source run (its checkpoint may since have been pruned)
+            return base / source
+    return source
 
 
 def _commit() -> str | None:

@@ -165,7 +165,8 @@ class RunState:
                             f"--epochs beyond it for the fork to train")
         if {"lr", "lr_half_life", "lr_decay_start"} & set(names):
             self.set_lr(self.scheduled_lr())  # a fork's rate: the optimisers' states carry the source's
-        changes = ([("forked_from", None, str(plan.path))] if plan.forked else []) + plan.changes
+        # the source as an absolute path, so the fork finds it (its training time) from any working folder
+        changes = ([("forked_from", None, str(plan.path.resolve()))] if plan.forked else []) + plan.changes
         if changes and self.world.is_main:
             plan.run_dir.mkdir(parents=True, exist_ok=True)
             with open(plan.run_dir / "changes.jsonl", "a") as f:
