@@ -3,6 +3,7 @@
 VAE, IntroVAE and Soft-IntroVAE on the four 2D densities (and optionally Fashion-MNIST), at equal steps.
 
     python experiments/objectives.py --precision bf16 --jobs 2 --extra-seeds 8gaussians:1,2   # the README's table
+    python experiments/objectives.py --precision bf16 --seeds 0 --threads 1        # one process on one core
     python experiments/objectives.py --steps 30000 --seeds 0,1,2 --out bench-runs/objectives
     python experiments/objectives.py --steps 3000 --densities 8gaussians --seeds 0 --fashion-steps 0
 
@@ -65,7 +66,8 @@ def combo(density: str, seed: int, args) -> dict:
     if args.jobs > 1:
         import torch
 
-        torch.set_num_threads(1)  # one core per process: several processes of 2 threads on 2 cores thrash
+        # one core per process by default: several processes of 2 threads on 2 cores thrash
+        torch.set_num_threads(args.threads or 1)
     out = {"vae": run_2d(density, "vae", seed, args)}
     margin = suggest_margin(vae_kl(density, seed, args)) if args.margin == "calibrated" else "auto"
     out["introvae"] = run_2d(density, "introvae", seed, args, margin)
@@ -157,12 +159,18 @@ def main() -> None:
                         "Fashion-MNIST also channels-last and the Inception features, see `introvae evaluate --help`)")
     p.add_argument("--jobs", type=int, default=1,
                    help="(density, seed) pairs trained side by side, one process and one thread each")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads per process (default: PyTorch's choice, or one with --jobs > 1)")
     p.add_argument("--fashion-steps", type=int, default=0, help="also Fashion-MNIST, for this many steps (0: no)")
     p.add_argument("--fashion-vae-steps", type=int, default=200)
     p.add_argument("--fashion-samples", type=int, default=5000)
     p.add_argument("--out", default="bench-runs/objectives")
     args = p.parse_args()
     args.seeds = [int(s) for s in args.seeds.split(",")]
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     extra = {}
     for item in filter(None, args.extra_seeds.split(";")):
         density, _, seeds = item.partition(":")
