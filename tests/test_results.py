@@ -67,6 +67,12 @@ def test_a_new_record_changes_the_rendered_table(tmp_path):
     reg.render(check=False, readme=readme, page=page, records_path=records)
     row = next(ln for ln in readme.read_text().splitlines() if "| 7 |" in ln)
     assert "**32.0 ± 2.8**" in row and "| 0, 1 |" in row and "2.0 h" in row and row.startswith("| IntroVAE (ours)")
+    # the same models scored with the generator's BatchNorm statistics re-estimated: a row of their own, said so
+    reg.append_records([dict(new[0], value=25.0, protocol=dict(proto, bn_protocol="recalibrate"))], records)
+    reg.render(check=False, readme=readme, page=page, records_path=records)
+    rows = [ln for ln in readme.read_text().splitlines() if "| 7 |" in ln]
+    assert len(rows) == 2 and "**32.0 ± 2.8**" in rows[0] and "BatchNorm" not in rows[0]
+    assert "generator's BatchNorm: statistics re-estimated on prior draws | 7 | **25.0** |" in rows[1]
     # a figure under another protocol never joins the literature's table
     reg.append_records([dict(new[0], epochs=9, protocol=dict(proto, ref_split="train"))], records)
     reg.render(check=False, readme=readme, page=page, records_path=records)
