@@ -55,7 +55,8 @@ def test_eq_11_and_12_combine_the_terms_with_alpha_and_beta():
     from types import SimpleNamespace
 
     encoder = lambda t: (t.flatten(1), torch.zeros_like(t.flatten(1)))  # noqa: E731
-    nets = SimpleNamespace(encoder=encoder, decoder=None, generated=contextlib.nullcontext)
+    nets = SimpleNamespace(encoder=encoder, decoder=None, generated=contextlib.nullcontext,
+                           posterior=contextlib.nullcontext)
     img = lambda *kls: torch.tensor([[(2 * k) ** 0.5, 0.0] for k in kls]).view(-1, 1, 1, 2)  # noqa: E731
     x = torch.zeros(2, 1, 1, 2)
     x_r, x_p = img(4.0, 12.0), img(9.0, 9.0)
@@ -153,7 +154,16 @@ def test_one_step_matches_a_plain_tensor_reference_of_algorithm_1():
     mu, logvar = E(x)
     z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
     z_p = torch.randn_like(z)
-    x_r, x_p = G(z), G(z_p)
+    # G keeps one set of BatchNorm running statistics per pass: x_r's in posterior_stats, x_p's in the layers
+    running = [b for n, b in G.named_buffers() if n.endswith(("running_mean", "running_var"))]
+    before = [b.clone() for b in running]
+    x_r = G(z)
+    with torch.no_grad():
+        G.posterior_stats.copy_(torch.cat([b.reshape(-1) for b in running]))
+        G.posterior_steps += 1
+        for b, v in zip(running, before):
+            b.data.copy_(v)
+    x_p = G(z_p)
     l_ae = 0.5 * ((x_r - x) ** 2).sum(dim=(1, 2, 3)).mean()
     kl_real = (0.5 * (mu ** 2 + logvar.exp() - logvar - 1).sum(1)).mean()
     kl_r1, kl_p1 = _kl(E, x_r.detach()), _kl(E, x_p.detach())

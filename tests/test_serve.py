@@ -80,8 +80,10 @@ def test_explorer_operations_on_values(tiny_run, pictures):
     mu = ex.model.encode(torch.stack([x, ex.image(pictures / "b.png")]))[0]
     from introvae.explore import as_array
 
-    assert np.array_equal(p0, as_array(ex.model.decode(mu[:1])[0]))  # t = 0 decodes A's code
-    assert np.array_equal(p1, as_array(ex.model.decode(mu[1:])[0]))
+    # t = 0 decodes A's code, with the generator's statistics for the encoder's codes (not the prior draws')
+    assert np.array_equal(p0, as_array(ex.model.decode(mu[:1], encoded=True)[0]))
+    assert np.array_equal(p1, as_array(ex.model.decode(mu[1:], encoded=True)[0]))
+    assert not np.array_equal(p0, as_array(ex.model.decode(mu[:1])[0]))
     mean, dirs, std = ex.directions()
     assert dirs.shape[1] == ex.config.latent_dim and torch.allclose(dirs.norm(dim=1), torch.ones(len(dirs)), atol=1e-5)
     assert (std[:-1] >= std[1:]).all()  # largest first

@@ -75,7 +75,7 @@ def calibrate(config: TrainConfig, *, out: str | Path | None = None, show_progre
                 x = to_float(subset[i:i + 256].to(device))
                 mu, logvar = model.encoder(x)
                 kls.append(kl_divergence(mu, logvar))
-                recs.append(reconstruction_error(model.decoder(mu), x, config.model.likelihood))
+                recs.append(reconstruction_error(model.decode(mu, encoded=True), x, config.model.likelihood))
         return Calibration(config=config, steps=trainer.step, kl_train=kl_train,
                            kl_train_eval=float(torch.cat(kls).mean()),
                            reconstruction=float(torch.cat(recs).mean()),

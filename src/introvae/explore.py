@@ -136,7 +136,7 @@ class Explorer:
         """The decoded point at ``t`` in [0, 1] on the line between the posterior means of images ``a`` and ``b``."""
         mu, _ = self.model.encode(torch.stack([self.image(a), self.image(b)]))
         t = float(np.clip(t, 0.0, 1.0))
-        return as_array(self.model.decode(((1 - t) * mu[0] + t * mu[1])[None])[0])
+        return as_array(self.model.decode(((1 - t) * mu[0] + t * mu[1])[None], encoded=True)[0])
 
     def strip(self, a, b, steps: int = 8) -> np.ndarray:
         """The whole interpolation (Fig. 6) as one strip of ``steps`` images."""
@@ -179,7 +179,7 @@ class Explorer:
         _, dirs, std = self.directions()
         mu, _ = self.model.encode(self.image(image)[None])
         shift = sum(float(a) * s * d for a, s, d in zip(amounts, std, dirs))
-        return as_array(self.model.decode(mu + torch.as_tensor(shift).to(mu)[None])[0])
+        return as_array(self.model.decode(mu + torch.as_tensor(shift).to(mu)[None], encoded=True)[0])
 
     def neighbours(self, seed: int = 0, n: int = 4, k: int = 5) -> np.ndarray:
         """Rows of: a sample, then its ``k`` nearest training images in pixel space (L2; App. E)."""

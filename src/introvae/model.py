@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from . import generator_stats
 from .blocks import ResBlock
 from .config import ModelConfig
 from .posterior import kl_divergence, reparameterize
@@ -62,6 +63,9 @@ class Decoder(nn.Module):
         self.stages = nn.Sequential(*blocks)
         self.to_image = nn.Conv2d(ch[-1], config.in_channels, 5, padding=2)
         self.bernoulli = config.likelihood == "bernoulli"
+        # A second set of BatchNorm statistics, for the encoder's codes; the layers' own are the prior draws'
+        # (introvae.generator_stats: one set would mix both passes of Algorithm 1)
+        generator_stats.register(self)
 
     def forward(self, z: Tensor) -> Tensor:
         out = self.to_image(self.stages(self.fc(z).view(z.shape[0], self.c4, 4, 4)))
@@ -129,10 +133,10 @@ class IntroVAE(nn.Module):
     def reconstruct(self, x: Tensor, *, sample_z: bool = False, generator: torch.Generator | None = None) -> Tensor:
         """Reconstructions of ``x`` through the posterior mean (or a sampled z), on the model's device."""
         mu, logvar = self.encoder(x.to(self.device))
-        if not sample_z:
-            return self.decoder(mu)
-        eps = torch.randn(mu.shape, generator=generator).to(mu.device)  # CPU draws: the same on every device
-        return self.decoder(reparameterize(mu, logvar, eps))
+        if sample_z:
+            eps = torch.randn(mu.shape, generator=generator).to(mu.device)  # CPU draws: the same on every device
+            mu = reparameterize(mu, logvar, eps)
+        return generator_stats.posterior_generator(self.decoder)(mu)
 
     @torch.no_grad()
     def encode(self, x: Tensor, *, batch_size: int | None = None) -> tuple[Tensor, Tensor]:
@@ -141,9 +145,12 @@ class IntroVAE(nn.Module):
         return torch.cat([m for m, _ in outs]), torch.cat([v for _, v in outs])
 
     @torch.no_grad()
-    def decode(self, z: Tensor, *, batch_size: int | None = None) -> Tensor:
-        """Images from latent codes ``z`` (N, latent_dim), on the model's device."""
-        return torch.cat([self.decoder(c.to(self.device)) for c in z.split(batch_size or self.chunk)])
+    def decode(self, z: Tensor, *, batch_size: int | None = None, encoded: bool = False) -> Tensor:
+        """Images from latent codes ``z`` (N, latent_dim), on the model's device. ``encoded``: the codes come from
+        the encoder (reconstructions, edits of an image), which the generator normalises with the statistics of its
+        passes over such codes; by default, with those of prior draws (:mod:`introvae.generator_stats`)."""
+        decoder = generator_stats.posterior_generator(self.decoder) if encoded else self.decoder
+        return torch.cat([decoder(c.to(self.device)) for c in z.split(batch_size or self.chunk)])
 
     @torch.no_grad()
     def kl(self, x: Tensor) -> Tensor:
@@ -158,7 +165,7 @@ class IntroVAE(nn.Module):
         """Decode ``steps`` points on the line between the posterior means of images ``a`` and ``b`` (Fig. 6)."""
         mu, _ = self.encoder(torch.stack([a, b]).to(self.device))
         t = torch.linspace(0, 1, steps, device=mu.device)[:, None]
-        return self.decoder((1 - t) * mu[0] + t * mu[1])
+        return generator_stats.posterior_generator(self.decoder)((1 - t) * mu[0] + t * mu[1])
 
     @torch.no_grad()
     def latent_directions(self, images: Tensor, k: int = 8) -> tuple[Tensor, Tensor, Tensor]:
@@ -235,7 +242,9 @@ def generation_chunk(image_size: int, *, budget: int = GENERATION_BUDGET, cap: i
 
 
 def load_state_strict(model: nn.Module, state: dict[str, Tensor], *, source: str) -> None:
-    """Load every weight or fail naming what differs (never a silently half-loaded model)."""
+    """Load every weight or fail naming what differs (never a silently half-loaded model). A generator's second set
+    of BatchNorm statistics, which older versions lack, is filled in (:func:`generator_stats.fill_missing`)."""
+    state = generator_stats.fill_missing(model, state)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

@@ -86,7 +86,8 @@ class IntroVAELoss:
     def forward(self, nets, x: Tensor, noise: Noise) -> Pass:
         """Z <- reparam(E(X)); X_r <- G(Z); X_p <- G(Z_p), Z_p ~ N(0, I)."""
         mu, logvar = nets.encoder(x)
-        x_r = nets.decoder(reparameterize(mu.float(), logvar.float(), noise(mu.shape)))
+        with nets.posterior():  # the generator keeps one set of running statistics per kind of code
+            x_r = nets.decoder(reparameterize(mu.float(), logvar.float(), noise(mu.shape)))
         x_p = nets.decoder(noise(mu.shape))  # a separate pass: its own BatchNorm statistics, as in Algorithm 1
         return Pass(x, mu, logvar, x_r, x_p, noise)
 
@@ -162,7 +163,8 @@ class SoftIntroVAELoss:
         (default ng(y))."""
         mu, logvar = nets.encoder(y)
         z = reparameterize(mu.float(), logvar.float(), noise(mu.shape))
-        y_r = nets.decoder(z.detach() if detach_z else z)
+        with nets.posterior():  # the encoder's codes: the generator's statistics for them (generator_stats)
+            y_r = nets.decoder(z.detach() if detach_z else z)
         return kl_divergence(mu, logvar), squared_error(y_r, y.detach() if target is None else target)
 
     def encoder_phase(self, nets, f: Pass) -> tuple[Tensor, dict[str, Tensor]]:

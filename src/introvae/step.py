@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from .distributed import SINGLE, World, agreed
+from .generator_stats import posterior_statistics, tracked_statistics
 from .precision import Precision
 
 
@@ -37,7 +38,9 @@ class TrainStep:
     to the module to call when a phase updates them (DistributedDataParallel or compiled; default: the network);
     ``frozen_wrappers`` to the module to call when a phase runs them frozen (compiled; default: the network).
     An objective runs the encoder's passes over generated images inside ``nets.generated()``: with
-    ``real_statistics`` those passes leave the encoder's running statistics to the real images.
+    ``real_statistics`` those passes leave the encoder's running statistics to the real images. It runs the
+    generator's passes over the encoder's codes inside ``nets.posterior()``, which normalise with and update the
+    generator's second set of BatchNorm statistics (:mod:`introvae.generator_stats`).
     """
 
     def __init__(self, model: nn.Module, optimizers: dict[str, torch.optim.Optimizer], *,
@@ -51,8 +54,7 @@ class TrainStep:
         self.real_statistics = real_statistics  # the encoder's passes over generated images keep its running stats
         self.precision = precision
         self.scaler = precision.scaler if precision else None
-        self.norm_stats = {name: [b for n, b in net.named_buffers() if n.endswith(("running_mean", "running_var"))]
-                           for name, net in self.networks.items()}
+        self.norm_stats = {name: tracked_statistics(net) for name, net in self.networks.items()}
 
     def release_wrappers(self) -> None:
         """Call the plain networks from now on: drops the DistributedDataParallel (and compiled) wrappers, whose
@@ -115,7 +117,9 @@ class TrainStep:
         pick = lambda name: (self.wrappers if updating in (None, name) else self.frozen_wrappers)[name]  # noqa: E731
         generated = (lambda: kept_statistics(self.networks["encoder"])) if self.real_statistics \
             else contextlib.nullcontext
-        return SimpleNamespace(encoder=pick("encoder"), decoder=pick("decoder"), generated=generated)
+        posterior = lambda: posterior_statistics(self.networks["decoder"])  # noqa: E731
+        return SimpleNamespace(encoder=pick("encoder"), decoder=pick("decoder"), generated=generated,
+                               posterior=posterior)
 
     def _autocast(self):
         return self.precision.autocast() if self.precision else contextlib.nullcontext()
