@@ -53,6 +53,8 @@ def test_evaluate_on_idx_data_records_the_literature_protocol(tmp_path, monkeypa
     p = row["protocol"]
     assert (p["ref_split"], p["feature_precision"], p["num_samples"], p["ref_images"]) == ("test", "fp32", 20, 30)
     assert p["bn_protocol"] == "eval" and "bilinear" in p["resize"]
+    # an IntroVAE run keeps a set of generator statistics per pass: eval mode samples with the prior draws'
+    assert p["generator_stats"] == "per-pass" and "generator BatchNorm eval (per-pass statistics)" in out
     assert len(p["inception_sha256"]) == 64 and int(p["inception_sha256"], 16) > 0
     assert row["metrics"]["fid"]["reference"].endswith(":test") and seen == ["fp32"]
     assert "protocol: 20 samples vs 30 test images, fp32 Inception features" in out

@@ -71,8 +71,18 @@ def test_a_new_record_changes_the_rendered_table(tmp_path):
     reg.append_records([dict(new[0], value=25.0, protocol=dict(proto, bn_protocol="recalibrate"))], records)
     reg.render(check=False, readme=readme, page=page, records_path=records)
     rows = [ln for ln in readme.read_text().splitlines() if "| 7 |" in ln]
-    assert len(rows) == 2 and "**32.0 ± 2.8**" in rows[0] and "BatchNorm" not in rows[0]
-    assert "generator's BatchNorm: statistics re-estimated on prior draws | 7 | **25.0** |" in rows[1]
+    # records without generator_stats are of models with one set of statistics for both passes: labelled so
+    assert len(rows) == 2 and "**32.0 ± 2.8**" in rows[0] and "BN: one set for both passes (≤ 0.7.7) | 7 |" in rows[0]
+    assert "generator's BN: re-estimated on prior draws | 7 | **25.0** |" in rows[1]
+    # a model that kept a set per pass (0.7.8), plain eval mode: the preset's own row, unlabelled and first
+    reg.append_records([dict(new[1], value=20.0, protocol=dict(proto, generator_stats="per-pass"))], records)
+    reg.render(check=False, readme=readme, page=page, records_path=records)
+    rows = [ln for ln in readme.read_text().splitlines() if "| 7 |" in ln]
+    assert len(rows) == 3 and "| `fashion-mnist` | 7 | **20.0** |" in rows[0] and "**32.0 ± 2.8**" in rows[1]
+    # a VAE has one pass: its plain rows need no label
+    reg.append_records([dict(new[0], objective="vae", preset="fashion-mnist-vae", value=60.0)], records)
+    reg.render(check=False, readme=readme, page=page, records_path=records)
+    assert "| VAE (ours) | `fashion-mnist-vae` | 7 | **60.0** |" in readme.read_text()
     # a figure under another protocol never joins the literature's table
     reg.append_records([dict(new[0], epochs=9, protocol=dict(proto, ref_split="train"))], records)
     reg.render(check=False, readme=readme, page=page, records_path=records)

@@ -100,6 +100,14 @@ def posterior_generator(decoder: nn.Module) -> Callable[[Tensor], Tensor]:
     return lambda z: torch.func.functional_call(decoder, own, (z,))
 
 
+def kind(decoder: nn.Module) -> str:
+    """``per-pass`` when ``decoder`` has tracked its second set (eval mode samples with the prior draws' statistics),
+    else ``shared`` (one set: a VAE's, or the mix of both passes in a two-pass model of 0.7.7 and before); evaluate
+    stores it with the protocol."""
+    steps = getattr(decoder, POSTERIOR_STEPS, None)
+    return "per-pass" if isinstance(steps, Tensor) and int(steps) > 0 else "shared"
+
+
 def fill_missing(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
     """``state`` with the second set of every generator in ``model`` that it lacks (checkpoints and exports of
     introvae 0.7.7 and before): a copy of its running statistics and a count of 0, so that such a model samples and

@@ -2,7 +2,8 @@
 
 Generator (``--bn-protocol``):
 
-* ``eval`` (default): the running statistics of training, as a user samples;
+* ``eval`` (default): the running statistics of training, as a user samples (since 0.7.8 the generator's passes
+  over prior draws'; before, a mix with its passes over the encoder's codes: :mod:`introvae.generator_stats`);
 * ``train``: the statistics of each generated chunk (``--batch-size`` images), as Soft-IntroVAE's published
   FIDs were computed; comparable with those numbers only at the same batch size;
 * ``recalibrate``: running statistics re-estimated on fresh samples before scoring (their exact average

@@ -38,6 +38,7 @@ def file_sha256(path: str) -> str:
 
 def describe(ctx) -> dict:
     """The protocol of a :class:`MetricContext`'s FID and precision/recall, as stored in ``metrics.jsonl``."""
+    from .. import generator_stats
     from .fid import inception_path
 
     s = ctx.settings
@@ -48,6 +49,8 @@ def describe(ctx) -> dict:
         "ref_images": len(ctx.reference),
         "feature_precision": ctx.feature_precision,
         "bn_protocol": s.bn_protocol if ctx.model is not None else None,
+        # one set of generator statistics for both passes, or one per pass (0.7.8 on): what `eval` normalises with
+        "generator_stats": generator_stats.kind(getattr(ctx.model, "decoder", None)) if ctx.model is not None else None,
         "resize": RESIZE,
         "network": "custom feature function" if custom else NETWORK,
         "inception_sha256": None if custom else file_sha256(str(inception_path())),
@@ -57,6 +60,8 @@ def describe(ctx) -> dict:
 def one_line(p: dict) -> str:
     """The protocol as one line under ``evaluate``'s table."""
     bn = f", generator BatchNorm {p['bn_protocol']}" if p.get("bn_protocol") else ""
+    if p.get("bn_protocol") == "eval" and p.get("generator_stats"):
+        bn += f" ({p['generator_stats']} statistics)"
     sha = (p.get("inception_sha256") or "")[:12]
     return (f"protocol: {p['num_samples']} samples vs {p['ref_images']} {p['ref_split']} images, "
             f"{p['feature_precision']} Inception features{bn}; resize: {p['resize']}"
