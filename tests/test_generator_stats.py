@@ -154,3 +154,15 @@ def test_the_guard_puts_back_the_posterior_set_and_the_ema_averages_it():
     want = 0.75 * old + 0.25 * getattr(model.decoder, POSTERIOR)
     assert torch.allclose(getattr(ema, POSTERIOR), want, atol=1e-6)
     assert int(getattr(ema, POSTERIOR_STEPS)) == int(getattr(model.decoder, POSTERIOR_STEPS)) == 2
+
+
+def test_an_export_keeps_both_sets(tmp_path):
+    model = _model()
+    TrainStep(model, _sgd(model, 1e-3))(IntroVAELoss(margin=5.0, alpha=0.25, beta=1.0), _x())
+    model.save_pretrained(tmp_path / "m")
+    loaded = IntroVAE.from_pretrained(tmp_path / "m")
+    assert int(getattr(loaded.decoder, POSTERIOR_STEPS)) == 1
+    assert torch.equal(getattr(loaded.decoder, POSTERIOR), getattr(model.decoder, POSTERIOR))
+    assert torch.equal(_flat(loaded.decoder), _flat(model.decoder))
+    x = _x()
+    assert torch.equal(loaded.reconstruct(x), model.eval().reconstruct(x))

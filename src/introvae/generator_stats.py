@@ -95,8 +95,8 @@ def posterior_generator(decoder: nn.Module) -> Callable[[Tensor], Tensor]:
     if not isinstance(flat, Tensor) or int(getattr(decoder, POSTERIOR_STEPS)) == 0:
         return decoder
     names = [n for n, _ in decoder.named_buffers() if n.endswith(_RUNNING)]
-    views = flat.split([b.numel() for b in running_statistics(decoder)])
-    own = dict(zip(names, views))
+    # copies: a caller in training mode (evaluate --bn-protocol train) updates these, never the model's set
+    own = dict(zip(names, (v.clone() for v in flat.split([b.numel() for b in running_statistics(decoder)]))))
     return lambda z: torch.func.functional_call(decoder, own, (z,))
 
 
