@@ -83,6 +83,10 @@ def test_a_new_record_changes_the_rendered_table(tmp_path):
     reg.append_records([dict(new[0], objective="vae", preset="fashion-mnist-vae", value=60.0)], records)
     reg.render(check=False, readme=readme, page=page, records_path=records)
     assert "| VAE (ours) | `fashion-mnist-vae` | 7 | **60.0** |" in readme.read_text()
+    # a preset with changed settings is a screen: docs/results.md lists it, the README's table does not
+    reg.append_records([dict(new[0], preset="fashion-mnist --ema 0", value=44.0)], records)
+    reg.render(check=False, readme=readme, page=page, records_path=records)
+    assert "**44.0**" not in readme.read_text() and "fashion-mnist --ema 0" in page.read_text()
     # a figure under another protocol never joins the literature's table
     reg.append_records([dict(new[0], epochs=9, protocol=dict(proto, ref_split="train"))], records)
     reg.render(check=False, readme=readme, page=page, records_path=records)
