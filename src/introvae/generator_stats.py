@@ -35,9 +35,14 @@ POSTERIOR = "posterior_stats"
 POSTERIOR_STEPS = "posterior_steps"
 
 
+def _running(module: nn.Module) -> list[tuple[str, Tensor]]:
+    """(name, buffer) of the running means and variances of every BatchNorm layer in ``module``, in module order."""
+    return [(n, b) for n, b in module.named_buffers() if n.endswith(_RUNNING)]
+
+
 def running_statistics(module: nn.Module) -> list[Tensor]:
     """The running means and variances of every BatchNorm layer in ``module``, in module order."""
-    return [b for n, b in module.named_buffers() if n.endswith(_RUNNING)]
+    return [b for _, b in _running(module)]
 
 
 def tracked_statistics(module: nn.Module) -> list[Tensor]:
@@ -94,9 +99,9 @@ def posterior_generator(decoder: nn.Module) -> Callable[[Tensor], Tensor]:
     flat = getattr(decoder, POSTERIOR, None)
     if not isinstance(flat, Tensor) or int(getattr(decoder, POSTERIOR_STEPS)) == 0:
         return decoder
-    names = [n for n, _ in decoder.named_buffers() if n.endswith(_RUNNING)]
+    pairs = _running(decoder)
     # copies: a caller in training mode (evaluate --bn-protocol train) updates these, never the model's set
-    own = dict(zip(names, (v.clone() for v in flat.split([b.numel() for b in running_statistics(decoder)]))))
+    own = {n: v.clone() for (n, _), v in zip(pairs, flat.split([b.numel() for _, b in pairs]))}
     return lambda z: torch.func.functional_call(decoder, own, (z,))
 
 
@@ -119,7 +124,7 @@ def fill_missing(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor
         p = f"{prefix}." if prefix else ""
         if p + POSTERIOR in out:
             continue
-        names = [p + n for n, _ in module.named_buffers() if n.endswith(_RUNNING)]
+        names = [p + n for n, _ in _running(module)]
         if all(n in out for n in names):
             out[p + POSTERIOR] = torch.cat([out[n].reshape(-1).float() for n in names]).to(
                 getattr(module, POSTERIOR).dtype)
