@@ -57,7 +57,7 @@ def test_each_pass_of_algorithm_1_updates_its_own_set_of_the_generators_statisti
     assert not torch.allclose(want_posterior, want_prior, atol=1e-3)  # the check above can tell them apart
 
 
-def test_soft_introvae_tracks_its_reencoding_passes_in_the_posterior_set_and_the_vae_keeps_one_set():
+def test_soft_introvae_tracks_its_reencoding_passes_in_the_posterior_set_and_the_warm_up_keeps_one_set():
     x = _x()
     soft = _model()
     torch.manual_seed(3)
@@ -71,8 +71,38 @@ def test_soft_introvae_tracks_its_reencoding_passes_in_the_posterior_set_and_the
     torch.manual_seed(3)
     TrainStep(vae, _sgd(vae))(VAELoss(beta=1.0), x)
     want_posterior, _ = _replay(base, x, 3)
-    assert int(getattr(vae.decoder, POSTERIOR_STEPS)) == 0  # no prior pass: the running set is the posterior's
+    assert int(getattr(vae.decoder, POSTERIOR_STEPS)) == 0  # the warm-up has no prior pass: its one set is the posterior's
     assert torch.allclose(_flat(vae.decoder), want_posterior, atol=1e-6)
+
+
+def test_the_vae_baseline_tracks_prior_draws_statistics_without_changing_its_training():
+    base, x = _model(), _x()
+    plain, tracked = copy.deepcopy(base), copy.deepcopy(base)
+    torch.manual_seed(3)
+    TrainStep(plain, _sgd(plain))(VAELoss(beta=1.0), x)
+    torch.manual_seed(3)
+    TrainStep(tracked, _sgd(tracked))(VAELoss(beta=1.0, prior_statistics=True), x)
+    want_posterior, want_prior = _replay(base, x, 3)  # its loss's pass, then one no-grad pass over prior draws
+    assert torch.allclose(_flat(tracked.decoder), want_prior, atol=1e-6)
+    assert torch.allclose(getattr(tracked.decoder, POSTERIOR), want_posterior, atol=1e-6)
+    assert int(getattr(tracked.decoder, POSTERIOR_STEPS)) == 1
+    # the prior pass is outside the loss: the same step of every weight as without it
+    for (name, a), b in zip(plain.named_parameters(), tracked.parameters()):
+        assert torch.equal(a, b), name
+    assert any(not torch.equal(a, b) for a, b in zip(plain.parameters(), base.parameters()))  # it did step
+    assert not torch.allclose(want_posterior, want_prior, atol=1e-3)
+
+
+def test_make_objective_gives_the_prior_pass_to_the_vae_baseline_only():
+    from introvae.config import TrainConfig
+    from introvae.objectives import make_objective
+    vae = make_objective(TrainConfig(objective="vae"))
+    assert isinstance(vae, VAELoss) and vae.prior_statistics
+    assert make_objective(TrainConfig(objective="vae"), warmup=True).prior_statistics  # a VAE run is VAE throughout
+    warmup = make_objective(TrainConfig(objective="introvae"), warmup=True, margin=5.0)
+    assert isinstance(warmup, VAELoss) and not warmup.prior_statistics
+    soft_warmup = make_objective(TrainConfig(objective="soft-introvae"), warmup=True)
+    assert not soft_warmup.prior_statistics
 
 
 def test_the_game_starts_its_posterior_set_from_the_warm_ups_statistics():

@@ -79,10 +79,16 @@ def test_a_new_record_changes_the_rendered_table(tmp_path):
     reg.render(check=False, readme=readme, page=page, records_path=records)
     rows = [ln for ln in readme.read_text().splitlines() if "| 7 |" in ln]
     assert len(rows) == 3 and "| `fashion-mnist` | 7 | **20.0** |" in rows[0] and "**32.0 ± 2.8**" in rows[1]
-    # a VAE has one pass: its plain rows need no label
+    # a VAE of 0.7.8 and before sampled with its one set, its encoder codes' statistics: labelled so
     reg.append_records([dict(new[0], objective="vae", preset="fashion-mnist-vae", value=60.0)], records)
     reg.render(check=False, readme=readme, page=page, records_path=records)
-    assert "| VAE (ours) | `fashion-mnist-vae` | 7 | **60.0** |" in readme.read_text()
+    assert ("| VAE (ours) | `fashion-mnist-vae`, generator's BN: the encoder codes' (≤ 0.7.8) | 7 | **60.0** |"
+            in readme.read_text())
+    # one that tracks its prior draws' statistics too (0.7.9) is the preset's plain row
+    reg.append_records([dict(new[0], objective="vae", preset="fashion-mnist-vae", value=50.0,
+                             protocol=dict(proto, generator_stats="per-pass"))], records)
+    reg.render(check=False, readme=readme, page=page, records_path=records)
+    assert "| VAE (ours) | `fashion-mnist-vae` | 7 | **50.0** |" in readme.read_text()
     # a preset with changed settings is a screen: docs/results.md lists it, the README's table does not
     reg.append_records([dict(new[0], preset="fashion-mnist --ema 0", value=44.0)], records)
     reg.render(check=False, readme=readme, page=page, records_path=records)

@@ -15,10 +15,11 @@ So the generator keeps two sets:
   around those passes in training (:func:`posterior_statistics`) and read by reconstructions, interpolations and
   edits of encoded images (:func:`posterior_generator`).
 
-An objective with no pass over prior draws (the VAE, and IntroVAE's VAE warm-up) never swaps: its one set is the
-posterior codes', which it also samples with, as VAEs do; ``posterior_steps`` counts the passes tracked into the
-second set, and while it is 0 the running statistics serve both (so the game's first posterior pass starts from
-the warm-up's statistics). Swapping copies values into the same buffer objects, so DistributedDataParallel, compiled
+The VAE baseline trains on the encoder's codes only; it runs one more pass, over prior draws without gradients,
+to track the statistics it samples with (objectives.VAELoss). The two-pass objectives' VAE warm-up has no pass over
+prior draws and never swaps: its one set is the posterior codes'. ``posterior_steps`` counts the passes tracked into
+the second set, and while it is 0 the running statistics serve both (so the game's first posterior pass starts from
+the warm-up's statistics, and a VAE of 0.7.8 and before samples with its encoder codes' statistics, as it did). Swapping copies values into the same buffer objects, so DistributedDataParallel, compiled
 networks and the EMA generator (which averages every buffer) see nothing change but the values.
 """
 
@@ -107,8 +108,8 @@ def posterior_generator(decoder: nn.Module) -> Callable[[Tensor], Tensor]:
 
 def kind(decoder: nn.Module) -> str:
     """``per-pass`` when ``decoder`` has tracked its second set (eval mode samples with the prior draws' statistics),
-    else ``shared`` (one set: a VAE's, or the mix of both passes in a two-pass model of 0.7.7 and before); evaluate
-    stores it with the protocol."""
+    else ``shared`` (one set: a VAE's of 0.7.8 and before, its encoder codes', or the mix of both passes in a
+    two-pass model of 0.7.7 and before); evaluate stores it with the protocol."""
     steps = getattr(decoder, POSTERIOR_STEPS, None)
     return "per-pass" if isinstance(steps, Tensor) and int(steps) > 0 else "shared"
 
