@@ -10,6 +10,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 
+def batch_norms(*modules: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Every BatchNorm layer of ``modules`` (SyncBatchNorm's included), in module order."""
+    return [n for m in modules for n in m.modules() if isinstance(n, nn.modules.batchnorm._BatchNorm)]
+
+
 class ResBlock(nn.Module):
     """h = LReLU(BN(conv3x3(x))); h = conv3x3(h); out = LReLU(BN(h + skip(x))), skip a bias-free 1x1 conv
     where the channel count changes. The second BatchNorm comes after the addition, as in the authors' code."""
@@ -59,7 +64,7 @@ class _RecomputeAsForward:
     """
 
     def __init__(self, block: nn.Module):
-        self.norms = [m for m in block.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self.norms = batch_norms(block)
         self.params = list(block.parameters())
         self.forward_requires_grad = [p.requires_grad for p in self.params]
 

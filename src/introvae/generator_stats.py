@@ -31,6 +31,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
+from .blocks import batch_norms
+
 _RUNNING = ("running_mean", "running_var")
 POSTERIOR = "posterior_stats"
 POSTERIOR_STEPS = "posterior_steps"
@@ -77,8 +79,7 @@ def posterior_statistics(decoder: nn.Module) -> Iterator[None]:
         return
     live = running_statistics(decoder)
     # a frozen pass (step.frozen: momentum 0) normalises with its batch as usual but tracks nothing
-    updating = decoder.training and any(m.momentum != 0.0 for m in decoder.modules()
-                                        if isinstance(m, nn.modules.batchnorm._BatchNorm))
+    updating = decoder.training and any(m.momentum != 0.0 for m in batch_norms(decoder))
     with torch.no_grad():
         prior = torch.cat([b.reshape(-1) for b in live])
         _copy_into(live, torch.where(getattr(decoder, POSTERIOR_STEPS) > 0, flat, prior))

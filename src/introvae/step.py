@@ -25,6 +25,7 @@ from types import SimpleNamespace
 import torch
 from torch import Tensor, nn
 
+from .blocks import batch_norms
 from .distributed import SINGLE, World, agreed
 from .generator_stats import posterior_statistics, tracked_statistics
 from .precision import Precision
@@ -139,7 +140,7 @@ class TrainStep:
 def kept_statistics(*modules: nn.Module) -> Iterator[None]:
     """Passes through ``modules`` normalise with their batch's statistics as usual, but leave the BatchNorm
     running statistics unchanged (momentum 0: running = 1 * running + 0 * batch)."""
-    norms = [n for m in modules for n in m.modules() if isinstance(n, nn.modules.batchnorm._BatchNorm)]
+    norms = batch_norms(*modules)
     momenta = [n.momentum for n in norms]
     for n in norms:
         n.momentum = 0.0

@@ -22,13 +22,10 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
+from ..blocks import batch_norms
 from ..config_checks import BN_PROTOCOLS, ENCODER_STATS
 from ..data import to_float
 from ..errors import MetricError
-
-
-def _norms(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
 @torch.no_grad()
@@ -36,7 +33,7 @@ def reestimated(module: nn.Module, batches: Iterable[Tensor]) -> nn.Module:
     """A copy of ``module`` whose BatchNorm running statistics are the average over ``batches`` (each run
     through the copy in training mode); in eval mode."""
     out = copy.deepcopy(module)
-    for bn in _norms(out):
+    for bn in batch_norms(out):
         bn.reset_running_stats()
         bn.momentum = None  # a cumulative average: every batch counts the same
     out.train()
@@ -53,7 +50,7 @@ def generator_with_protocol(model, protocol: str, *, samples: int, batch_size: i
         return model
     if protocol == "train":
         decoder = copy.deepcopy(model.decoder).train()
-        for bn in _norms(decoder):
+        for bn in batch_norms(decoder):
             bn.momentum = 0.0  # batch statistics, and the running ones untouched
     else:
         z = model.latents(samples, seed=seed + 1)  # fresh draws, not the scored ones
