@@ -32,7 +32,8 @@ RESULTS_PAGE = ROOT / "docs" / "results.md"
 LITERATURE = {"ref_split": "test", "num_samples": 10_000, "ref_images": 10_000, "feature_precision": "fp32"}
 # evaluate --bn-protocol, as the literature table's rows say it (eval, the running statistics, goes unsaid)
 BN_WORDS = {"recalibrate": "re-estimated on prior draws", "train": "each batch's own",
-            "mix": "one set for both passes (≤ 0.7.7)", "posterior": "the encoder codes' (≤ 0.7.8)"}
+            "mix": "one set for both passes (≤ 0.7.7)", "posterior": "the encoder codes'",
+            "vae-one-set": "the encoder codes' (≤ 0.7.8)"}
 OBJECTIVE_NAMES = {"introvae": "IntroVAE", "vae": "VAE", "soft-introvae": "Soft-IntroVAE"}
 # The 2D networks of the records made before runs named theirs: one ReLU layer fewer than the authors'
 EARLIER_2D_NETWORKS = "MLPs with 3 ReLU layers of 256, z = 2 (introvae 0.5 and before)"
@@ -247,10 +248,11 @@ def _bn_kind(record: dict) -> str:
     """Which BatchNorm statistics the generator sampled with: the protocol's (evaluate --bn-protocol), and for
     ``eval`` whether the model kept one set per pass (0.7.8 on: ``eval``) or one set for both passes of a two-pass
     objective, a mix (records say ``generator_stats`` from 0.7.8; earlier ones were all shared). The VAE's one set
-    was its encoder codes' until 0.7.9 (``posterior``), when it began to track its prior draws' too."""
+    was its encoder codes' until 0.7.9 (``vae-one-set``; ``--bn-protocol posterior`` samples with those of a later
+    model), when it began to track its prior draws' too."""
     bn = record["protocol"].get("bn_protocol", "eval")
     if bn == "eval" and record["protocol"].get("generator_stats") != "per-pass":
-        return "posterior" if record["objective"] == "vae" else "mix"
+        return "vae-one-set" if record["objective"] == "vae" else "mix"
     return bn
 
 

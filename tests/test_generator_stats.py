@@ -196,3 +196,31 @@ def test_an_export_keeps_both_sets(tmp_path):
     assert torch.equal(_flat(loaded.decoder), _flat(model.decoder))
     x = _x()
     assert torch.equal(loaded.reconstruct(x), model.eval().reconstruct(x))
+
+
+def test_the_posterior_protocol_samples_with_the_encoder_codes_statistics_and_changes_nothing():
+    from introvae.metrics.batchnorm import generator_with_protocol
+
+    model = _model()
+    opt = _sgd(model, 1e-3)
+    torch.manual_seed(3)
+    for _ in range(3):
+        TrainStep(model, opt)(VAELoss(beta=1.0, prior_statistics=True), _x())
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    z = model.latents(8, seed=1)
+    scored = generator_with_protocol(model, "posterior", samples=8, batch_size=4, seed=0)
+    by_hand = copy.deepcopy(model.decoder)
+    flat = getattr(model.decoder, POSTERIOR)
+    with torch.no_grad():
+        for b, v in zip(running_statistics(by_hand), flat.split([b.numel() for b in running_statistics(by_hand)])):
+            b.copy_(v.reshape(b.shape))
+        want = by_hand(z)
+    assert torch.allclose(scored.sample(z=z), want, atol=1e-6)
+    assert not torch.allclose(model.sample(z=z), want, atol=1e-3)  # eval mode: the prior draws' statistics
+    for k, v in model.state_dict().items():  # the model is untouched
+        assert torch.equal(v, before[k]), k
+    # a model that never tracked the second set samples as in eval mode
+    fresh = _model().eval()
+    assert torch.equal(generator_with_protocol(fresh, "posterior", samples=8, batch_size=4, seed=0).sample(z=z),
+                       fresh.sample(z=z))

@@ -15,7 +15,7 @@ from .errors import ConfigError
 
 OBJECTIVES = ("introvae", "vae", "soft-introvae")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: precision.resolve
-BN_PROTOCOLS = ("eval", "train", "recalibrate")  # the generator's BatchNorm statistics when scored
+BN_PROTOCOLS = ("eval", "train", "recalibrate", "posterior")  # the generator's BatchNorm statistics when scored
 FEATURE_PRECISIONS = ("fp32", "bf16")  # the FID Inception network's arithmetic (metrics.fid)
 WORDS_FOR_NUMBERS = {"margin": ("auto",)}  # number fields that also take these words
 ENCODER_STATS = ("running", "real")  # which passes update the encoder's BatchNorm running statistics

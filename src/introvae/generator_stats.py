@@ -26,6 +26,7 @@ networks and the EMA generator (which averages every buffer) see nothing change 
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Iterator
 
 import torch
@@ -105,6 +106,18 @@ def posterior_generator(decoder: nn.Module) -> Callable[[Tensor], Tensor]:
     # copies: a caller in training mode (evaluate --bn-protocol train) updates these, never the model's set
     own = {n: v.clone() for (n, _), v in zip(pairs, flat.split([b.numel() for _, b in pairs]))}
     return lambda z: torch.func.functional_call(decoder, own, (z,))
+
+
+def posterior_copy(decoder: nn.Module) -> nn.Module:
+    """A copy of ``decoder`` whose running statistics are its set for the encoder's codes, so that eval mode
+    normalises every code, prior draws too, with them (``evaluate --bn-protocol posterior``). A network whose set was
+    never tracked is copied as it is."""
+    out = copy.deepcopy(decoder)
+    flat = getattr(out, POSTERIOR, None)
+    if isinstance(flat, Tensor) and int(getattr(out, POSTERIOR_STEPS)) > 0:
+        with torch.no_grad():
+            _copy_into(running_statistics(out), flat)
+    return out
 
 
 def kind(decoder: nn.Module) -> str:

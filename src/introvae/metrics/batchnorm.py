@@ -7,7 +7,10 @@ Generator (``--bn-protocol``):
 * ``train``: the statistics of each generated chunk (``--batch-size`` images), as Soft-IntroVAE's published
   FIDs were computed; comparable with those numbers only at the same batch size;
 * ``recalibrate``: running statistics re-estimated on fresh samples before scoring (their exact average
-  over the chunks), which removes the drift of the training-time averages.
+  over the chunks), which removes the drift of the training-time averages;
+* ``posterior``: the generator's statistics of the encoder's codes (its set for reconstructions), which a VAE of
+  0.7.8 and before sampled with: the same weights scored as such a VAE would score them (a model that never tracked
+  that set keeps its running statistics, as ``eval``).
 
 Encoder (``--encoder-stats``): ``running`` (the training-time averages, to which the encoder's passes over
 generated images contribute) or ``real`` (re-estimated on real training images before scoring).
@@ -22,6 +25,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
+from .. import generator_stats
 from ..blocks import batch_norms
 from ..config_checks import BN_PROTOCOLS, ENCODER_STATS
 from ..data import to_float
@@ -48,6 +52,8 @@ def generator_with_protocol(model, protocol: str, *, samples: int, batch_size: i
         raise MetricError(f"bn-protocol: must be one of {', '.join(BN_PROTOCOLS)}, got {protocol!r}")
     if protocol == "eval":
         return model
+    if protocol == "posterior":
+        return model.with_generator(generator_stats.posterior_copy(model.decoder), source=model.generator_source)
     if protocol == "train":
         decoder = copy.deepcopy(model.decoder).train()
         for bn in batch_norms(decoder):

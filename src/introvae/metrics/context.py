@@ -74,7 +74,9 @@ class EvalSettings:
                       group="evaluate")
     bn_protocol: str = param("eval", "the generator's BatchNorm statistics: eval (the running ones), train (those of "
                                      "each generated batch of --batch-size, as Soft-IntroVAE's published FIDs) or "
-                                     "recalibrate (re-estimated on --bn-samples fresh samples; metrics.batchnorm)",
+                                     "recalibrate (re-estimated on --bn-samples fresh samples; metrics.batchnorm) or "
+                                     "posterior (the encoder codes' set, which a VAE of 0.7.8 and before sampled "
+                                     "with)",
                              choices=BN_PROTOCOLS, group="evaluate")
     encoder_stats: str = param("running", "the encoder's BatchNorm statistics: running (from training) or real "
                                           "(re-estimated on --bn-samples real training images)",
