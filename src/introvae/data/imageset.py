@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from torch import Tensor
 
 from ..errors import DataError
+
+if TYPE_CHECKING:  # sets imports this module
+    from .sets import LazyImages
 
 HOLDOUT_FRACTION = 0.1  # the share of a data set without its own test split held out (the default everywhere)
 
