@@ -19,8 +19,9 @@ The VAE baseline trains on the encoder's codes only; it runs one more pass, over
 to track the statistics it samples with (objectives.VAELoss). The two-pass objectives' VAE warm-up has no pass over
 prior draws and never swaps: its one set is the posterior codes'. ``posterior_steps`` counts the passes tracked into
 the second set, and while it is 0 the running statistics serve both (so the game's first posterior pass starts from
-the warm-up's statistics, and a VAE of 0.7.8 and before samples with its encoder codes' statistics, as it did). Swapping copies values into the same buffer objects, so DistributedDataParallel, compiled
-networks and the EMA generator (which averages every buffer) see nothing change but the values.
+the warm-up's statistics, and a VAE of 0.7.8 and before samples with its encoder codes' statistics, as it did).
+Swapping copies values into the same buffer objects, so DistributedDataParallel, compiled networks and the EMA
+generator (which averages every buffer) see nothing change but the values.
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ class EvalSettings:
     ema: bool = param(True, "score a run trained with --ema by its averaged generator (--no-ema: the trained one)",
                       group="evaluate")
     bn_protocol: str = param("eval", "the generator's BatchNorm statistics: eval (the running ones), train (those of "
-                                     "each generated batch of --batch-size, as Soft-IntroVAE's published FIDs) or "
+                                     "each generated batch of --batch-size, as Soft-IntroVAE's published FIDs), "
                                      "recalibrate (re-estimated on --bn-samples fresh samples; metrics.batchnorm) or "
                                      "posterior (the encoder codes' set, which a VAE of 0.7.8 and before sampled "
                                      "with)",
