@@ -108,6 +108,19 @@ def test_user_errors_are_one_line_with_status_2(capsys, argv, words):
     _one_line_error(capsys, argv, *words)
 
 
+def test_a_train_that_stops_on_bad_input_leaves_no_runs_folder(monkeypatch, capsys, tmp_path):
+    from introvae.runs import new_run_dir
+
+    monkeypatch.chdir(tmp_path)
+    _one_line_error(capsys, ["train", "--data", "faces", "--steps", "2", "--device", "cuda"], "no CUDA device")
+    assert not (tmp_path / "runs").exists()
+    assert new_run_dir(tmp_path / "runs", "faces") == tmp_path / "runs" / "00000-faces"
+    assert not (tmp_path / "runs").exists()  # numbering creates nothing
+    (tmp_path / "runs" / "00004-x y").mkdir(parents=True)
+    (tmp_path / "runs" / "notes").mkdir()
+    assert new_run_dir(tmp_path / "runs", "my data") == tmp_path / "runs" / "00005-my_data"
+
+
 def test_threads_sets_the_cpu_threads_before_the_command_runs(monkeypatch, capsys, tmp_path):
     import torch
 

@@ -20,10 +20,11 @@ from .model import IntroVAE, load_state_strict
 
 
 def new_run_dir(root: str | Path, label: str) -> Path:
-    """``root/NNNNN-label``, numbered after the runs already there."""
+    """``root/NNNNN-label``, numbered after the runs already there. Nothing is created: the run makes its folder
+    (and ``root``) when it starts, so a command that stops on bad input leaves no empty ``runs/`` behind."""
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    nums = [int(m.group(1)) for p in root.iterdir() if (m := re.match(r"^(\d{5})-", p.name))]
+    names = [p.name for p in root.iterdir()] if root.is_dir() else []
+    nums = [int(m.group(1)) for name in names if (m := re.match(r"^(\d{5})-", name))]
     return root / f"{max(nums, default=-1) + 1:05d}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', label)}"
 
 
