@@ -46,6 +46,10 @@ def test_trace_sqrt_product_is_exact_for_singular_covariances():
     # fewer samples than dimensions (the 2,000-image screens have 2,048-d features): finite and >= 0
     few = np.cov(rng.normal(size=(5, 30)), rowvar=False)
     assert fidlib.frechet_distance(np.zeros(30), few, np.zeros(30), few) == pytest.approx(0.0, abs=1e-6)
+    # a diverged model's features: NaN, as before, not an error from the eigendecomposition
+    broken = few.copy()
+    broken[0, 0] = np.nan
+    assert np.isnan(fidlib.frechet_distance(np.zeros(30), broken, np.zeros(30), few))
 
 
 def test_fid_of_a_set_with_itself_is_zero_and_grows_with_noise():
