@@ -522,7 +522,7 @@ def test_kept_sample_features_are_used_only_for_the_same_images_and_settings(tmp
 
 def test_sample_features_are_kept_every_interval_while_computed(tmp_path, monkeypatch):
     """A kill gives no chance to write: the features are also written every KEEP_EVERY_S seconds (here every
-    batch), each time all of them so far."""
+    batch), each time all of them so far, and once more complete (kept until the evaluation is recorded)."""
     from introvae.metrics import partial
 
     monkeypatch.setattr(partial, "KEEP_EVERY_S", -1.0)
@@ -530,7 +530,7 @@ def test_sample_features_are_kept_every_interval_while_computed(tmp_path, monkey
     monkeypatch.setattr(partial.PartialFeatures, "keep", lambda self, f: sizes.append(len(f)))
     images = torch.randint(0, 256, (35, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
     _resumable_context(tmp_path, images, monkeypatch, tiny_features).sample_features
-    assert sizes == [10, 20, 30, 35]
+    assert sizes == [10, 20, 30, 35, 35]
 
 
 def test_evaluate_stopped_by_sigterm_keeps_its_features_and_the_same_command_finishes_alike(tmp_path, monkeypatch,
@@ -576,3 +576,55 @@ def test_evaluate_stopped_by_sigterm_keeps_its_features_and_the_same_command_fin
     clean = json.loads((tmp_path / "clean" / "metrics.jsonl").read_text())
     assert rows[-1]["metrics"]["fid"]["value"] == clean["metrics"]["fid"]["value"]
     assert len(resumed_calls) == 2 + 2  # the last 20 samples, then the 20 real images (uninterrupted: 4 + 2)
+
+
+def test_evaluate_stopped_in_the_real_features_loses_neither_the_samples_nor_the_real_images_done(
+        tmp_path, monkeypatch, faces16, capsys):
+    """SIGTERM while the real images' features are computed, after the samples': both are kept (the samples'
+    complete), the same command computes only the real images' rest, records the FID of an uninterrupted
+    evaluation and leaves no kept file behind."""
+    import os
+    import signal
+
+    from conftest import tiny_config
+    from introvae.cli import main
+    from introvae.metrics import partial
+    from introvae.trainer import Trainer
+
+    Trainer(tiny_config(steps=2), tmp_path / "run", data=faces16, show_progress=False, log=lambda s: None).train()
+    monkeypatch.setattr(partial, "KEEP_EVERY_S", -1.0)  # every computation counts as long: kept at every batch
+    monkeypatch.setattr(fidlib, "cache_dir", lambda: tmp_path / "cache")
+    argv = ["evaluate", str(tmp_path / "run"), "--num-samples", "40", "--batch-size", "10", "--pairs", "4",
+            "--neighbours", "0", "--ref-images", "30", "--quiet"]
+    calls = []
+
+    def killed_in_the_second_real_batch(x):  # four batches of samples, then three of real images
+        calls.append(len(x))
+        if len(calls) == 6:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return tiny_features(x)
+
+    monkeypatch.setattr(fidlib, "load_inception", lambda device, precision="fp32": killed_in_the_second_real_batch)
+    assert main(argv) == 130
+    assert "real-features-partial-" in capsys.readouterr().err
+    (samples,) = (tmp_path / "run").glob("sample-features-partial-*.pt")
+    (real,) = (tmp_path / "cache").glob("real-features-partial-*.pt")
+    assert len(torch.load(samples, weights_only=True)["features"]) == 40
+    assert len(torch.load(real, weights_only=True)["features"]) == 10
+
+    resumed = []
+    monkeypatch.setattr(fidlib, "load_inception",
+                        lambda device, precision="fp32": lambda x: resumed.append(len(x)) or tiny_features(x))
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "resuming the sample features at 40 of 40" in err and "features at 10 of 30" in err
+    assert resumed == [10, 10]  # the real images' last two batches, nothing else
+    assert not list((tmp_path / "run").glob("*-partial-*")) and not list((tmp_path / "cache").glob("*-partial-*"))
+
+    monkeypatch.setattr(fidlib, "load_inception", lambda device, precision="fp32": tiny_features)
+    monkeypatch.setattr(fidlib, "cache_dir", lambda: tmp_path / "clean-cache")
+    assert main(argv[:2] + ["-o", str(tmp_path / "clean")] + argv[2:]) == 0
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    clean = json.loads((tmp_path / "clean" / "metrics.jsonl").read_text())
+    assert row["metrics"]["fid"]["value"] == clean["metrics"]["fid"]["value"]
+    assert not list((tmp_path / "clean").glob("*-partial-*"))  # kept while long, gone once recorded

@@ -84,6 +84,7 @@ def _record(out_dir: Path, results: dict, ctx: MetricContext, **about) -> dict:
     if any(name in results for name in ("fid", "precision_recall")):
         row["protocol"] = ctx.protocol
     row["metrics_file"] = str(append_metrics(out_dir, row))
+    ctx.finish()  # recorded: the features kept for a resumed run go
     return row
 
 

@@ -16,6 +16,7 @@ import functools
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +104,13 @@ class MetricContext:
         self.data, self.data_id, self.image_size, self.in_channels = data, data_id, image_size, in_channels
         self.device, self.settings, self.model, self._images = device, settings, model, images
         self._features, self.out_dir, self.show_progress = features, out_dir, show_progress
+        self._kept: list[partial.PartialFeatures] = []  # complete features kept until finish()
+
+    def finish(self) -> None:
+        """The evaluation is recorded: delete the features kept on disk for a resumed run of it."""
+        for kept in self._kept:
+            kept.remove()
+        self._kept.clear()
 
     @functools.cached_property
     def ref_split(self) -> str:
@@ -175,13 +183,28 @@ class MetricContext:
 
         if done is not None:
             say(f"resuming the sample features at {len(done)} of {len(images)} ({kept.path})")
+        return self._kept_features(kept, lambda keep: self.features_of(images, desc="sample features", done=done,
+                                                                        keep=keep), "sample features", say)
+
+    def _kept_features(self, kept: partial.PartialFeatures, compute: Callable, what: str,
+                       say: Callable[[str], None], *, hold: bool = True) -> Tensor:
+        """``compute(keep)``, with what it computed kept in ``kept`` if it stops. Complete, ``hold`` keeps them until
+        :meth:`finish` if they took longer than ``partial.KEEP_EVERY_S`` (a stop after them then loses nothing), and
+        removes the file otherwise; without ``hold`` the caller removes it once it has stored them elsewhere."""
+        t0 = time.perf_counter()
         try:
-            features = self.features_of(images, desc="sample features", done=done, keep=kept.keep)
+            features = compute(kept.keep)
         except BaseException:
             if kept.path.is_file():
-                say(f"the sample features computed so far are in {kept.path}: the same command resumes there")
+                say(f"the {what} computed so far are in {kept.path}: the same command resumes there")
             raise
-        kept.remove()
+        if not hold:
+            return features
+        if time.perf_counter() - t0 > partial.KEEP_EVERY_S:
+            kept.keep(features)
+            self._kept.append(kept)
+        elif kept not in self._kept:
+            kept.remove()
         return features
 
     @functools.cached_property
@@ -214,11 +237,19 @@ class MetricContext:
                                                            f"features of the real {self.ref_split} images"):
             if path.is_file():  # made while this process waited
                 return torch.load(path, weights_only=True)
-            f = self.features_of(ref, desc=f"real {self.ref_split} features")
+            kept = partial.PartialFeatures(path.parent, key, len(ref), name="real-features")
+            done = kept.load()
+            if done is not None:
+                print(f"introvae: resuming the real {self.ref_split} features at {len(done)} of {len(ref)} "
+                      f"({kept.path})", file=sys.stderr)
+            desc = f"real {self.ref_split} features"
+            f = self._kept_features(kept, lambda keep: self.features_of(ref, desc=desc, done=done, keep=keep), desc,
+                                    lambda line: print(f"introvae: {line}", file=sys.stderr), hold=False)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")  # never a file another process is writing
             torch.save(f, tmp)
             tmp.replace(path)
+            kept.remove()  # the cache holds them now
         return f
 
     @property
@@ -232,7 +263,7 @@ class MetricContext:
         ``done`` and ``keep`` as :func:`.fid.inception_features` (``done`` covers whole batches)."""
         b = self.settings.batch_size
         first = len(done) if done is not None else 0
-        if first % b:
+        if first % b and first != len(images):
             raise MetricError(f"features kept for {first} images, not whole batches of {b}")
         chunks = (to_float(images[k:k + b].to(self.device)) for k in range(first, len(images), b))
         return fidlib.inception_features(chunks, self.feature_fn, total=len(images), desc=desc,

@@ -6,8 +6,12 @@ hour on one CPU core; 50,000 at 1024 px: hours on a GPU). While they are compute
 digest of everything they depend on: every byte of the images, the batch they go through the network in, the
 network's arithmetic and the device type. The same command makes the same images, finds the file and computes only
 the rest, batch by batch as an uninterrupted run would (so the features are the same to the bit on a CPU). Other
-images or settings have another digest, so a file is never used for images it was not computed from. The file is
-deleted once the features are complete.
+images or settings have another digest, so a file is never used for images it was not computed from.
+
+Complete features that took longer than ``KEEP_EVERY_S`` to compute stay on disk until the evaluation is recorded
+(:meth:`.context.MetricContext.finish`): a stop during the real images' features or the other metrics then loses
+none of them. The real images' features are kept the same way while computed (in the cache directory, named by
+their cache key), so a 10,000-image reference interrupted half way resumes there too.
 """
 
 from __future__ import annotations
@@ -37,12 +41,13 @@ def digest(images: Tensor, **about) -> str:
 class PartialFeatures:
     """The features of the first rows of ``total`` images whose :func:`digest` is ``key``, in ``folder``."""
 
-    def __init__(self, folder: Path, key: str, total: int):
-        self.path = Path(folder) / f"sample-features-partial-{key[:16]}.pt"
+    def __init__(self, folder: Path, key: str, total: int, *, name: str = "sample-features"):
+        self.path = Path(folder) / f"{name}-partial-{key[:16]}.pt"
         self.key, self.total = key, total
 
     def load(self) -> Tensor | None:
-        """The features kept for these images, or None (no file, another key, or a file that cannot be read)."""
+        """The features kept for these images (the first rows, or all of them), or None (no file, another key, or a
+        file that cannot be read)."""
         if not self.path.is_file():
             return None
         try:
@@ -52,7 +57,7 @@ class PartialFeatures:
         if not isinstance(kept, dict) or kept.get("key") != self.key:
             return None
         features = kept.get("features")
-        if not isinstance(features, Tensor) or features.dim() != 2 or not 0 < len(features) < self.total:
+        if not isinstance(features, Tensor) or features.dim() != 2 or not 0 < len(features) <= self.total:
             return None
         return features
 

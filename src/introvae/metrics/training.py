@@ -44,4 +44,5 @@ class TrainingEvaluator:
             model.train(was_training)
         append_metrics(self.run_dir, {"step": step, "during_training": True, "metrics": result,
                                       "protocol": ctx.protocol})
+        ctx.finish()
         return result["fid"]["value"]
