@@ -44,6 +44,14 @@ def tiny(quick: bool, **kw):
     return get_preset("faces").replace(**{**settings, **size, **kw})
 
 
+def assert_finite_steps(rows: list[dict], what: str = "") -> None:
+    """Every logged step, not only the last: finite losses and KLs, nothing skipped by the guard."""
+    for r in rows:
+        bad = {k: v for k, v in r.items() if k.startswith(("loss_", "kl_")) and v is not None
+               and not (v == v and abs(v) < 1e30)}
+        assert not bad and not r.get("skipped_steps"), (what, r["step"], bad, r.get("skipped_steps"))
+
+
 def check_train(out: Path, device: str, quick: bool, precision: str) -> str:
     fid = {"eval_every": 6} if precision == "fp32" else {}  # FID during training: the Inception network on the device
     t = Trainer(tiny(quick, precision=precision, device=device, **fid), out / f"train-{precision}",
@@ -53,10 +61,7 @@ def check_train(out: Path, device: str, quick: bool, precision: str) -> str:
     last = rows[-1]
     assert t.run.model.device.type == resolve_device(device).type, t.run.model.device
     assert len(rows) == 6, f"{len(rows)} logged steps of 6"
-    for r in rows:  # every step, not only the last: finite losses and KLs, nothing skipped by the guard
-        bad = {k: v for k, v in r.items() if k.startswith(("loss_", "kl_")) and v is not None
-               and not (v == v and abs(v) < 1e30)}
-        assert not bad and not r.get("skipped_steps"), (r["step"], bad, r.get("skipped_steps"))
+    assert_finite_steps(rows)
     assert (t.run_dir / "samples-000000006.png").is_file() and (t.run_dir / "metrics.jsonl").is_file() == bool(fid)
     extra = ""
     if precision == "fp16":
@@ -81,10 +86,7 @@ def check_objectives(out: Path, device: str, quick: bool) -> str:
         t.train()
         rows = [r for r in json_lines(t.run_dir / "stats.jsonl") if r.get("loss_encoder") is not None]
         assert len(rows) == 6 and t.run.model.device.type == resolve_device(device).type, (len(rows), objective)
-        for r in rows:
-            bad = {k: v for k, v in r.items() if k.startswith(("loss_", "kl_")) and v is not None
-                   and not (v == v and abs(v) < 1e30)}
-            assert not bad, (objective, r["step"], bad)
+        assert_finite_steps(rows, objective)
         said.append(f"{objective} loss_encoder {rows[-1]['loss_encoder']:.3g}")
     decoder = t.run.model.decoder
     passes = int(getattr(decoder, generator_stats.POSTERIOR_STEPS))

@@ -92,6 +92,10 @@ class EvalSettings:
         validate_fields(self)
 
 
+def _say(line: str) -> None:
+    print(f"introvae: {line}", file=sys.stderr)
+
+
 class MetricContext:
     """What a metric needs. ``model`` (eval mode, on ``device``) is scored by its samples; without one, the
     ``images`` given (uint8, e.g. a folder of another program's samples) are. With neither, the context still
@@ -176,27 +180,23 @@ class MetricContext:
                              precision=self.feature_precision, device=torch.device(self.device).type)
         kept = partial.PartialFeatures(self.out_dir if self.out_dir is not None else fidlib.cache_dir(), key,
                                        len(images))
+        return self._kept_features(kept, images, "sample features")
+
+    def _kept_features(self, kept: partial.PartialFeatures, images: Tensor, what: str, *,
+                       hold: bool = True) -> Tensor:
+        """Features of ``images``, resumed from ``kept`` and kept there if the work stops. Complete, ``hold`` keeps
+        them until :meth:`finish` if they took longer than ``partial.KEEP_EVERY_S`` (a stop after them then loses
+        nothing), and removes the file otherwise; without ``hold`` the caller removes it once it has stored them
+        elsewhere. What it says goes to stderr, also with --quiet (not progress)."""
         done = kept.load()
-
-        def say(line: str) -> None:  # not progress: said also with --quiet
-            print(f"introvae: {line}", file=sys.stderr)
-
         if done is not None:
-            say(f"resuming the sample features at {len(done)} of {len(images)} ({kept.path})")
-        return self._kept_features(kept, lambda keep: self.features_of(images, desc="sample features", done=done,
-                                                                        keep=keep), "sample features", say)
-
-    def _kept_features(self, kept: partial.PartialFeatures, compute: Callable, what: str,
-                       say: Callable[[str], None], *, hold: bool = True) -> Tensor:
-        """``compute(keep)``, with what it computed kept in ``kept`` if it stops. Complete, ``hold`` keeps them until
-        :meth:`finish` if they took longer than ``partial.KEEP_EVERY_S`` (a stop after them then loses nothing), and
-        removes the file otherwise; without ``hold`` the caller removes it once it has stored them elsewhere."""
+            _say(f"resuming the {what} at {len(done)} of {len(images)} ({kept.path})")
         t0 = time.perf_counter()
         try:
-            features = compute(kept.keep)
+            features = self.features_of(images, desc=what, done=done, keep=kept.keep)
         except BaseException:
             if kept.path.is_file():
-                say(f"the {what} computed so far are in {kept.path}: the same command resumes there")
+                _say(f"the {what} computed so far are in {kept.path}: the same command resumes there")
             raise
         if not hold:
             return features
@@ -238,13 +238,7 @@ class MetricContext:
             if path.is_file():  # made while this process waited
                 return torch.load(path, weights_only=True)
             kept = partial.PartialFeatures(path.parent, key, len(ref), name="real-features")
-            done = kept.load()
-            if done is not None:
-                print(f"introvae: resuming the real {self.ref_split} features at {len(done)} of {len(ref)} "
-                      f"({kept.path})", file=sys.stderr)
-            desc = f"real {self.ref_split} features"
-            f = self._kept_features(kept, lambda keep: self.features_of(ref, desc=desc, done=done, keep=keep), desc,
-                                    lambda line: print(f"introvae: {line}", file=sys.stderr), hold=False)
+            f = self._kept_features(kept, ref, f"real {self.ref_split} features", hold=False)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")  # never a file another process is writing
             torch.save(f, tmp)
