@@ -3,7 +3,8 @@ import json
 import pytest
 
 from introvae import PRESETS, ConfigError, ModelConfig, TrainConfig, get_preset
-from introvae.config import PAPER_CHANNELS, flat_fields
+from introvae.config import flat_fields
+from introvae.model_config import PAPER_CHANNELS
 
 from conftest import tiny_config
 

@@ -21,7 +21,7 @@ from .config_checks import (DEVICE_RULE, ENCODER_STATS, FRACTION, MARGIN_RULE, O
 from .data.imageset import HOLDOUT_FRACTION
 from .devices import DEVICE_HELP
 from .errors import ConfigError
-from .model_config import PAPER_CHANNELS, ModelConfig  # noqa: F401 (re-exported)
+from .model_config import ModelConfig
 
 # Groups whose fields may change when a run is resumed (with steps and epochs, to extend it).
 RESUMABLE_GROUPS = ("runtime", "logging")
