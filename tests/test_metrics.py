@@ -628,3 +628,61 @@ def test_evaluate_stopped_in_the_real_features_loses_neither_the_samples_nor_the
     clean = json.loads((tmp_path / "clean" / "metrics.jsonl").read_text())
     assert row["metrics"]["fid"]["value"] == clean["metrics"]["fid"]["value"]
     assert not list((tmp_path / "clean").glob("*-partial-*"))  # kept while long, gone once recorded
+
+
+def test_evaluate_every_checkpoint_scores_each_once_draws_the_curve_and_resumes(tmp_path, monkeypatch, faces16,
+                                                                              capsys):
+    """`evaluate RUN --every-checkpoint`: one row per checkpoint, each as `evaluate CHECKPOINT` would score it, a
+    curve, the lowest FID marked; the same command again scores nothing, a new checkpoint only itself, and other
+    settings every checkpoint anew."""
+    from conftest import tiny_config
+    from introvae.cli import main
+    from introvae.trainer import Trainer, resume
+
+    Trainer(tiny_config(steps=6, checkpoint_every=3), tmp_path / "run", data=faces16, show_progress=False,
+            log=lambda s: None).train()
+    calls = []
+    monkeypatch.setattr(fidlib, "load_inception",
+                        lambda device, precision="fp32": lambda x: calls.append(len(x)) or tiny_features(x))
+    monkeypatch.setattr(fidlib, "cache_dir", lambda: tmp_path / "cache")
+    argv = ["evaluate", str(tmp_path / "run"), "--num-samples", "20", "--batch-size", "10", "--pairs", "4",
+            "--neighbours", "0", "--ref-images", "20", "--quiet"]
+    from introvae.checkpoint import list_checkpoints, step_of
+
+    found = [step_of(p) for p in list_checkpoints(tmp_path / "run")]
+    assert found[-2:] == [3, 6]
+    assert main(argv + ["--every-checkpoint"]) == 0
+    out = capsys.readouterr().out
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == found
+    assert (tmp_path / "run" / "fid-curve.png").stat().st_size > 10_000
+    fids = {r["step"]: r["metrics"]["fid"]["value"] for r in rows}
+    best = min(fids, key=fids.get)
+    (marked,) = [line for line in out.splitlines() if "<- lowest FID" in line]
+    assert marked.split()[0] == str(best) and f"{fids[best]:.2f}" in marked
+    # the same as scoring the step-3 checkpoint alone
+    assert main(argv[:1] + [str(tmp_path / "run" / "checkpoints" / "step-000000003.pt"), "-o",
+                            str(tmp_path / "alone")] + argv[2:]) == 0
+    alone = json.loads((tmp_path / "alone" / "metrics.jsonl").read_text())
+    assert alone["metrics"]["fid"]["value"] == fids[3]
+
+    calls.clear()
+    assert main(argv + ["--every-checkpoint"]) == 0  # nothing new to score
+    assert calls == [] and len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == len(found)
+    resume(tmp_path / "run", {"steps": 9}, data=faces16, show_progress=False, log=lambda s: None).train()
+    assert main(argv + ["--every-checkpoint"]) == 0  # only the new checkpoint
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    now = [step_of(p) for p in list_checkpoints(tmp_path / "run")]
+    assert now[-1] == 9 and steps == found + [9]
+    assert main(argv + ["--every-checkpoint", "--seed", "1"]) == 0  # other settings: every checkpoint again
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == found + [9] + now
+
+
+def test_evaluate_every_checkpoint_refuses_what_is_not_a_run(tmp_path, capsys):
+    from introvae.cli import main
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    assert main(["evaluate", str(folder), "--every-checkpoint", "--data", "faces", "--image-size", "16"]) == 2
+    assert "--every-checkpoint takes an image model's run directory" in capsys.readouterr().err

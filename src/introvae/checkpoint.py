@@ -31,8 +31,16 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     d = Path(run_dir) / "checkpoints"
     if not d.is_dir():
         return []
-    found = [(int(m.group(1)), f) for f in d.iterdir() if (m := _NAME.match(f.name))]
+    found = [(step_of(f), f) for f in d.iterdir() if _NAME.match(f.name)]
     return [f for _, f in sorted(found)]
+
+
+def step_of(path: Path) -> int:
+    """The step in a checkpoint's name (``step-000003750.pt``: 3750), read without opening the file."""
+    m = _NAME.match(Path(path).name)
+    if m is None:
+        raise ValueError(f"{path} is not named as a checkpoint (step-NNNNNNNNN.pt)")
+    return int(m.group(1))
 
 
 def save(state: dict[str, Any], path: Path, *, keep: int | None = None) -> Path:

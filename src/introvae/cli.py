@@ -175,6 +175,10 @@ def make_parser() -> argparse.ArgumentParser:
     v.add_argument("--device", default="auto", help=DEVICE_HELP)
     v.add_argument("-o", "--out", help="where metrics.jsonl goes (default: the run or model directory; for a "
                                        "folder of images, ./evaluate-FOLDERNAME, never the images' own folder)")
+    v.add_argument("--every-checkpoint", action="store_true",
+                   help="score each checkpoint of a run directory, oldest first, and draw fid-curve.png beside "
+                        "metrics.jsonl; checkpoints already scored with the same settings are skipped, so the "
+                        "same command resumes")
     v.add_argument("--quiet", action="store_true")
 
     e = sub.add_parser("export", help="write a model folder (config.json, model.safetensors, a README.md card)",

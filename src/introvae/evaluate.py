@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import platform
 import time
 from pathlib import Path
@@ -9,13 +11,14 @@ from pathlib import Path
 import torch
 
 from . import devices
+from .checkpoint import list_checkpoints, step_of
 from .config import TrainConfig
 from .data import load
 from .errors import UserError
 from .metrics import IMAGE_METRICS, MODEL_METRICS, EvalSettings, MetricContext, measure
 from .metrics import protocol
 from .metrics.batchnorm import encoder_with_stats, generator_with_protocol
-from .metrics.store import append_metrics
+from .metrics.store import append_metrics, read_metrics
 from .runs import load_model, model_dir, trained_on
 from .version import __version__
 
@@ -57,7 +60,70 @@ def evaluate_model(source: str | Path, settings: EvalSettings = EvalSettings(), 
     return _record(out_dir, measure(metrics, ctx), ctx, step=loaded.step, data=data_id, resolution=cfg.image_size,
                    in_channels=cfg.in_channels, seed=s.seed, model=str(source), generator=loaded.generator_source,
                    bn_protocol=s.bn_protocol, encoder_stats=s.encoder_stats, batch_size=s.batch_size,
-                   device=str(device), seconds=time.perf_counter() - t0)
+                   settings=dataclasses.asdict(s), device=str(device), seconds=time.perf_counter() - t0)
+
+
+def evaluate_checkpoints(run: str | Path, settings: EvalSettings = EvalSettings(), *, data: str | None = None,
+                         out: str | Path | None = None, device: str | torch.device = "auto",
+                         show_progress: bool = True, features=None, log=print) -> list[dict]:
+    """Score every checkpoint of the run directory ``run``, oldest first, as :func:`evaluate_model` scores one,
+    and draw ``fid-curve.png`` (FID, precision and recall against the step) in ``out`` (default: the run) after
+    each. A checkpoint already scored with the same settings and data in ``out``'s ``metrics.jsonl`` is not
+    scored again, so the same call resumes a stopped sweep. Returns one result row per checkpoint."""
+    from .plots import plot_scores
+
+    run = Path(run)
+    paths = list_checkpoints(run)
+    if not paths:
+        raise UserError(f"evaluate: --every-checkpoint takes a run directory with checkpoints/, got {run}")
+    out_dir = Path(out) if out else run
+    data_id = data or _run_data(run)
+    wanted = dataclasses.asdict(settings)
+
+    def alike(row: dict) -> bool:  # scored as this sweep scores: same settings, same real data
+        return (row.get("settings") == wanted and not row.get("during_training")
+                and (data_id is None or row.get("data") == data_id))
+
+    done = {r["step"]: r for r in read_metrics(out_dir) if alike(r)}
+    todo = [p for p in paths if step_of(p) not in done]
+    if show_progress and len(todo) < len(paths):
+        log(f"{len(paths) - len(todo)} of {len(paths)} checkpoints already scored alike in "
+            f"{out_dir / 'metrics.jsonl'}; scoring the other {len(todo)}")
+    for i, path in enumerate(todo, 1):
+        if show_progress:
+            log(f"checkpoint {i} of {len(todo)}: {path.name}")
+        row = evaluate_model(path, settings, data=data, out=out_dir, device=device, show_progress=show_progress,
+                             features=features)
+        done[row["step"]] = row
+        plot_scores(sorted(done.items()), out_dir / "fid-curve.png", title=f"{run.name}: every checkpoint")
+    if not todo and done:  # nothing new: draw what the rows say (the picture may be missing)
+        plot_scores(sorted(done.items()), out_dir / "fid-curve.png", title=f"{run.name}: every checkpoint")
+    return [done[step_of(p)] for p in paths if step_of(p) in done]
+
+
+def _run_data(run: Path) -> str | None:
+    """The data a run directory trained on, from its config.json (None if it has none)."""
+    try:
+        return json.loads((run / "config.json").read_text()).get("data")
+    except (OSError, ValueError):
+        return None
+
+
+def format_sweep(rows: list[dict]) -> str:
+    """One line per checkpoint (step, FID, precision, recall, reconstruction PSNR), the lowest FID marked."""
+    fids = [r["metrics"].get("fid", {}).get("value") for r in rows]
+    best = min((f for f in fids if f is not None and f == f), default=None)  # f == f: not NaN
+    lines = [f"{'step':>10}  {'FID':>8}  {'precision':>9}  {'recall':>6}  {'PSNR (dB)':>9}"]
+    for r, fid in zip(rows, fids):
+        m = r["metrics"]
+        pr = m.get("precision_recall", {})
+        psnr = m.get("reconstruction", {}).get("posterior_mean", {}).get("psnr")
+        cells = [f"{r['step']:>10}", f"{fid:>8.2f}" if fid is not None else f"{'-':>8}",
+                 f"{pr['precision']:>9.4f}" if "precision" in pr else f"{'-':>9}",
+                 f"{pr['recall']:>6.4f}" if "recall" in pr else f"{'-':>6}",
+                 f"{psnr:>9.2f}" if psnr is not None else f"{'-':>9}"]
+        lines.append("  ".join(cells) + ("  <- lowest FID" if fid is not None and fid == best else ""))
+    return "\n".join(lines)
 
 
 def evaluate_folder(folder: str | Path, *, data: str, image_size: int, in_channels: int,

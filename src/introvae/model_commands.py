@@ -181,7 +181,7 @@ def cmd_evaluate(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from .evaluate import evaluate_folder, evaluate_model, format_table
+    from .evaluate import evaluate_checkpoints, evaluate_folder, evaluate_model, format_sweep, format_table
 
     settings = eval_settings(args)
     from . import hub
@@ -194,6 +194,9 @@ def _evaluate(args) -> int:
             raise UserError(f"evaluate: not found: {src}") from None
     from . import toy2d
 
+    if args.every_checkpoint and (toy2d.is_run(src) or not (src / "checkpoints").is_dir()):
+        raise UserError(f"evaluate: --every-checkpoint takes an image model's run directory (with checkpoints/), "
+                        f"got {src}")
     if toy2d.is_run(src):  # a 2D density run: histogram KL and JSD of samples against fresh data
         model, cfg = toy2d.load_run(src)
         result = toy2d.evaluate(model, cfg, seed=settings.seed)
@@ -204,6 +207,13 @@ def _evaluate(args) -> int:
         if given:
             raise UserError(f"evaluate: {' and '.join(given)} apply to a folder of images; a model is scored at "
                             f"its own size and channels")
+        if args.every_checkpoint:
+            rows = evaluate_checkpoints(src, settings, data=args.data, out=args.out, device=args.device,
+                                        show_progress=not args.quiet)
+            out = Path(args.out) if args.out else src
+            print(format_sweep(rows))
+            print(f"results in {out / 'metrics.jsonl'}, the curve in {out / 'fid-curve.png'}")
+            return 0
         result = evaluate_model(src, settings, data=args.data, out=args.out, device=args.device,
                                 show_progress=not args.quiet)
     else:

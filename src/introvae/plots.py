@@ -1,4 +1,5 @@
-"""Training curves: the KL of real, reconstructed and sampled images against the margin (Fig. 5)."""
+"""Curves: the KL of real, reconstructed and sampled images against the margin (Fig. 5), and a run's scores
+against the step."""
 
 from __future__ import annotations
 
@@ -75,3 +76,48 @@ def plot_kl(rows: list[dict], path: str | Path, *, margin: float | str | None, w
     plt.close(fig)
     return path
 
+
+
+def plot_scores(rows: list[tuple[int, dict]], path: str | Path, *, title: str = "") -> Path:
+    """FID, precision and recall, and the held-out reconstructions' PSNR, against the step: one point per
+    (step, evaluate result row), e.g. every checkpoint of a run scored alike (``evaluate --every-checkpoint``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def series(get):
+        pts = []
+        for step, row in rows:
+            try:
+                pts.append((step, get(row["metrics"])))
+            except (KeyError, TypeError):  # a metric this row did not measure
+                continue
+        return pts
+
+    panels = [("FID (lower is better)", [("FID", "tab:purple", lambda m: m["fid"]["value"])]),
+              ("precision and recall (higher is better)",
+               [("precision", "tab:blue", lambda m: m["precision_recall"]["precision"]),
+                ("recall", "tab:orange", lambda m: m["precision_recall"]["recall"])]),
+              ("held-out reconstructions (posterior mean)",
+               [("PSNR (dB)", "tab:red", lambda m: m["reconstruction"]["posterior_mean"]["psnr"])])]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    for ax, (name, lines) in zip(axes, panels):
+        for label, color, get in lines:
+            pts = series(get)
+            if pts:
+                ax.plot(*zip(*pts), marker="o", color=color, label=label)
+        ax.set_xlabel("step")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    samples = {row["metrics"]["fid"]["samples"] for _, row in rows if "fid" in row.get("metrics", {})}
+    if title or samples:
+        fig.suptitle(title + (f" (FID of {', '.join(f'{n:,}' for n in sorted(samples))} samples)" if samples else ""))
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
