@@ -287,6 +287,7 @@ def test_two_evaluations_at_once_compute_the_real_features_once(tmp_path, monkey
     assert "waiting for another process that is computing the features of the real" in capfd.readouterr().err
     assert [f.name for f in (tmp_path / "cache" / "fid-stats").iterdir() if f.suffix == ".tmp"] == []
 
+
 def test_eval_every_records_fid_over_training_and_plots_it(tmp_path, monkeypatch):
     from conftest import tiny_config
     from introvae.data import load
@@ -304,6 +305,12 @@ def test_eval_every_records_fid_over_training_and_plots_it(tmp_path, monkeypatch
     rows = read_metrics(tmp_path / "run")
     assert all(r["metrics"]["fid"]["samples"] == 20 and r["during_training"] for r in rows)
     assert (tmp_path / "run" / "kl.png").is_file()
+    # an `evaluate` of the run (another sample count) joins metrics.jsonl, not the curve beside the KL
+    from introvae.metrics.store import append_metrics
+
+    append_metrics(tmp_path / "run", {"step": 4, "metrics": {"fid": {"value": 99.0, "samples": 40}}})
+    assert read_metrics(tmp_path / "run", "fid")[-1] == (4, 99.0)
+    assert read_metrics(tmp_path / "run", "fid", during_training=True) == fids
 
 
 def test_precision_recall_density_coverage_on_known_inputs():

@@ -49,4 +49,4 @@ class TrainingPictures:
 
         return plot_kl(rows, self.run_dir / "kl.png", margin=self.config.margin if self.config.objective == "introvae" else None,
                        warmup_steps=warmup_steps,
-                       title=f"{self.data_name}: encoder KL (Fig. 5)", fids=read_metrics(self.run_dir, "fid"))
+                       title=f"{self.data_name}: encoder KL (Fig. 5)", fids=read_metrics(self.run_dir, "fid", during_training=True))

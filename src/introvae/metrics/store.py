@@ -20,8 +20,10 @@ def append_metrics(directory: Path, row: dict) -> Path:
     return path
 
 
-def read_metrics(directory: Path, name: str | None = None) -> list:
-    """Every row of ``metrics.jsonl``; with ``name``, the (step, value) pairs of that metric."""
+def read_metrics(directory: Path, name: str | None = None, *, during_training: bool = False) -> list:
+    """Every row of ``metrics.jsonl``; with ``name``, the (step, value) pairs of that metric; with
+    ``during_training``, only the evaluations of ``--eval-every`` (one protocol for the whole run, where
+    ``evaluate`` rows may score other sample counts or checkpoints of another sweep)."""
     path = Path(directory) / METRICS_FILE
     rows = []
     if path.is_file():
@@ -30,6 +32,8 @@ def read_metrics(directory: Path, name: str | None = None) -> list:
                 rows.append(json.loads(line))
             except ValueError:  # a line cut short by a kill
                 continue
+    if during_training:
+        rows = [r for r in rows if r.get("during_training")]
     if name is None:
         return rows
     return [(r["step"], r["metrics"][name]["value"]) for r in rows
