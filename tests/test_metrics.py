@@ -684,6 +684,13 @@ def test_evaluate_every_checkpoint_scores_each_once_draws_the_curve_and_resumes(
     assert main(argv + ["--every-checkpoint", "--seed", "1"]) == 0  # other settings: every checkpoint again
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert steps == found + [9] + now
+    # a corrupt checkpoint is named and skipped; the others are scored
+    (tmp_path / "run" / "checkpoints" / f"step-{now[0]:09d}.pt").write_bytes(b"not a checkpoint")
+    capsys.readouterr()
+    assert main(argv + ["--every-checkpoint", "--seed", "2"]) == 0
+    assert f"warning: skipped step-{now[0]:09d}.pt" in capsys.readouterr().out
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == found + [9] + now + now[1:]
 
 
 def test_evaluate_every_checkpoint_refuses_what_is_not_a_run(tmp_path, capsys):

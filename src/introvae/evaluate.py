@@ -14,7 +14,7 @@ from . import devices
 from .checkpoint import list_checkpoints, step_of
 from .config import TrainConfig
 from .data import load
-from .errors import UserError
+from .errors import CheckpointError, UserError
 from .metrics import IMAGE_METRICS, MODEL_METRICS, EvalSettings, MetricContext, measure
 from .metrics import protocol
 from .metrics.batchnorm import encoder_with_stats, generator_with_protocol
@@ -92,8 +92,12 @@ def evaluate_checkpoints(run: str | Path, settings: EvalSettings = EvalSettings(
     for i, path in enumerate(todo, 1):
         if show_progress:
             log(f"checkpoint {i} of {len(todo)}: {path.name}")
-        row = evaluate_model(path, settings, data=data, out=out_dir, device=device, show_progress=show_progress,
-                             features=features)
+        try:
+            row = evaluate_model(path, settings, data=data, out=out_dir, device=device,
+                                 show_progress=show_progress, features=features)
+        except CheckpointError as e:  # a truncated or corrupt file: the others are still worth scoring
+            log(f"warning: skipped {path.name}: {e}")
+            continue
         done[row["step"]] = row
         plot_scores(sorted(done.items()), out_dir / "fid-curve.png", title=f"{run.name}: every checkpoint")
     if not todo and done:  # nothing new: draw what the rows say (the picture may be missing)
