@@ -121,3 +121,81 @@ def test_the_command_line_trains_and_evaluates_a_2d_run(tmp_path, capsys):
     assert main(["train", "--data", "rings", "--steps", "6", "--image-size", "32"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "--image-size" in err and "2D density" in err
+
+
+@pytest.mark.parametrize("objective", ["introvae", "soft-introvae"])
+def test_a_stopped_2d_run_resumes_exactly(tmp_path, monkeypatch, objective):
+    """SIGTERM in the middle of a 2D run: it stops after that step with a checkpoint, and the same call goes on to
+    the weights, stats rows and scores of a run never stopped (IntroVAE with its automatic margin's state)."""
+    import os
+    import signal
+
+    from introvae.toy2d import run as toyrun
+
+    cfg = ToyConfig(density="rings", objective=objective, steps=12, vae_steps=4, batch_size=64, log_every=2,
+                    checkpoint_every=5, eval_points=500, score_draws=2)
+    whole = train(cfg, tmp_path / "whole", progress=False)
+    assert not (tmp_path / "whole" / "checkpoint.pt").exists()  # gone once the run is finished
+
+    draws = []
+    real_sample = toyrun.sample
+
+    def killed_at_the_seventh_batch(*a, **kw):
+        draws.append(1)
+        if len(draws) == 7:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_sample(*a, **kw)
+
+    monkeypatch.setattr(toyrun, "sample", killed_at_the_seventh_batch)
+    old = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(UserError, match="interrupted at step 7 of 12.*the same command resumes") as stopped:
+        train(cfg, tmp_path / "run", progress=False)
+    assert stopped.value.status == 130 and signal.getsignal(signal.SIGTERM) == old
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 7
+    monkeypatch.setattr(toyrun, "sample", real_sample)
+    said = []
+    resumed = train(cfg, tmp_path / "run", progress=False, log=said.append)
+    assert said == [f"resuming {tmp_path / 'run'} at step 7 of 12"]
+    a = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "run" / "stats.jsonl").read_text() == (tmp_path / "whole" / "stats.jsonl").read_text()
+    assert {k: resumed[k] for k in ("kl", "jsd")} == {k: whole[k] for k in ("kl", "jsd")}
+    assert resumed["resumed_at"] == 7 and not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_a_2d_run_resumes_from_its_last_checkpoint_and_refuses_other_settings(tmp_path, capsys):
+    """A run killed outright keeps its last periodic checkpoint; `train --resume RUN` goes on from it, and the same
+    directory with other settings is refused in one line."""
+    from introvae.toy2d import run as toyrun
+
+    cfg = ToyConfig(density="8gaussians", objective="vae", steps=8, batch_size=32, log_every=2, checkpoint_every=3,
+                    eval_points=300, score_draws=1)
+    whole = train(cfg, tmp_path / "whole", progress=False)
+    out = tmp_path / "run"
+    parts_save = toyrun._Parts.save
+    saved = []
+
+    def save_then_die_at_step_6(self, path, config, step):  # a kill -9 right after the step-6 checkpoint
+        parts_save(self, path, config, step)
+        saved.append(step)
+        if step == 6:
+            raise SystemExit("killed")
+
+    toyrun._Parts.save = save_then_die_at_step_6
+    try:
+        with pytest.raises(SystemExit):
+            train(cfg, out, progress=False)
+    finally:
+        toyrun._Parts.save = parts_save
+    assert saved == [3, 6]
+    with pytest.raises(UserError, match="holds an unfinished 2D run with steps 8, not 9"):
+        train(dataclasses.replace(cfg, steps=9), out, progress=False)
+    assert main(["train", "--resume", str(out), "--steps", "9"]) == 2
+    assert "--steps cannot change when a 2D run resumes" in capsys.readouterr().err
+    assert main(["train", "--resume", str(out), "--log-every", "2", "--quiet"]) == 0
+    assert f"resuming {out} at step 6 of 8" in capsys.readouterr().out
+    a = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)
+    b = torch.load(out / "model.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((out / "scores.json").read_text())["kl"] == whole["kl"]

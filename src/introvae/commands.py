@@ -67,17 +67,31 @@ def train_toy(args) -> int:
     from . import devices
     from .toy2d import ToyConfig, format_scores, train
 
+    from .toy2d.run import RUNTIME_FIELDS, load_config
+
     shared = [f.name for f in dataclasses.fields(ToyConfig) if f.name not in ("density", "device")]
     given = {k: v for k, v in config_overrides(args).items() if k not in ("data", "device")}
     other = [k for k in given if k not in shared]
-    if other or args.preset or args.config or args.resume or args.fork:
-        flag = f"--{other[0].replace('_', '-')}" if other else "--preset, --config, --resume and --fork"
+    if other or args.preset or args.config or args.fork:
+        flag = f"--{other[0].replace('_', '-')}" if other else "--preset, --config and --fork"
         train_flags = {g.name for g in flat_fields()}
         flags = [f for f in shared if f in train_flags]  # the ToyConfig fields train has flags for
         raise UserError(f"train: {flag} does not apply to a 2D density (these do: "
                         f"{', '.join('--' + f.replace('_', '-') for f in flags)})")
-    cfg = ToyConfig(density=args.data, device=args.device or "auto", **given)
-    out = Path(args.out) if args.out else new_run_dir("runs", args.data)
+    if args.resume:  # an interrupted 2D run: its own settings, where and how often it reports aside
+        if args.data is not None or args.out:
+            raise UserError("train: --resume continues a 2D run with its own density and directory; give no --data "
+                            "or --out")
+        fixed = [k for k in given if k not in RUNTIME_FIELDS]
+        if fixed:
+            raise UserError(f"train: --{fixed[0].replace('_', '-')} cannot change when a 2D run resumes (these can: "
+                            f"{', '.join('--' + f.replace('_', '-') for f in RUNTIME_FIELDS)})")
+        out = Path(args.resume)
+        saved = load_config(out)
+        cfg = dataclasses.replace(saved, **given, **({"device": args.device} if args.device else {}))
+    else:
+        cfg = ToyConfig(density=args.data, device=args.device or "auto", **given)
+        out = Path(args.out) if args.out else new_run_dir("runs", args.data)
     print(f"training a {cfg.objective} of {cfg.density} (MLPs, z = 2) for {cfg.steps} steps "
           f"({cfg.warmup_steps()} VAE warm-up) on {devices.resolve_device(cfg.device)} into {out}")
     result = train(cfg, out, progress=not args.quiet)
@@ -99,7 +113,9 @@ def _dry_run_continued(plan, say) -> int:
 def cmd_train(args) -> int:
     from .toy2d.densities import DENSITIES
 
-    if args.data in DENSITIES:
+    from .toy2d import is_run
+
+    if args.data in DENSITIES or (args.resume and is_run(args.resume)):
         return train_toy(args)
     from . import distributed
     from .checkpoint import latest

@@ -3,24 +3,31 @@
 The objectives and the generic step are those of the image models (``objectives``, ``step``); only the data
 (fresh points every batch), the MLP networks and the schedule (Adam 2e-4, divided by 10 at 10,000 and
 15,000 steps) are the benchmark's own. A run directory holds ``toy2d.json`` (the config), ``stats.jsonl``,
-``model.pt``, ``scores.json`` and ``density.png`` (data, samples, and the model's density exp(-ELBO loss)).
+``model.pt``, ``scores.json`` and ``density.png`` (data, samples, and the model's density exp(-ELBO loss)); while it
+trains, ``checkpoint.pt`` (every ``checkpoint_every`` steps and on Ctrl-C or SIGTERM), from which the same call
+resumes exactly (weights, Adam, the rate's schedule, the automatic margin, both random streams).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
+from .. import checkpoint
 from ..config_checks import DEVICE_RULE, MARGIN_RULE, OBJECTIVES, at_least, finite, param, validate_fields
 from .. import devices
 from ..devices import DEVICE_HELP
-from ..errors import UserError
+from ..errors import CheckpointError, UserError
 from ..margin import AutoMargin, make_margin
 from ..objectives import make_objective, vae_beta
 from ..schedule import Schedule
@@ -34,6 +41,9 @@ from .scores import scores
 AUTHORS_WEIGHTS = {"8gaussians": (0.3, 0.2, 0.9), "2spirals": (0.5, 0.2, 1.0), "checkerboard": (0.1, 0.2, 0.2),
                    "rings": (0.2, 0.2, 1.0)}
 CONFIG_FILE = "toy2d.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+# What a resumed run may change: where and how often it reports, not what it trains or how it is scored
+RUNTIME_FIELDS = ("device", "log_every", "checkpoint_every")
 # How Soft-IntroVAE's warm-up is weighed since introvae 0.7.2 (objectives.make_objective); scores.json says it
 SOFT_WARMUP = "the authors' warm-up scale (beta_rec rec + beta_kl KL)"
 
@@ -65,6 +75,8 @@ class ToyConfig:
     alpha: float = _toy(0.25, "IntroVAE's alpha", rule=finite(">=", 0))
     seed: int = _toy(0, "seed")
     log_every: int = _toy(500, "steps between lines of stats.jsonl", rule=at_least(1))
+    checkpoint_every: int = _toy(1_000, "steps between checkpoints (checkpoint.pt, from which an interrupted run "
+                                        "resumes; removed when the run ends)", rule=at_least(1))
     eval_points: int = _toy(5_000, "points the scores are computed on", rule=at_least(1))
     score_draws: int = _toy(20, "independent draws of samples and data points the scores are also averaged over "
                                 "(the authors score one draw, whose KL on 8gaussians varies by about 0.3 from "
@@ -92,42 +104,57 @@ class ToyConfig:
         return 0 if self.objective == "vae" else self.vae_steps
 
 
-def train(config: ToyConfig, out: str | Path, *, progress: bool = True) -> dict:
-    """Train, then score and draw; returns the scores (also written to ``scores.json``)."""
+def train(config: ToyConfig, out: str | Path, *, progress: bool = True, log: Callable[[str], None] = print) -> dict:
+    """Train, then score and draw; returns the scores (also written to ``scores.json``). Where ``out`` holds an
+    unfinished run's ``checkpoint.pt`` of the same settings, it goes on from there, as if never stopped."""
     from ..progress import progress as bar
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
     device = devices.resolve_device(config.device)
     torch.manual_seed(config.seed)
     model = ToyVAE().to(device)
     optimizers = make_optimizers(model, lr=config.lr, betas=(0.9, 0.999))
-    schedules = [torch.optim.lr_scheduler.MultiStepLR(o, list(config.lr_milestones), 0.1)
-                 for o in optimizers.values()]
+    schedules = {name: torch.optim.lr_scheduler.MultiStepLR(o, list(config.lr_milestones), 0.1)
+                 for name, o in optimizers.items()}
     step = TrainStep(model, optimizers, precision=make_precision(config.precision, device))
     margin = make_margin(config.margin, device)
     schedule = Schedule(warmup_steps=config.warmup_steps())  # no alpha_early here: warm-up, then the game
     objectives = {"warm-up": make_objective(config, warmup=True), "main": make_objective(config, margin=margin)}
     data = torch.Generator().manual_seed(config.seed + 1)
-    rows, t0 = [], time.perf_counter()
-    with open(out / "stats.jsonl", "w") as log:
-        for i in bar(range(config.steps), desc=f"{config.objective} on {config.density}", disable=not progress,
-                     unit="step", mininterval=2):
+    parts = _Parts(model, optimizers, schedules, margin, data, device)
+    start, rows = 0, []
+    if (out / CHECKPOINT_FILE).is_file():
+        start = parts.load(out / CHECKPOINT_FILE, config)
+        rows = [r for r in _read_rows(out / "stats.jsonl") if r["step"] <= start]
+        log(f"resuming {out} at step {start} of {config.steps}")
+    (out / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    t0 = time.perf_counter()
+    with open(out / "stats.jsonl", "w") as stats, _stop_on_signals() as stop:
+        stats.writelines(json.dumps(r) + "\n" for r in rows)  # a resumed run's rows, up to its checkpoint
+        for i in bar(range(start, config.steps), total=config.steps, initial=start,
+                     desc=f"{config.objective} on {config.density}", disable=not progress, unit="step", mininterval=2):
             x = sample(config.density, config.batch_size, generator=data).to(device)
             logs = step(objectives[schedule.segment(i)], x)
             if isinstance(margin, AutoMargin):
                 margin.observe(logs["kl_real"], ok=logs["skipped"] == 0)
-            for s in schedules:
+            for s in schedules.values():
                 s.step()
             if (i + 1) % config.log_every == 0 or i + 1 == config.steps:
                 row = {"step": i + 1, **{k: round(v.item(), 5) for k, v in logs.items() if k != "overflow"}}
                 rows.append(row)
-                log.write(json.dumps(row) + "\n")
-                log.flush()  # readable while the run goes on
+                stats.write(json.dumps(row) + "\n")
+                stats.flush()  # readable while the run goes on
+            if stop.requested or ((i + 1) % config.checkpoint_every == 0 and i + 1 < config.steps):
+                parts.save(out / CHECKPOINT_FILE, config, i + 1)
+            if stop.requested:
+                raise UserError(f"interrupted at step {i + 1} of {config.steps}; {out / CHECKPOINT_FILE} is written: "
+                                "the same command resumes there", status=130)
     seconds = time.perf_counter() - t0
     torch.save(model.state_dict(), out / "model.pt")
     result = {**evaluate(model, config), "seconds": round(seconds, 1), "networks": model.description}
+    if start:
+        result["resumed_at"] = start  # seconds: this call's training only
     if config.objective == "soft-introvae" and config.vae_steps:
         result["warmup"] = SOFT_WARMUP
     (out / "scores.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -137,7 +164,96 @@ def train(config: ToyConfig, out: str | Path, *, progress: bool = True) -> dict:
 
         plot_kl(rows, out / "kl.png", margin=config.margin, warmup_steps=config.warmup_steps(),
                 title=f"{config.density}: encoder KL (Fig. 5)")
+    (out / CHECKPOINT_FILE).unlink(missing_ok=True)  # finished: model.pt and scores.json hold the result
     return result
+
+
+@dataclass
+class _Parts:
+    """Everything a 2D run's next step depends on, saved to and restored from its checkpoint."""
+
+    model: ToyVAE
+    optimizers: dict
+    schedules: dict
+    margin: object
+    data: torch.Generator
+    device: torch.device
+
+    def save(self, path: Path, config: ToyConfig, step: int) -> None:
+        from ..version import __version__
+
+        cuda = self.device.type == "cuda"
+        checkpoint.save({
+            "format": checkpoint.CHECKPOINT_FORMAT, "kind": "toy2d", "version": __version__, "step": step,
+            "toy_config": _comparable(dataclasses.asdict(config)), "model": self.model.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "schedules": {k: s.state_dict() for k, s in self.schedules.items()},
+            "auto_margin": self.margin.state_dict() if isinstance(self.margin, AutoMargin) else None,
+            "torch_rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state(self.device) if cuda else None,
+            "data_rng": self.data.get_state()}, path)
+
+    def load(self, path: Path, config: ToyConfig) -> int:
+        state = checkpoint.load(path)
+        if state.get("kind") != "toy2d":
+            raise CheckpointError(f"{path} is not a 2D density run's checkpoint")
+        saved, asked = state["toy_config"], _comparable(dataclasses.asdict(config))
+        for name, value in asked.items():
+            if name not in RUNTIME_FIELDS and saved.get(name) != value:
+                raise UserError(f"{path.parent} holds an unfinished 2D run with {name} {saved.get(name)!r}, not "
+                                f"{value!r}: give its settings to resume it, or another --out")
+        self.model.load_state_dict(state["model"])
+        for k, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        for k, s in self.schedules.items():
+            s.load_state_dict(state["schedules"][k])
+        if isinstance(self.margin, AutoMargin) and state["auto_margin"] is not None:
+            self.margin.load_state_dict(state["auto_margin"])
+        torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        self.data.set_state(state["data_rng"])
+        return int(state["step"])
+
+
+def _comparable(d: dict) -> dict:
+    """A config dict as a checkpoint stores it (tuples as lists), so that a saved and an asked one compare."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def _read_rows(path: Path) -> list[dict]:
+    rows = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:  # a line cut short by a kill
+                continue
+    return rows
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """Ctrl-C and SIGTERM ask the loop to stop after the step it is in (``.requested``), so that the checkpoint it
+    then writes is of a whole step; a second one stops at once. Off the main thread, signals are left alone."""
+    class Stop:
+        requested = False
+
+    stop = Stop()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def request(signum, frame):
+        if stop.requested:
+            raise KeyboardInterrupt
+        stop.requested = True
+
+    old = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def evaluate(model: ToyVAE, config: ToyConfig, *, seed: int = 0) -> dict:
@@ -157,12 +273,21 @@ def evaluate(model: ToyVAE, config: ToyConfig, *, seed: int = 0) -> dict:
     return {**runs[0], "draws": draws}
 
 
-def load_run(run_dir: str | Path) -> tuple[ToyVAE, ToyConfig]:
+def load_config(run_dir: str | Path) -> ToyConfig:
+    """The settings a 2D run directory was trained with (its ``toy2d.json``)."""
     run_dir = Path(run_dir)
     try:
         d = json.loads((run_dir / CONFIG_FILE).read_text())
         d["lr_milestones"] = tuple(d["lr_milestones"])
-        config = ToyConfig(**d)
+        return ToyConfig(**d)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise UserError(f"{run_dir}: not a 2D run ({str(e).splitlines()[0]})") from None
+
+
+def load_run(run_dir: str | Path) -> tuple[ToyVAE, ToyConfig]:
+    run_dir = Path(run_dir)
+    config = load_config(run_dir)
+    try:
         model = ToyVAE()
         state = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
         if len(state) < len(model.state_dict()):
