@@ -11,7 +11,8 @@ Per density and seed: the plain VAE first; IntroVAE's margin is then, with ``--m
 (default), calibrated as `introvae calibrate` advises (1.5x the KL of real data the VAE reaches:
 `introvae.calibrate.suggest_margin` of the mean ``kl_real`` over the VAE's last logged rows), or with
 ``--margin auto`` left to the automatic margin (introvae.margin); then IntroVAE and Soft-IntroVAE with the
-authors' weights (SOFT_INTROVAE.md). Finished runs are reused, so an interrupted benchmark resumes. Prints the markdown table
+authors' weights (SOFT_INTROVAE.md). Finished runs are reused and a stopped run goes on from its checkpoint,
+so an interrupted benchmark resumes. Prints the markdown table
 (mean +- std over seeds of KL and JSD, the authors' way and the textbook way), writes it with the raw numbers
 to ``OUT/objectives.json`` and a figure of every model's samples to ``OUT/samples.png``.
 
@@ -221,4 +222,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from introvae.errors import UserError
+
+    try:
+        main()
+    except UserError as e:  # a stopped run (its checkpoint written: running this again goes on) or bad input
+        raise SystemExit(f"objectives: {e}") from None
