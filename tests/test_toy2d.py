@@ -199,3 +199,5 @@ def test_a_2d_run_resumes_from_its_last_checkpoint_and_refuses_other_settings(tm
     b = torch.load(out / "model.pt", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((out / "scores.json").read_text())["kl"] == whole["kl"]
+    assert main(["train", "--resume", str(out), "--quiet"]) == 2  # finished: nothing to resume, nothing overwritten
+    assert "already holds a finished 2D run" in capsys.readouterr().err

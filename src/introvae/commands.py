@@ -66,7 +66,6 @@ def train_toy(args) -> int:
     """``train --data 8gaussians|2spirals|checkerboard|rings``: the 2D density benchmark (introvae.toy2d)."""
     from . import devices
     from .toy2d import ToyConfig, format_scores, train
-
     from .toy2d.run import RUNTIME_FIELDS, load_config
 
     shared = [f.name for f in dataclasses.fields(ToyConfig) if f.name not in ("density", "device")]
@@ -92,6 +91,8 @@ def train_toy(args) -> int:
     else:
         cfg = ToyConfig(density=args.data, device=args.device or "auto", **given)
         out = Path(args.out) if args.out else new_run_dir("runs", args.data)
+    if (out / "scores.json").is_file():
+        raise UserError(f"train: {out} already holds a finished 2D run (scores.json); choose another --out")
     print(f"training a {cfg.objective} of {cfg.density} (MLPs, z = 2) for {cfg.steps} steps "
           f"({cfg.warmup_steps()} VAE warm-up) on {devices.resolve_device(cfg.device)} into {out}")
     result = train(cfg, out, progress=not args.quiet)
@@ -111,9 +112,8 @@ def _dry_run_continued(plan, say) -> int:
 
 
 def cmd_train(args) -> int:
-    from .toy2d.densities import DENSITIES
-
     from .toy2d import is_run
+    from .toy2d.densities import DENSITIES
 
     if args.data in DENSITIES or (args.resume and is_run(args.resume)):
         return train_toy(args)
