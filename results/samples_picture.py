@@ -2,15 +2,16 @@
 
     python results/samples_picture.py -o docs/fashion-mnist-samples.png \
         --title "Fashion-MNIST: samples of the scored checkpoints (training seed 0)" \
-        "bench-runs/fm-introvae-emawarm-s0/checkpoints/step-000003750.pt=IntroVAE\\n1 epoch (≤ 0.7.7)" \
-        "bench-runs/fm-twostats-s0/checkpoints/step-000018750.pt=IntroVAE\\n5 epochs" \
-        "bench-runs/fm-fork-decay8-hl2-s0/checkpoints/step-000075000.pt=IntroVAE\\n20 epochs (≤ 0.7.7)" \
+        "bench-runs/fm-078-1ep-s0/checkpoints/step-000003750.pt=IntroVAE\\n1 epoch" \
+        "fashion-mnist=IntroVAE\\n5 epochs" \
         "fashion-mnist-soft=Soft-IntroVAE\\n5 epochs (≤ 0.7.7)" \
-        "bench-runs/fm-vae-bern-b3-s0/checkpoints/step-000018750.pt=VAE (cross-entropy)\\n5 epochs"
+        "bench-runs/fm-vae-079-1ep-s0/checkpoints/step-000003750.pt=VAE (cross-entropy)\\n1 epoch" \
+        "fashion-mnist-vae=VAE (cross-entropy)\\n5 epochs (≤ 0.7.8)"
 
-(the README's picture, made with the code of commit 1cb314b from the `fashion-mnist` preset's runs of seed 0 that
-its Fashion-MNIST table records, the shipped Soft-IntroVAE model, and the VAE baseline; "≤ 0.7.7": a two-pass
-model with one set of generator BatchNorm statistics, sampled as it was scored.)
+(the README's picture, made with the code of commit 68397e6 from the runs of seed 0 that its Fashion-MNIST table
+records and the shipped models (`introvae models`); "≤ 0.7.7": a two-pass model with one set of generator BatchNorm
+statistics, "≤ 0.7.8": the VAE sampling with its encoder codes' statistics, each sampled as it was scored. The
+20-epoch row returns with the 20-epoch run of the per-pass statistics.)
 
 Each argument is ``MODEL=LABEL`` (``\\n`` in a label breaks the line); ``MODEL`` is whatever `introvae sample`
 takes: a run directory, a checkpoint, an exported folder or a shipped model's name. The models are loaded as
