@@ -32,6 +32,7 @@ from ..margin import AutoMargin, make_margin
 from ..objectives import make_objective, vae_beta
 from ..schedule import Schedule
 from ..precision import make_precision
+from ..stats import read_stats
 from ..step import TrainStep, make_optimizers
 from .densities import DENSITIES, RADIUS, sample
 from .networks import ToyVAE
@@ -126,7 +127,7 @@ def train(config: ToyConfig, out: str | Path, *, progress: bool = True, log: Cal
     start, rows = 0, []
     if (out / CHECKPOINT_FILE).is_file():
         start = parts.load(out / CHECKPOINT_FILE, config)
-        rows = [r for r in _read_rows(out / "stats.jsonl") if r["step"] <= start]
+        rows = [r for r in read_stats(out) if r["step"] <= start]
         log(f"resuming {out} at step {start} of {config.steps}")
     (out / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
     t0 = time.perf_counter()
@@ -218,17 +219,6 @@ class _Parts:
 def _comparable(d: dict) -> dict:
     """A config dict as a checkpoint stores it (tuples as lists), so that a saved and an asked one compare."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-
-def _read_rows(path: Path) -> list[dict]:
-    rows = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:  # a line cut short by a kill
-                continue
-    return rows
 
 
 @contextlib.contextmanager
