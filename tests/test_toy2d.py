@@ -151,7 +151,8 @@ def test_a_stopped_2d_run_resumes_exactly(tmp_path, monkeypatch, objective):
     with pytest.raises(UserError, match="interrupted at step 7 of 12.*the same command resumes") as stopped:
         train(cfg, tmp_path / "run", progress=False)
     assert stopped.value.status == 130 and signal.getsignal(signal.SIGTERM) == old
-    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 7
+    kept = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert kept["step"] == 7 and kept["seconds"] > 0
     monkeypatch.setattr(toyrun, "sample", real_sample)
     said = []
     resumed = train(cfg, tmp_path / "run", progress=False, log=said.append)
@@ -162,6 +163,7 @@ def test_a_stopped_2d_run_resumes_exactly(tmp_path, monkeypatch, objective):
     assert (tmp_path / "run" / "stats.jsonl").read_text() == (tmp_path / "whole" / "stats.jsonl").read_text()
     assert {k: resumed[k] for k in ("kl", "jsd")} == {k: whole[k] for k in ("kl", "jsd")}
     assert resumed["resumed_at"] == 7 and not (tmp_path / "run" / "checkpoint.pt").exists()
+    assert resumed["seconds"] > kept["seconds"]  # the training time of both calls
 
 
 def test_a_2d_run_resumes_from_its_last_checkpoint_and_refuses_other_settings(tmp_path, capsys):
@@ -176,8 +178,8 @@ def test_a_2d_run_resumes_from_its_last_checkpoint_and_refuses_other_settings(tm
     parts_save = toyrun._Parts.save
     saved = []
 
-    def save_then_die_at_step_6(self, path, config, step):  # a kill -9 right after the step-6 checkpoint
-        parts_save(self, path, config, step)
+    def save_then_die_at_step_6(self, path, config, step, **kw):  # a kill -9 right after the step-6 checkpoint
+        parts_save(self, path, config, step, **kw)
         saved.append(step)
         if step == 6:
             raise SystemExit("killed")

@@ -124,9 +124,9 @@ def train(config: ToyConfig, out: str | Path, *, progress: bool = True, log: Cal
     objectives = {"warm-up": make_objective(config, warmup=True), "main": make_objective(config, margin=margin)}
     data = torch.Generator().manual_seed(config.seed + 1)
     parts = _Parts(model, optimizers, schedules, margin, data, device)
-    start, rows = 0, []
+    start, rows, before = 0, [], 0.0  # before: the training seconds of the calls a resumed run has had
     if (out / CHECKPOINT_FILE).is_file():
-        start = parts.load(out / CHECKPOINT_FILE, config)
+        start, before = parts.load(out / CHECKPOINT_FILE, config)
         rows = [r for r in read_stats(out) if r["step"] <= start]
         log(f"resuming {out} at step {start} of {config.steps}")
     (out / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
@@ -147,15 +147,15 @@ def train(config: ToyConfig, out: str | Path, *, progress: bool = True, log: Cal
                 stats.write(json.dumps(row) + "\n")
                 stats.flush()  # readable while the run goes on
             if stop.requested or ((i + 1) % config.checkpoint_every == 0 and i + 1 < config.steps):
-                parts.save(out / CHECKPOINT_FILE, config, i + 1)
+                parts.save(out / CHECKPOINT_FILE, config, i + 1, seconds=before + time.perf_counter() - t0)
             if stop.requested:
                 raise UserError(f"interrupted at step {i + 1} of {config.steps}; {out / CHECKPOINT_FILE} is written: "
                                 "the same command resumes there", status=130)
-    seconds = time.perf_counter() - t0
+    seconds = before + time.perf_counter() - t0
     torch.save(model.state_dict(), out / "model.pt")
     result = {**evaluate(model, config), "seconds": round(seconds, 1), "networks": model.description}
     if start:
-        result["resumed_at"] = start  # seconds: this call's training only
+        result["resumed_at"] = start  # seconds: the training of every call, the scoring of none
     if config.objective == "soft-introvae" and config.vae_steps:
         result["warmup"] = SOFT_WARMUP
     (out / "scores.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -180,12 +180,13 @@ class _Parts:
     data: torch.Generator
     device: torch.device
 
-    def save(self, path: Path, config: ToyConfig, step: int) -> None:
+    def save(self, path: Path, config: ToyConfig, step: int, *, seconds: float) -> None:
         from ..version import __version__
 
         cuda = self.device.type == "cuda"
         checkpoint.save({
             "format": checkpoint.CHECKPOINT_FORMAT, "kind": "toy2d", "version": __version__, "step": step,
+            "seconds": seconds,
             "toy_config": _comparable(dataclasses.asdict(config)), "model": self.model.state_dict(),
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "schedules": {k: s.state_dict() for k, s in self.schedules.items()},
@@ -193,7 +194,8 @@ class _Parts:
             "torch_rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state(self.device) if cuda else None,
             "data_rng": self.data.get_state()}, path)
 
-    def load(self, path: Path, config: ToyConfig) -> int:
+    def load(self, path: Path, config: ToyConfig) -> tuple[int, float]:
+        """Restore every part from ``path``; returns its step and the training seconds up to it."""
         state = checkpoint.load(path)
         if state.get("kind") != "toy2d":
             raise CheckpointError(f"{path} is not a 2D density run's checkpoint")
@@ -213,7 +215,7 @@ class _Parts:
         if self.device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.data.set_state(state["data_rng"])
-        return int(state["step"])
+        return int(state["step"]), float(state["seconds"])
 
 
 def _comparable(d: dict) -> dict:
