@@ -215,7 +215,7 @@ class _Parts:
         if self.device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.data.set_state(state["data_rng"])
-        return int(state["step"]), float(state["seconds"])
+        return int(state["step"]), float(state.get("seconds", 0.0))  # 0: written before the seconds were kept
 
 
 def _comparable(d: dict) -> dict:
