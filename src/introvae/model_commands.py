@@ -3,12 +3,12 @@ serve (the parser is in ``cli``; training and setting up are in ``commands``).""
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import fields
 from pathlib import Path
 
 from .errors import UserError
+from .stopping import sigterm_as_interrupt
 
 
 def cmd_sample(args) -> int:
@@ -154,29 +154,8 @@ def eval_settings(args):
         raise UserError(f"evaluate: --{name.replace('_', '-')}: {problem}") from None
 
 
-@contextlib.contextmanager
-def _sigterm_interrupts():
-    """SIGTERM (``kill``, a scheduler's preemption) stops the work as Ctrl-C does, so that it keeps what it has
-    done (an evaluation's features so far) instead of dying mid-write."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        yield
-        return
-
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 def cmd_evaluate(args) -> int:
-    with _sigterm_interrupts():
+    with sigterm_as_interrupt():
         return _evaluate(args)
 
 

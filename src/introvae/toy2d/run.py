@@ -10,11 +10,8 @@ resumes exactly (weights, Adam, the rate's schedule, the automatic margin, both 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import signal
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +25,7 @@ from ..config_checks import DEVICE_RULE, MARGIN_RULE, OBJECTIVES, at_least, fini
 from .. import devices
 from ..devices import DEVICE_HELP
 from ..errors import CheckpointError, UserError
+from ..stopping import StopRequest
 from ..margin import AutoMargin, make_margin
 from ..objectives import make_objective, vae_beta
 from ..schedule import Schedule
@@ -131,7 +129,7 @@ def train(config: ToyConfig, out: str | Path, *, progress: bool = True, log: Cal
         log(f"resuming {out} at step {start} of {config.steps}")
     (out / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
     t0 = time.perf_counter()
-    with open(out / "stats.jsonl", "w") as stats, _stop_on_signals() as stop:
+    with open(out / "stats.jsonl", "w") as stats, StopRequest().on_signals() as stop:
         stats.writelines(json.dumps(r) + "\n" for r in rows)  # a resumed run's rows, up to its checkpoint
         for i in bar(range(start, config.steps), total=config.steps, initial=start,
                      desc=f"{config.objective} on {config.density}", disable=not progress, unit="step", mininterval=2):
@@ -221,31 +219,6 @@ class _Parts:
 def _comparable(d: dict) -> dict:
     """A config dict as a checkpoint stores it (tuples as lists), so that a saved and an asked one compare."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-
-@contextlib.contextmanager
-def _stop_on_signals():
-    """Ctrl-C and SIGTERM ask the loop to stop after the step it is in (``.requested``), so that the checkpoint it
-    then writes is of a whole step; a second one stops at once. Off the main thread, signals are left alone."""
-    class Stop:
-        requested = False
-
-    stop = Stop()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-
-    def request(signum, frame):
-        if stop.requested:
-            raise KeyboardInterrupt
-        stop.requested = True
-
-    old = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
 
 
 def evaluate(model: ToyVAE, config: ToyConfig, *, seed: int = 0) -> dict:
