@@ -691,6 +691,16 @@ def test_evaluate_every_checkpoint_scores_each_once_draws_the_curve_and_resumes(
     assert f"warning: skipped step-{now[0]:09d}.pt" in capsys.readouterr().out
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert steps == found + [9] + now + now[1:]
+    # --every-steps: only the checkpoints at its multiples (not those a stop wrote in between)
+    assert now == [3, 6, 9]  # (step 0 pruned by keep_checkpoints; step 3 is the corrupt one)
+    assert main(argv + ["--every-checkpoint", "--every-steps", "2", "--seed", "3"]) == 0
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps[len(found) + 2 * len(now):] == [6]
+    capsys.readouterr()
+    assert main(argv + ["--every-checkpoint", "--every-steps", "4"]) == 2
+    assert "no checkpoint of" in capsys.readouterr().err
+    assert main(argv + ["--every-steps", "3"]) == 2
+    assert "give both" in capsys.readouterr().err
 
 
 def test_evaluate_every_checkpoint_refuses_what_is_not_a_run(tmp_path, capsys):

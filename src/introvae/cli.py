@@ -179,6 +179,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="score each checkpoint of a run directory, oldest first, and draw fid-curve.png beside "
                         "metrics.jsonl; checkpoints already scored with the same settings are skipped, so the "
                         "same command resumes")
+    v.add_argument("--every-steps", type=int, default=0, metavar="N",
+                   help="with --every-checkpoint: only the checkpoints at multiples of N steps (one per epoch, "
+                        "say), not those a stop wrote in between")
     v.add_argument("--quiet", action="store_true")
 
     e = sub.add_parser("export", help="write a model folder (config.json, model.safetensors, a README.md card)",

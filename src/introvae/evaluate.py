@@ -65,17 +65,25 @@ def evaluate_model(source: str | Path, settings: EvalSettings = EvalSettings(), 
 
 def evaluate_checkpoints(run: str | Path, settings: EvalSettings = EvalSettings(), *, data: str | None = None,
                          out: str | Path | None = None, device: str | torch.device = "auto",
-                         show_progress: bool = True, features=None, log=print) -> list[dict]:
+                         show_progress: bool = True, features=None, log=print, every_steps: int = 0) -> list[dict]:
     """Score every checkpoint of the run directory ``run``, oldest first, as :func:`evaluate_model` scores one,
     and draw ``fid-curve.png`` (FID, precision and recall against the step) in ``out`` (default: the run) after
-    each. A checkpoint already scored with the same settings and data in ``out``'s ``metrics.jsonl`` is not
-    scored again, so the same call resumes a stopped sweep. Returns one result row per checkpoint."""
+    each. ``every_steps`` > 0 keeps only the checkpoints at multiples of it (one per epoch, say), leaving out those
+    a stop wrote in between. A checkpoint already scored with the same settings and data in ``out``'s
+    ``metrics.jsonl`` is not scored again, so the same call resumes a stopped sweep. Returns one result row per
+    checkpoint."""
     from .plots import plot_scores
 
     run = Path(run)
     paths = list_checkpoints(run)
     if not paths:
         raise UserError(f"evaluate: --every-checkpoint takes a run directory with checkpoints/, got {run}")
+    if every_steps < 0:
+        raise UserError(f"evaluate: --every-steps: must be >= 1, got {every_steps}")
+    if every_steps:
+        paths = [p for p in paths if step_of(p) % every_steps == 0]
+        if not paths:
+            raise UserError(f"evaluate: no checkpoint of {run} is at a multiple of --every-steps {every_steps}")
     out_dir = Path(out) if out else run
     data_id = data or _run_data(run)
     wanted = dataclasses.asdict(settings)
@@ -89,6 +97,10 @@ def evaluate_checkpoints(run: str | Path, settings: EvalSettings = EvalSettings(
     if show_progress and len(todo) < len(paths):
         log(f"{len(paths) - len(todo)} of {len(paths)} checkpoints already scored alike in "
             f"{out_dir / 'metrics.jsonl'}; scoring the other {len(todo)}")
+
+    def draw() -> None:  # after each new score, so that a long sweep's curve can be watched
+        plot_scores(sorted(done.items()), out_dir / "fid-curve.png", title=f"{run.name}: every checkpoint")
+
     for i, path in enumerate(todo, 1):
         if show_progress:
             log(f"checkpoint {i} of {len(todo)}: {path.name}")
@@ -99,9 +111,9 @@ def evaluate_checkpoints(run: str | Path, settings: EvalSettings = EvalSettings(
             log(f"warning: skipped {path.name}: {e}")
             continue
         done[row["step"]] = row
-        plot_scores(sorted(done.items()), out_dir / "fid-curve.png", title=f"{run.name}: every checkpoint")
+        draw()
     if not todo and done:  # nothing new: draw what the rows say (the picture may be missing)
-        plot_scores(sorted(done.items()), out_dir / "fid-curve.png", title=f"{run.name}: every checkpoint")
+        draw()
     return [done[step_of(p)] for p in paths if step_of(p) in done]
 
 

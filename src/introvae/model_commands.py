@@ -176,6 +176,8 @@ def _evaluate(args) -> int:
     if args.every_checkpoint and (toy2d.is_run(src) or not (src / "checkpoints").is_dir()):
         raise UserError(f"evaluate: --every-checkpoint takes an image model's run directory (with checkpoints/), "
                         f"got {src}")
+    if args.every_steps and not args.every_checkpoint:
+        raise UserError("evaluate: --every-steps picks checkpoints for --every-checkpoint; give both")
     if toy2d.is_run(src):  # a 2D density run: histogram KL and JSD of samples against fresh data
         model, cfg = toy2d.load_run(src)
         result = toy2d.evaluate(model, cfg, seed=settings.seed)
@@ -188,7 +190,7 @@ def _evaluate(args) -> int:
                             f"its own size and channels")
         if args.every_checkpoint:
             rows = evaluate_checkpoints(src, settings, data=args.data, out=args.out, device=args.device,
-                                        show_progress=not args.quiet)
+                                        show_progress=not args.quiet, every_steps=args.every_steps)
             out = Path(args.out) if args.out else src
             print(format_sweep(rows))
             print(f"results in {out / 'metrics.jsonl'}, the curve in {out / 'fid-curve.png'}")
