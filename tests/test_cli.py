@@ -80,7 +80,9 @@ def test_resume_takes_no_data_or_preset_and_a_finished_run_resumed_as_it_is_does
 
     stats_before = (trained / "run" / "stats.jsonl").read_text()
     newest = checkpoint.latest(trained / "run")
+    capsys.readouterr()
     assert main(["train", "--resume", str(trained / "run"), "--quiet"]) == 0
+    assert "has trained all its 4 steps already" in capsys.readouterr().out  # said, not silent
     assert checkpoint.latest(trained / "run") == newest and newest.name == "step-000000004.pt"
     assert (trained / "run" / "stats.jsonl").read_text() == stats_before
 

@@ -137,6 +137,9 @@ def cmd_train(args) -> int:
         if args.dry_run:
             return _dry_run_continued(plan_resume(args.resume, config_overrides(args)), say)
         trainer = resume(args.resume, config_overrides(args), show_progress=not args.quiet)
+        if trainer.step >= trainer.run.total_steps:  # exits 0: a script that resumes until done may call it again
+            say(f"{args.resume} has trained all its {trainer.run.total_steps} steps already; give more --epochs or "
+                "--steps to train on")
     elif args.fork:
         if not args.out:
             raise UserError("train: --fork needs --out, the new run's directory")
