@@ -4,9 +4,9 @@
     python benchmarks/gpu_check.py --device cpu --quick   # the same checks, small, on a CPU (CI runs this)
 
 Checks: a few training steps in fp32, bf16 and fp16 (GradScaler), each with channels-last, activation
-checkpointing, the EMA generator and FID during training; torch.compile; resume on the device; 50,000
-samples written in chunks; 50,000 samples of the paper's 256 px network generated in chunks (peak memory of
-the last chunk within 5 % of the first, asserted); evaluate (Inception on the device); calibrate; the demo;
+checkpointing, the EMA generator and FID during training; torch.compile; resume on the device (an image run, and
+a 2D density run killed after a checkpoint); 50,000 samples written in chunks; 50,000 samples of the paper's
+256 px network generated in chunks (peak memory of the last chunk within 5 % of the first, asserted); evaluate (Inception on the device); calibrate; the demo;
 two processes over NCCL when the machine has two GPUs; and, on a GPU only: no host synchronisation inside a
 step (CUDA's sync debug mode), CPU/GPU parity of one fp32 step, celebahq1024 at batch 8 with and without
 activation checkpointing (peak memory), a celebahq256 step's img/s against the bf16 matmul peak measured in
@@ -141,6 +141,46 @@ def check_resume(out: Path, device: str, quick: bool) -> str:
     else:  # cuDNN's autotuned kernels may differ between processes in the last bits
         assert diff < 1e-3, f"resumed weights differ from the uninterrupted run's by {diff:g}"
     return f"stopped at 3, resumed on {r.device} to 6: max weight difference from an uninterrupted run {diff:.2g}"
+
+
+def check_toy2d_resume(out: Path, device: str, quick: bool) -> str:
+    """A 2D density run killed right after a checkpoint resumes on the device (Adam, the automatic margin, the CUDA
+    random state of the reparameterisation) and ends as the run never stopped."""
+    from introvae.toy2d import ToyConfig, train
+    from introvae.toy2d import run as toyrun
+
+    cfg = ToyConfig(density="8gaussians", objective="introvae", steps=40 if quick else 400,
+                    vae_steps=10 if quick else 100, batch_size=64 if quick else 512, log_every=10,
+                    checkpoint_every=20 if quick else 200, eval_points=500, score_draws=1, device=device)
+    whole = train(cfg, out / "toy-whole", progress=False)
+    parts_save, stop_at = toyrun._Parts.save, cfg.checkpoint_every
+
+    def save_then_die(self, path, config, step, **kw):  # a kill -9 right after the first checkpoint
+        parts_save(self, path, config, step, **kw)
+        if step == stop_at:
+            raise SystemExit("killed")
+
+    toyrun._Parts.save = save_then_die
+    try:
+        try:
+            train(cfg, out / "toy-resumed", progress=False)
+            raise AssertionError("the run was not stopped at its first checkpoint")
+        except SystemExit:
+            pass
+    finally:
+        toyrun._Parts.save = parts_save
+    said = []
+    resumed = train(cfg, out / "toy-resumed", progress=False, log=said.append)
+    assert said and f"at step {stop_at} of {cfg.steps}" in said[0], said
+    a = torch.load(out / "toy-whole" / "model.pt", weights_only=True)
+    b = torch.load(out / "toy-resumed" / "model.pt", weights_only=True)
+    diff = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    if resolve_device(device).type == "cpu":  # bit for bit
+        assert diff == 0.0, f"resumed weights differ from the uninterrupted run's by {diff:g}"
+    else:  # the same kernels and random streams: at most the last bits
+        assert diff < 1e-4, f"resumed weights differ from the uninterrupted run's by {diff:g}"
+    return (f"{cfg.steps} steps, killed after step {stop_at}'s checkpoint, resumed: max weight difference {diff:.2g}; "
+            f"JSD {resumed['jsd']:.2f} (uninterrupted {whole['jsd']:.2f})")
 
 
 def check_sample_files(out: Path, device: str, quick: bool) -> str:
@@ -363,6 +403,7 @@ CHECKS = [
     ("Soft-IntroVAE and the VAE baseline train (bf16)", check_objectives),
     ("torch.compile", check_compile),
     ("resume on the device, extended", check_resume),
+    ("2D density run killed and resumed on the device", check_toy2d_resume),
     ("sample to files in chunks", check_sample_files),
     ("sample the 256 px network in chunks", check_sample_256),
     ("evaluate", check_evaluate),

@@ -18,13 +18,14 @@ def test_gpu_check_passes_on_the_cpu(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     table = [ln for ln in r.stdout[r.stdout.index("| check | result |"):].splitlines()[2:] if ln.startswith("|")]
     results = {row.split(" | ")[0].strip("| "): row.split(" | ")[1] for row in table}
-    assert len(results) == 16 and set(results.values()) == {"PASS", "SKIP"}, results
+    assert len(results) == 17 and set(results.values()) == {"PASS", "SKIP"}, results
     assert results["2 processes over NCCL"] == "SKIP"  # needs two GPUs
     assert results["evaluate"] == "PASS" and results["torch.compile"] == "PASS"
     assert results["resume on the device, extended"] == "PASS"  # bit for bit on the CPU
+    assert results["2D density run killed and resumed on the device"] == "PASS"
     assert results["Soft-IntroVAE and the VAE baseline train (bf16)"] == "PASS"
     skipped = sum(v == "SKIP" for v in results.values())
-    assert r.stdout.strip().splitlines()[-1] == f"{16 - skipped} passed, 0 failed, {skipped} skipped"
+    assert r.stdout.strip().splitlines()[-1] == f"{17 - skipped} passed, 0 failed, {skipped} skipped"
 
 
 def test_a_required_check_that_cannot_run_fails(tmp_path):
