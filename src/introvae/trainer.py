@@ -8,6 +8,7 @@ stats row, an evaluation, image grids, a checkpoint. The run's state and its che
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
 from collections.abc import Callable
@@ -137,72 +138,68 @@ class Trainer:
                        unit="step", disable=not self.show_progress, dynamic_ncols=True)
         estimate = TrainingEstimate(end=end, warmup_end=run.warmup_steps,
                                     say=bar.write if self.show_progress and not self.open_ended else lambda _line: None)
-        with self.stop.on_signals():
-            try:
-                while run.step < end and not self.stop_requested:
-                    restart = False  # a rollback restarts the batches at the restored data cursor
+        logger = contextlib.closing(self.logger) if self.logger is not None else contextlib.nullcontext()
+        with self.stop.on_signals(), bar, logger:  # the bar and the logger close however training ends
+            while run.step < end and not self.stop_requested:
+                restart = False  # a rollback restarts the batches at the restored data cursor
+                waiting_since = time.perf_counter()
+                for used, x, flip in batches(self.data.train, cfg.batch_size, seed=cfg.seed, epoch=run.epoch,
+                                             start=run.epoch_images, rank=world.rank, world_size=world.size,
+                                             workers=self.loader_workers, pin_memory=self.device.type == "cuda",
+                                             mirror=cfg.mirror, raw=True):
+                    self.stats.waited_for_data(time.perf_counter() - waiting_since)  # gathering, decoding
+                    x = to_device(x, flip, self.device, channels_last=run.channels_last)  # uint8 over the bus
+                    if cfg.lr_half_life > 0:
+                        run.set_lr(run.scheduled_lr())  # a float: no device work
+                    logs = self.train_step(objectives[run.schedule.segment(run.step)], x)
+                    run.advance(used)
+                    self._record(logs, images=len(x) * world.size)
+                    bar.update(1)
+                    estimate.step_done(run.step)
+                    stop, checkpoint_due = self._agreed_flags()
+                    # The guard's counters are read on the host only at logging steps (and at the end): a step that
+                    # does not log makes no host read. Skipped steps change nothing, so a rollback found later
+                    # restores the same state it would have restored at once. A stop logs the steps since the last
+                    # row too, so that stats.jsonl counts every step trained (and its time: a time budget's).
+                    logs_now = run.step % cfg.log_every == 0 or run.step == end or stop
+                    if logs_now:
+                        restart = self._check_guard()
+                    if not restart and logs_now:
+                        row = self._write_stats_row()
+                        if self.logger is not None:
+                            self.logger.scalars(row)
+                        self._advise_on_data_wait(row)
+                        bar.set_postfix({k: f"{row[k]:.3g}" for k in ("loss_encoder", "loss_generator", "kl_real",
+                                                                      "kl_fake") if row[k] is not None},
+                                       refresh=False)  # drawn with the next update (a log file: every few %)
+                    if not restart and cfg.eval_every and run.step % cfg.eval_every == 0 and world.is_main:
+                        self.evaluate()
+                    if not restart and world.is_main and (run.step % cfg.image_every == 0 or
+                                                          run.step == run.total_steps):
+                        self.pictures.write(run.step, run.model, run.generator_model, warmup_steps=run.warmup_steps)
+                        if self.logger is not None:
+                            self.logger.images(run.step, {
+                                "samples": self.run_dir / f"samples-{run.step:09d}.png",
+                                "reconstructions": self.run_dir / f"reconstructions-{run.step:09d}.png"})
+                    if not restart and (checkpoint_due or run.step == end):
+                        restart = not self.save_checkpoint(final=run.step == end)
+                    if restart:
+                        bar.n = run.step
+                        bar.refresh()
+                    if restart or run.step >= end or stop:
+                        self.stop_requested = self.stop_requested or stop  # (a signal may come in meanwhile)
+                        break
                     waiting_since = time.perf_counter()
-                    for used, x, flip in batches(self.data.train, cfg.batch_size, seed=cfg.seed, epoch=run.epoch,
-                                                 start=run.epoch_images, rank=world.rank, world_size=world.size,
-                                                 workers=self.loader_workers, pin_memory=self.device.type == "cuda",
-                                                 mirror=cfg.mirror, raw=True):
-                        self.stats.waited_for_data(time.perf_counter() - waiting_since)  # gathering, decoding
-                        x = to_device(x, flip, self.device, channels_last=run.channels_last)  # uint8 over the bus
-                        if cfg.lr_half_life > 0:
-                            run.set_lr(run.scheduled_lr())  # a float: no device work
-                        logs = self.train_step(objectives[run.schedule.segment(run.step)], x)
-                        run.advance(used)
-                        self._record(logs, images=len(x) * world.size)
-                        bar.update(1)
-                        estimate.step_done(run.step)
-                        stop, checkpoint_due = self._agreed_flags()
-                        # The guard's counters are read on the host only at logging steps (and at the end): a step that
-                        # does not log makes no host read. Skipped steps change nothing, so a rollback found later
-                        # restores the same state it would have restored at once. A stop logs the steps since the last
-                        # row too, so that stats.jsonl counts every step trained (and its time: a time budget's).
-                        logs_now = run.step % cfg.log_every == 0 or run.step == end or stop
-                        if logs_now:
-                            restart = self._check_guard()
-                        if not restart and logs_now:
-                            row = self._write_stats_row()
-                            if self.logger is not None:
-                                self.logger.scalars(row)
-                            self._advise_on_data_wait(row)
-                            bar.set_postfix({k: f"{row[k]:.3g}" for k in ("loss_encoder", "loss_generator", "kl_real",
-                                                                          "kl_fake") if row[k] is not None},
-                                           refresh=False)  # drawn with the next update (a log file: every few %)
-                        if not restart and cfg.eval_every and run.step % cfg.eval_every == 0 and world.is_main:
-                            self.evaluate()
-                        if not restart and world.is_main and (run.step % cfg.image_every == 0 or
-                                                              run.step == run.total_steps):
-                            self.pictures.write(run.step, run.model, run.generator_model, warmup_steps=run.warmup_steps)
-                            if self.logger is not None:
-                                self.logger.images(run.step, {
-                                    "samples": self.run_dir / f"samples-{run.step:09d}.png",
-                                    "reconstructions": self.run_dir / f"reconstructions-{run.step:09d}.png"})
-                        if not restart and (checkpoint_due or run.step == end):
-                            restart = not self.save_checkpoint(final=run.step == end)
-                        if restart:
-                            bar.n = run.step
-                            bar.refresh()
-                        if restart or run.step >= end or stop:
-                            self.stop_requested = self.stop_requested or stop  # (a signal may come in meanwhile)
-                            break
-                        waiting_since = time.perf_counter()
-                if self.stop_requested and not dist_.broadcast_object(
-                        checkpoint.checkpoint_path(self.run_dir, run.step).exists(), world):
-                    self.save_checkpoint(final=True)
-                    self.log(f"stopped at step {run.step}; checkpoint written. Resume with: "
-                             f"introvae train --resume {self.run_dir}")
-                if self.stop_requested and world.is_main and run.step > 0 and \
-                        not (self.run_dir / f"samples-{run.step:09d}.png").exists():
-                    # Every stop leaves the pictures of where it stopped, not only those of the last image_every.
-                    self.pictures.write(run.step, run.model, run.generator_model, warmup_steps=run.warmup_steps)
-                dist_.barrier(world)  # the other processes wait for rank 0's last write
-            finally:
-                bar.close()
-                if self.logger is not None:
-                    self.logger.close()
+            if self.stop_requested and not dist_.broadcast_object(
+                    checkpoint.checkpoint_path(self.run_dir, run.step).exists(), world):
+                self.save_checkpoint(final=True)
+                self.log(f"stopped at step {run.step}; checkpoint written. Resume with: "
+                         f"introvae train --resume {self.run_dir}")
+            if self.stop_requested and world.is_main and run.step > 0 and \
+                    not (self.run_dir / f"samples-{run.step:09d}.png").exists():
+                # Every stop leaves the pictures of where it stopped, not only those of the last image_every.
+                self.pictures.write(run.step, run.model, run.generator_model, warmup_steps=run.warmup_steps)
+            dist_.barrier(world)  # the other processes wait for rank 0's last write
         return self.run_dir
 
     # --- between steps -----------------------------------------------------------------------
