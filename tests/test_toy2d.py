@@ -203,3 +203,14 @@ def test_a_2d_run_resumes_from_its_last_checkpoint_and_refuses_other_settings(tm
     assert json.loads((out / "scores.json").read_text())["kl"] == whole["kl"]
     assert main(["train", "--resume", str(out), "--quiet"]) == 2  # finished: nothing to resume, nothing overwritten
     assert "already holds a finished 2D run" in capsys.readouterr().err
+
+
+def test_a_2d_dry_run_prints_its_settings_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data", "rings", "--objective", "soft-introvae", "--steps", "6", "--seed", "3",
+                 "--dry-run", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    settings = json.loads(printed[:printed.rindex("}") + 1])
+    assert (settings["density"], settings["objective"], settings["steps"], settings["seed"]) == ("rings",
+                                                                                             "soft-introvae", 6, 3)
+    assert "would train a soft-introvae of rings (MLPs, z = 2) for 6 steps" in printed and not out.exists()

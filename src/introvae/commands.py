@@ -93,8 +93,13 @@ def train_toy(args) -> int:
         out = Path(args.out) if args.out else new_run_dir("runs", args.data)
     if (out / "scores.json").is_file():
         raise UserError(f"train: {out} already holds a finished 2D run (scores.json); choose another --out")
-    print(f"training a {cfg.objective} of {cfg.density} (MLPs, z = 2) for {cfg.steps} steps "
-          f"({cfg.warmup_steps()} VAE warm-up) on {devices.resolve_device(cfg.device)} into {out}")
+    what = (f"a {cfg.objective} of {cfg.density} (MLPs, z = 2) for {cfg.steps} steps ({cfg.warmup_steps()} VAE "
+            f"warm-up) on {devices.resolve_device(cfg.device)} into {out}")
+    if args.dry_run:  # the settings it would train with; nothing trained or written
+        print(json.dumps(dataclasses.asdict(cfg), indent=2))
+        print(f"would train {what}" + (", from its checkpoint" if (out / "checkpoint.pt").is_file() else ""))
+        return 0
+    print(f"training {what}")
     result = train(cfg, out, progress=not args.quiet)
     print(format_scores(result))
     print(f"done; density.png, scores.json and stats.jsonl in {out}")
