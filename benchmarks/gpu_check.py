@@ -6,11 +6,11 @@
 Checks: a few training steps in fp32, bf16 and fp16 (GradScaler), each with channels-last, activation
 checkpointing, the EMA generator and FID during training; torch.compile; resume on the device (an image run, and
 a 2D density run killed after a checkpoint); 50,000 samples written in chunks; 50,000 samples of the paper's
-256 px network generated in chunks (peak memory of the last chunk within 5 % of the first, asserted); evaluate (Inception on the device); calibrate; the demo;
-two processes over NCCL when the machine has two GPUs; and, on a GPU only: no host synchronisation inside a
-step (CUDA's sync debug mode), CPU/GPU parity of one fp32 step, celebahq1024 at batch 8 with and without
-activation checkpointing (peak memory), a celebahq256 step's img/s against the bf16 matmul peak measured in
-the same run. Each check asserts what its row says. A skip is never a pass: the last line reads
+256 px network generated in chunks (peak memory of the last chunk within 5 % of the first, asserted); evaluate
+(Inception on the device); calibrate; the demo; two processes over NCCL when the machine has two GPUs; and, on a
+GPU only: no host synchronisation inside a step (CUDA's sync debug mode), CPU/GPU parity of one fp32 step,
+celebahq1024 at batch 8 with and without activation checkpointing (peak memory), a celebahq256 step's img/s against
+the bf16 matmul peak measured in the same run. Each check asserts what its row says. A skip is never a pass: the last line reads
 ``N passed, K failed, M skipped``, and ``--require nccl`` (or ``gpu``) turns those skips into failures.
 Exits with status 1 if any check fails.
 """
