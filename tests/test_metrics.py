@@ -672,6 +672,10 @@ def test_evaluate_every_checkpoint_scores_each_once_draws_the_curve_and_resumes(
                             str(tmp_path / "alone")] + argv[2:]) == 0
     alone = json.loads((tmp_path / "alone" / "metrics.jsonl").read_text())
     assert alone["metrics"]["fid"]["value"] == fids[3]
+    # --every-steps leaves out the untrained network of step 0 (scored into another folder: the run's rows stay)
+    assert main(argv + ["--every-checkpoint", "--every-steps", "3", "-o", str(tmp_path / "by3")]) == 0
+    by3 = [json.loads(line)["step"] for line in (tmp_path / "by3" / "metrics.jsonl").read_text().splitlines()]
+    assert found[0] == 0 and by3 == [3, 6]
 
     calls.clear()
     assert main(argv + ["--every-checkpoint"]) == 0  # nothing new to score

@@ -181,7 +181,7 @@ def make_parser() -> argparse.ArgumentParser:
                         "same command resumes")
     v.add_argument("--every-steps", type=int, default=0, metavar="N",
                    help="with --every-checkpoint: only the checkpoints at multiples of N steps (one per epoch, "
-                        "say), not those a stop wrote in between")
+                        "say), not step 0 nor those a stop wrote in between")
     v.add_argument("--quiet", action="store_true")
 
     e = sub.add_parser("export", help="write a model folder (config.json, model.safetensors, a README.md card)",

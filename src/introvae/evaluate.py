@@ -68,8 +68,8 @@ def evaluate_checkpoints(run: str | Path, settings: EvalSettings = EvalSettings(
                          show_progress: bool = True, features=None, log=print, every_steps: int = 0) -> list[dict]:
     """Score every checkpoint of the run directory ``run``, oldest first, as :func:`evaluate_model` scores one,
     and draw ``fid-curve.png`` (FID, precision and recall against the step) in ``out`` (default: the run) after
-    each. ``every_steps`` > 0 keeps only the checkpoints at multiples of it (one per epoch, say), leaving out those
-    a stop wrote in between. A checkpoint already scored with the same settings and data in ``out``'s
+    each. ``every_steps`` > 0 keeps only the checkpoints at its multiples from it on (one per epoch, say), leaving out
+    step 0 and those a stop wrote in between. A checkpoint already scored with the same settings and data in ``out``'s
     ``metrics.jsonl`` is not scored again, so the same call resumes a stopped sweep. Returns one result row per
     checkpoint."""
     from .plots import plot_scores
@@ -81,7 +81,7 @@ def evaluate_checkpoints(run: str | Path, settings: EvalSettings = EvalSettings(
     if every_steps < 0:
         raise UserError(f"evaluate: --every-steps: must be >= 1, got {every_steps}")
     if every_steps:
-        paths = [p for p in paths if step_of(p) % every_steps == 0]
+        paths = [p for p in paths if step_of(p) > 0 and step_of(p) % every_steps == 0]  # not the untrained net
         if not paths:
             raise UserError(f"evaluate: no checkpoint of {run} is at a multiple of --every-steps {every_steps}")
     out_dir = Path(out) if out else run
