@@ -94,6 +94,28 @@ def test_keeps_the_last_k_checkpoints_and_resume_skips_a_corrupt_newest(tmp_path
     assert r.step == 4 and any("cannot read checkpoint" in m for m in messages)
 
 
+def test_checkpoints_between_the_regular_ones_go_once_a_newer_regular_one_exists(tmp_path):
+    """With --checkpoint-every, --keep-checkpoints counts the regular checkpoints only: the clock's, a stop's or a
+    run's end stay until a newer regular one is written, so that they never push out those a sweep needs."""
+    d = tmp_path / "checkpoints"
+    d.mkdir()
+
+    def write(step):
+        (d / f"step-{step:09d}.pt").write_bytes(b"x")
+        checkpoint.prune(tmp_path, 2, every=10)
+        return [checkpoint.step_of(p) for p in checkpoint.list_checkpoints(tmp_path)]
+
+    assert write(0) == [0]
+    assert write(4) == [0, 4]  # by the clock: the newest, kept
+    assert write(7) == [0, 4, 7]
+    assert write(10) == [0, 10]  # a regular one: those before it go, two regular kept
+    assert write(13) == [0, 10, 13]
+    assert write(20) == [10, 20]
+    assert write(25) == [10, 20, 25]  # a stop's, and the newest: stays while it is the resume point
+    checkpoint.prune(tmp_path, 1, every=0)  # without --checkpoint-every: the newest keep of all
+    assert [checkpoint.step_of(p) for p in checkpoint.list_checkpoints(tmp_path)] == [25]
+
+
 def test_resume_errors_are_clear(tmp_path, faces16):
     with pytest.raises(UserError, match="not a run directory"):
         resume(tmp_path / "nothing")

@@ -43,9 +43,9 @@ def step_of(path: Path) -> int:
     return int(m.group(1))
 
 
-def save(state: dict[str, Any], path: Path, *, keep: int | None = None) -> Path:
-    """Write ``state`` to ``path`` atomically (temp file in the same folder, fsync, rename),
-    then delete all but the newest ``keep`` checkpoints beside it."""
+def save(state: dict[str, Any], path: Path, *, keep: int | None = None, every: int = 0) -> Path:
+    """Write ``state`` to ``path`` atomically (temp file in the same folder, fsync, rename), then keep the newest
+    ``keep`` checkpoints beside it (see :func:`prune`; ``every``: the run's steps between regular checkpoints)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
@@ -60,9 +60,25 @@ def save(state: dict[str, Any], path: Path, *, keep: int | None = None) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     if keep is not None:
-        for old in list_checkpoints(path.parent.parent)[:-keep]:
-            old.unlink(missing_ok=True)
+        prune(path.parent.parent, keep, every=every)
     return path
+
+
+def prune(run_dir: Path, keep: int, *, every: int = 0) -> None:
+    """Delete all but the newest ``keep`` checkpoints of ``run_dir``. With ``every`` > 0 only the regular ones (steps
+    that are multiples of ``every``) count: those written between them (by the clock, a stop, a run's end) serve to
+    resume and are deleted once a newer regular one exists, so that they never push out the regular ones a sweep
+    or a fork needs. The newest checkpoint always stays."""
+    found = list_checkpoints(run_dir)
+    if every > 0:
+        regular = [p for p in found if step_of(p) % every == 0]
+        last_regular = step_of(regular[-1]) if regular else -1
+        doomed = regular[:-keep] + [p for p in found if step_of(p) % every and step_of(p) < last_regular]
+    else:
+        doomed = found[:-keep]
+    for old in doomed:
+        if old != found[-1]:
+            old.unlink(missing_ok=True)
 
 
 def follow_umask(path: str | Path) -> None:

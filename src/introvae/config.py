@@ -154,7 +154,9 @@ class TrainConfig:
     checkpoint_minutes: float = param(5.0, "minutes of training between checkpoints (0: by steps only); the "
                                            "end, Ctrl-C and SIGTERM always write one",
                                       rule=finite(">=", 0, "must be >= 0 (0: by steps only)"), group="logging")
-    keep_checkpoints: int = param(3, "how many checkpoints to keep", rule=at_least(1), group="logging")
+    keep_checkpoints: int = param(3, "how many checkpoints to keep; with --checkpoint-every, how many of those, and "
+                                     "the ones written between them until a newer one exists",
+                                  rule=at_least(1), group="logging")
     max_bad_steps: int = param(5, "non-finite steps in a row before rolling back to the last checkpoint",
                                rule=at_least(1), group="logging")
     rollback_lr_factor: float = param(0.5, "the learning rate is multiplied by this at each rollback",

@@ -181,12 +181,13 @@ class RunState:
         ok = torch.stack([torch.isfinite(v).all() for v in t]).all()
         return dist_.all_true(ok, self.world, self.device)
 
-    def save(self, run_dir: Path, *, keep: int) -> Path | None:
-        """Write this step's checkpoint (rank 0; every process calls it). Raises OSError when the write fails;
-        the previous checkpoint is then intact."""
+    def save(self, run_dir: Path, *, keep: int, every: int = 0) -> Path | None:
+        """Write this step's checkpoint (rank 0; every process calls it), keeping ``keep`` (see
+        :func:`checkpoint.prune`). Raises OSError when the write fails; the previous checkpoint is then intact."""
         if not self.world.is_main:
             return None
-        return checkpoint.save(self.state_dict(), checkpoint.checkpoint_path(run_dir, self.step), keep=keep)
+        return checkpoint.save(self.state_dict(), checkpoint.checkpoint_path(run_dir, self.step), keep=keep,
+                               every=every)
 
     def rollback(self, run_dir: Path, *, factor: float, log: Callable[[str], None]) -> Path:
         """Back to the newest readable checkpoint, with the learning rate multiplied by ``factor``."""

@@ -278,7 +278,7 @@ class Trainer:
             self.rollback("the weights became non-finite")
             return False
         try:
-            self.run.save(self.run_dir, keep=self.config.keep_checkpoints)
+            self.run.save(self.run_dir, keep=self.config.keep_checkpoints, every=self.config.checkpoint_every)
         except OSError as e:
             last = checkpoint.latest(self.run_dir)
             msg = (f"could not write the checkpoint of step {self.run.step} ({e.strerror or e}); "
