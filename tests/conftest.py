@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import struct
 from pathlib import Path
@@ -47,6 +48,27 @@ def write_idx(path: Path, images: np.ndarray, *, gz: bool = False) -> Path:
     raw = struct.pack(">IIII", 0x00000803, n, h, w) + images.astype(np.uint8).tobytes()
     path.write_bytes(gzip.compress(raw) if gz else raw)
     return path
+
+
+@contextlib.contextmanager
+def a_2d_run_killed_after_checkpoint(step: int):
+    """Within the block a 2D density run dies (``SystemExit``, as a kill -9 would leave it) right after it writes its
+    checkpoint of ``step``; yields the steps it saved. The checkpoint writer is restored on leaving."""
+    from introvae.toy2d import run as toyrun
+
+    save, saved = toyrun._Parts.save, []
+
+    def save_then_die(self, path, config, at, **kw):
+        save(self, path, config, at, **kw)
+        saved.append(at)
+        if at == step:
+            raise SystemExit("killed")
+
+    toyrun._Parts.save = save_then_die
+    try:
+        yield saved
+    finally:
+        toyrun._Parts.save = save
 
 
 def tiny_features(images: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ import json
 import pytest
 import torch
 
-from conftest import tiny_config, tiny_features, write_pngs
+from conftest import a_2d_run_killed_after_checkpoint, tiny_config, tiny_features, write_pngs
 from fake_accelerator import ACCELERATOR, DeviceMixError, OnAccelerator, fake_accelerator
 from introvae import devices
 from introvae.cli import main
@@ -234,24 +234,11 @@ def test_a_step_that_does_not_log_reads_nothing_on_the_host(tmp_path, faces16, a
 def test_a_2d_run_stopped_on_the_accelerator_resumes_there_as_if_never_stopped(tmp_path, accelerator, capsys):
     """A 2D density run's checkpoint holds the parts' device tensors; resumed, they go back to the device and the
     run ends as one never stopped (the same weights as on the CPU)."""
-    from introvae.toy2d import run as toyrun
-
     argv = ["train", "--data", "8gaussians", "--objective", "introvae", "--steps", "6", "--vae-steps", "2",
             "--batch-size", "32", "--log-every", "2", "--checkpoint-every", "2", "--quiet"]
     assert main(argv + ["--device", "cpu", "--out", str(tmp_path / "cpu")]) == 0
-    parts_save = toyrun._Parts.save
-
-    def save_then_die_at_step_4(self, path, config, step, **kw):  # a kill -9 right after the step-4 checkpoint
-        parts_save(self, path, config, step, **kw)
-        if step == 4:
-            raise SystemExit("killed")
-
-    toyrun._Parts.save = save_then_die_at_step_4
-    try:
-        with pytest.raises(SystemExit):
-            main(argv + ["--device", "cuda", "--out", str(tmp_path / "gpu")])
-    finally:
-        toyrun._Parts.save = parts_save
+    with pytest.raises(SystemExit), a_2d_run_killed_after_checkpoint(4):
+        main(argv + ["--device", "cuda", "--out", str(tmp_path / "gpu")])
     ops = accelerator.ops
     assert main(["train", "--resume", str(tmp_path / "gpu"), "--device", "cuda", "--quiet"]) == 0
     assert f"resuming {tmp_path / 'gpu'} at step 4 of 6" in capsys.readouterr().out and accelerator.ops > ops

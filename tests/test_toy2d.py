@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from conftest import a_2d_run_killed_after_checkpoint
 from introvae.cli import main
 from introvae.errors import ConfigError, UserError
 from introvae.toy2d import DENSITIES, RADIUS, ToyConfig, ToyVAE, evaluate, load_run, sample, train
@@ -169,27 +170,12 @@ def test_a_stopped_2d_run_resumes_exactly(tmp_path, monkeypatch, objective):
 def test_a_2d_run_resumes_from_its_last_checkpoint_and_refuses_other_settings(tmp_path, capsys):
     """A run killed outright keeps its last periodic checkpoint; `train --resume RUN` goes on from it, and the same
     directory with other settings is refused in one line."""
-    from introvae.toy2d import run as toyrun
-
     cfg = ToyConfig(density="8gaussians", objective="vae", steps=8, batch_size=32, log_every=2, checkpoint_every=3,
                     eval_points=300, score_draws=1)
     whole = train(cfg, tmp_path / "whole", progress=False)
     out = tmp_path / "run"
-    parts_save = toyrun._Parts.save
-    saved = []
-
-    def save_then_die_at_step_6(self, path, config, step, **kw):  # a kill -9 right after the step-6 checkpoint
-        parts_save(self, path, config, step, **kw)
-        saved.append(step)
-        if step == 6:
-            raise SystemExit("killed")
-
-    toyrun._Parts.save = save_then_die_at_step_6
-    try:
-        with pytest.raises(SystemExit):
-            train(cfg, out, progress=False)
-    finally:
-        toyrun._Parts.save = parts_save
+    with pytest.raises(SystemExit), a_2d_run_killed_after_checkpoint(6) as saved:
+        train(cfg, out, progress=False)
     assert saved == [3, 6]
     with pytest.raises(UserError, match="holds an unfinished 2D run with steps 8, not 9"):
         train(dataclasses.replace(cfg, steps=9), out, progress=False)
