@@ -110,6 +110,54 @@ def test_user_errors_are_one_line_with_status_2(capsys, argv, words):
     _one_line_error(capsys, argv, *words)
 
 
+@pytest.mark.parametrize("argv", [
+    "train --data faces --steps 2 --out FILE/run",
+    "train --data 8gaussians --steps 2 --out FILE/run",
+    "sample RUN -n 2 -o FILE/s.png",
+    "sample RUN -n 2 -o FILE/samples",
+    "reconstruct RUN IMG -o FILE/rec",
+    "interpolate RUN IMG IMG -o FILE/strip.png",
+    "export RUN -o FILE/model",
+    "evaluate RUN --num-samples 8 -o FILE/eval",
+    "prepare faces FILE/store --image-size 16",
+    "compare --data faces --budget 64 --out FILE/compare",
+])
+def test_an_output_under_a_file_is_refused_before_any_work_in_one_line(trained, tmp_path, capsys, argv):
+    """-o or --out under a regular file: one line naming the command, the flag and the file, status 2, before the
+    command starts its work (nothing written beside)."""
+    (tmp_path / "file").write_text("not a folder")
+    flag = "-o" if " -o " in argv else "--out"
+    argv = argv.replace("FILE", str(tmp_path / "file")).replace("RUN", str(trained / "run"))
+    argv = argv.replace("IMG", str(trained / "imgs" / "img000.png")).split()
+    _one_line_error(capsys, argv, f"{argv[0]}: {flag} ", f"{tmp_path / 'file'} is a file, so no directory can be made")
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]
+
+
+@pytest.mark.parametrize("errno_, words", [(13, "Permission denied"), (28, "No space left on device")])
+def test_a_write_the_file_system_refuses_later_is_one_line_naming_the_path(trained, tmp_path, capsys, monkeypatch,
+                                                                           errno_, words):
+    """What a check at start cannot see (a disk that fills, a mount that refuses): one line, the path, status 2."""
+    import introvae.grids
+
+    def refuse(images, path, **kw):
+        raise OSError(errno_, words, str(path))
+
+    monkeypatch.setattr(introvae.grids, "save_grid", refuse)
+    _one_line_error(capsys, ["sample", str(trained / "run"), "-n", "2", "-o", str(tmp_path / "s.png")],
+                    f"introvae: error: {tmp_path / 's.png'}: {words}")
+
+
+def test_an_oserror_without_a_users_path_keeps_its_traceback(monkeypatch):
+    import introvae.commands
+
+    def broken(args):
+        raise OSError(5, "Input/output error")  # no path: a bug or a failing device, the traceback is wanted
+
+    monkeypatch.setitem(introvae.commands.COMMANDS, "presets", broken)
+    with pytest.raises(OSError, match="Input/output error"):
+        main(["presets"])
+
+
 def test_a_train_that_stops_on_bad_input_leaves_no_runs_folder(monkeypatch, capsys, tmp_path):
     from introvae.runs import new_run_dir
 

@@ -200,3 +200,8 @@ def test_a_2d_dry_run_prints_its_settings_and_writes_nothing(tmp_path, capsys):
     assert (settings["density"], settings["objective"], settings["steps"], settings["seed"]) == ("rings",
                                                                                              "soft-introvae", 6, 3)
     assert "would train a soft-introvae of rings (MLPs, z = 2) for 6 steps" in printed and not out.exists()
+    assert "the VAE warm-up (2000 steps) covers the whole run (6 steps)" in printed  # the default warm-up, said
+    for objective, vae_steps, warned in (("introvae", "2", False), ("vae", "2000", False), ("introvae", "6", True)):
+        assert main(["train", "--data", "rings", "--objective", objective, "--steps", "6", "--vae-steps", vae_steps,
+                     "--dry-run", "--out", str(out)]) == 0
+        assert ("covers the whole run" in capsys.readouterr().out) == warned, (objective, vae_steps)

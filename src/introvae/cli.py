@@ -2,7 +2,8 @@
 
 The flags of ``train`` and ``calibrate`` are generated from the fields of :class:`ModelConfig` and
 :class:`TrainConfig` (their help text and defaults come from the fields' metadata: one list, never three).
-A :class:`UserError` prints one line naming the problem and exits with status 2; no traceback.
+A :class:`UserError` prints one line naming the problem and exits with status 2; no traceback. So does a path the
+file system refuses (a missing parent, no permission, a full disk): the user's to fix, and the line names the path.
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ from .config import flat_fields
 from .config_checks import WORDS_FOR_NUMBERS
 from .data.imageset import HOLDOUT_FRACTION
 from .errors import UserError
+from .outputs import path_error_line
 
 EXIT_USAGE = 2
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, no usage dump
         command = self.prog.removeprefix("introvae").strip()  # main() prints the one "introvae: error:" prefix
@@ -309,3 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (introvae presets | head): not our error
         sys.stderr.close()
         return 0
+    except OSError as e:  # after BrokenPipeError, one of its kinds
+        line = path_error_line(e)
+        if line is None:
+            raise
+        print(f"introvae: error: {line}", file=sys.stderr)
+        return EXIT_USAGE

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .config import flat_fields, read_config_file
 from .errors import UserError
+from .outputs import check_writable
 from .runs import new_run_dir
 
 
@@ -29,22 +30,6 @@ def preset_words(args: argparse.Namespace) -> str:
     """How the first line of a run names its preset ("preset rgb64, chosen for a folder of images")."""
     name = chosen_preset(args)
     return f"preset {name}" + ("" if args.preset else f" (chosen for --data {args.data}; --preset names another)")
-
-
-def check_writable(run_dir: Path, command: str = "train") -> None:
-    """Refuse, before any work, an output directory that cannot be made or written (one line)."""
-    import os
-
-    p = Path(run_dir).absolute()
-    if p.exists() and not p.is_dir():
-        raise UserError(f"{command}: --out {run_dir}: {p} is a file, not a directory")
-    ancestor = p
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise UserError(f"{command}: --out {run_dir}: {ancestor} is a file, so no directory can be made under it")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise UserError(f"{command}: --out {run_dir}: no permission to write in {ancestor}")
 
 
 def build_config(args: argparse.Namespace):
@@ -91,15 +76,21 @@ def train_toy(args) -> int:
     else:
         cfg = ToyConfig(density=args.data, device=args.device or "auto", **given)
         out = Path(args.out) if args.out else new_run_dir("runs", args.data)
+        check_writable(out)
     if (out / "scores.json").is_file():
         raise UserError(f"train: {out} already holds a finished 2D run (scores.json); choose another --out")
     what = (f"a {cfg.objective} of {cfg.density} (MLPs, z = 2) for {cfg.steps} steps ({cfg.warmup_steps()} VAE "
             f"warm-up) on {devices.resolve_device(cfg.device)} into {out}")
+    covered = cfg.objective != "vae" and cfg.warmup_steps() >= cfg.steps
     if args.dry_run:  # the settings it would train with; nothing trained or written
         print(json.dumps(dataclasses.asdict(cfg), indent=2))
         print(f"would train {what}" + (", from its checkpoint" if (out / "checkpoint.pt").is_file() else ""))
+        if covered:
+            print(warmup_covers_run(cfg.steps, cfg.warmup_steps()))
         return 0
     print(f"training {what}")
+    if covered:
+        print(warmup_covers_run(cfg.steps, cfg.warmup_steps()))
     result = train(cfg, out, progress=not args.quiet)
     print(format_scores(result))
     print(f"done; density.png, scores.json and stats.jsonl in {out}")

@@ -8,6 +8,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from .errors import UserError
+from .outputs import check_writable
 from .stopping import sigterm_as_interrupt
 
 
@@ -20,6 +21,7 @@ def cmd_sample(args) -> int:
 
     if args.n < 1 or (args.batch_size is not None and args.batch_size < 1):
         raise UserError("sample: -n and --batch-size must be >= 1")
+    check_writable(Path(args.out), "sample", "-o", file=Path(args.out).suffix.lower() in IMAGE_EXTENSIONS)
     model = load_model(args.model, ema=not args.no_ema, device=args.device)
     args.batch_size = args.batch_size or model.chunk
     z, out = model.latents(args.n, seed=args.seed), Path(args.out)
@@ -111,6 +113,7 @@ def cmd_reconstruct(args) -> int:
     from .data import save_image
     from .grids import make_grid
 
+    check_writable(Path(args.out), "reconstruct", "-o")
     model, x, paths = _model_and_images(args, image_files(args.images, "reconstruct"), skip_unreadable=True)
     rec = model.reconstruct(x).cpu()
     out = Path(args.out)
@@ -132,6 +135,7 @@ def cmd_interpolate(args) -> int:
     for p in (args.a, args.b):
         if Path(p).is_dir():
             raise UserError(f"interpolate: {p} is a folder; give two image files")
+    check_writable(Path(args.out), "interpolate", "-o", file=True)
     model, ab, _ = _model_and_images(args, image_files([args.a, args.b], "interpolate"))
     strip = model.interpolate(ab[0], ab[1], args.steps)
     out = Path(args.out)
@@ -163,6 +167,8 @@ def _evaluate(args) -> int:
     from .evaluate import evaluate_checkpoints, evaluate_folder, evaluate_model, format_sweep, format_table
 
     settings = eval_settings(args)
+    if args.out:
+        check_writable(Path(args.out), "evaluate", "-o")
     from . import hub
 
     src = Path(args.source)
@@ -217,6 +223,7 @@ def cmd_export(args) -> int:
     if Path(args.out).suffix.lower() in (".safetensors", ".pt", ".pth", ".bin", ".json", ".ckpt"):
         raise UserError(f"export: -o names a directory (it gets config.json and model.safetensors), not a file: "
                         f"{args.out}; try -o {Path(args.out).with_suffix('')}")
+    check_writable(Path(args.out), "export", "-o")
     model, out = export(args.model, args.out, ema=not args.no_ema, fp16=args.fp16, name=args.name,
                         train_command=args.train_command, commit=args.commit)
     print(f"exported the {model.generator_source} generator to {out}/ (config.json, model.safetensors"
