@@ -74,11 +74,17 @@ def test_a_new_record_changes_the_rendered_table(tmp_path):
     # records without generator_stats are of models with one set of statistics for both passes: labelled so
     assert len(rows) == 2 and "**32.0 ± 2.8**" in rows[0] and "BN: one set for both passes (≤ 0.7.7) | 7 |" in rows[0]
     assert "generator's BN: re-estimated on prior draws | 7 | **25.0** |" in rows[1]
-    # a model that kept a set per pass (0.7.8), plain eval mode: the preset's own row, unlabelled and first
+    # a model that kept a set per pass (0.7.8), plain eval mode: the preset's own row, unlabelled, and in the README
+    # the only one of its objective and epochs; docs/history.md keeps every version's, the current one first
     reg.append_records([dict(new[1], value=20.0, protocol=dict(proto, generator_stats="per-pass"))], records)
     reg.render(check=False, readme=readme, page=page, records_path=records)
     rows = [ln for ln in readme.read_text().splitlines() if "| 7 |" in ln]
+    assert len(rows) == 1 and "| `fashion-mnist` | 7 | **20.0** |" in rows[0]
+    rows = [ln for ln in (readme.parent / "docs" / "history.md").read_text().splitlines() if "| 7 |" in ln]
     assert len(rows) == 3 and "| `fashion-mnist` | 7 | **20.0** |" in rows[0] and "**32.0 ± 2.8**" in rows[1]
+    # the repository's own: IntroVAE's 5-epoch rows of earlier versions are in docs/history.md only
+    assert not [ln for ln in readme.read_text().splitlines() if ln.startswith("| IntroVAE (ours)") and "| 5 |" in ln
+                and "one set for both passes" in ln]
     # a VAE of 0.7.8 and before sampled with its one set, its encoder codes' statistics: labelled so
     reg.append_records([dict(new[0], objective="vae", preset="fashion-mnist-vae", value=60.0)], records)
     reg.render(check=False, readme=readme, page=page, records_path=records)
