@@ -23,6 +23,8 @@ from .errors import UserError
 from .outputs import path_error_line
 
 EXIT_USAGE = 2
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, no usage dump
         command = self.prog.removeprefix("introvae").strip()  # main() prints the one "introvae: error:" prefix
