@@ -6,12 +6,12 @@
         "fashion-mnist=IntroVAE\\n5 epochs" \
         "fashion-mnist-soft=Soft-IntroVAE\\n5 epochs (≤ 0.7.7)" \
         "bench-runs/fm-vae-079-1ep-s0/checkpoints/step-000003750.pt=VAE (cross-entropy)\\n1 epoch" \
-        "fashion-mnist-vae=VAE (cross-entropy)\\n5 epochs (≤ 0.7.8)"
+        "fashion-mnist-vae=VAE (cross-entropy)\\n5 epochs"
 
-(the README's picture, made with the code of commit 68397e6 from the runs of seed 0 that its Fashion-MNIST table
-records and the shipped models (`introvae models`); "≤ 0.7.7": a two-pass model with one set of generator BatchNorm
-statistics, "≤ 0.7.8": the VAE sampling with its encoder codes' statistics, each sampled as it was scored. The
-20-epoch row returns with the 20-epoch run of the per-pass statistics.)
+(the README's picture, made with introvae 0.7.13's code from the runs of seed 0 that its Fashion-MNIST table
+records and the shipped models (`introvae models`, fp16 copies of the scored weights); "≤ 0.7.7": a two-pass model
+with one set of generator BatchNorm statistics, sampled as it was scored. The 20-epoch row returns with the
+20-epoch run of the per-pass statistics.)
 
 Each argument is ``MODEL=LABEL`` (``\\n`` in a label breaks the line); ``MODEL`` is whatever `introvae sample`
 takes: a run directory, a checkpoint, an exported folder or a shipped model's name. The models are loaded as

@@ -66,6 +66,8 @@ def test_a_shipped_name_loads_and_is_listed(run, tmp_path, monkeypatch, capsys):
     size16 = (tmp_path / "models" / "tiny" / "model.safetensors").stat().st_size
     assert main(["export", str(run), "-o", str(tmp_path / "full")]) == 0
     assert size16 < 0.6 * (tmp_path / "full" / "model.safetensors").stat().st_size  # fp16: about half
+    assert "* weights: stored in fp16, loaded as fp32" in (tmp_path / "models" / "tiny" / "README.md").read_text()
+    assert "stored in fp16" not in (tmp_path / "full" / "README.md").read_text()
     model = load_model("tiny", device="cpu")  # by name
     assert next(model.parameters()).dtype == torch.float32
     ref = load_model(run, device="cpu")

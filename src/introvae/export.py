@@ -35,6 +35,9 @@ def export(source: str | Path, out: str | Path, *, ema: bool = True, fp16: bool 
         seconds = training_seconds(model_dir(src), until_step=model.step)
         if seconds:
             training["training time (from its logged rates)"] = f"{seconds / 60:.0f} min"
+    if fp16:  # said, since the card's figures and samples.png are of the fp32 weights the run scored
+        training = dict(training or {}, weights="stored in fp16, loaded as fp32 (the metrics and samples.png are "
+                                                "of the fp32 weights)")
     hub.write_card(out, name=name or out.name, config=model.config.to_dict(),
                    run_config=run_cfg.to_dict() if run_cfg else None, evaluation=rows[-1] if rows else None,
                    source=train_command or f"the run {model_dir(src).name} (its config.json holds every setting)",
