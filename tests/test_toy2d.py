@@ -122,6 +122,20 @@ def test_the_command_line_trains_and_evaluates_a_2d_run(tmp_path, capsys):
     assert main(["train", "--data", "rings", "--steps", "6", "--image-size", "32"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "--image-size" in err and "2D density" in err
+    # sample draws the model's points: a table, an array, their histogram; the same seed, the same points
+    for name in ("a.csv", "b.npy", "c.png"):
+        assert main(["sample", str(out), "-n", "50", "--seed", "4", "-o", str(tmp_path / name)]) == 0
+    assert "wrote 50 points of the soft-introvae of 8gaussians" in capsys.readouterr().out
+    table = np.loadtxt(tmp_path / "a.csv", delimiter=",", skiprows=1)
+    model, _ = load_run(out)
+    assert table.shape == (50, 2) and np.allclose(table, model.sample(50, seed=4).numpy(), atol=1e-6)
+    assert np.allclose(np.load(tmp_path / "b.npy"), table, atol=1e-6) and (tmp_path / "c.png").stat().st_size > 0
+    assert main(["sample", str(out), "-n", "5", "-o", str(tmp_path / "d.webp")]) == 2
+    assert "a 2D run's samples are points; give a .csv, .npy or .png file" in capsys.readouterr().err
+    # the image commands name what a 2D run takes
+    assert main(["reconstruct", str(out), str(tmp_path / "c.png"), "-o", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "is a 2D density run, not an image model" in err and "introvae sample" in err
 
 
 @pytest.mark.parametrize("objective", ["introvae", "soft-introvae"])

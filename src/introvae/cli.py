@@ -126,14 +126,15 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--dry-run", action="store_true", help="print the effective config and the model size, then exit")
     add_config_flags(t)
 
-    s = sub.add_parser("sample", help="generate images from z ~ N(0, I)")
+    s = sub.add_parser("sample", help="generate images from z ~ N(0, I) (a 2D density run: points)")
     _model_args(s)
     s.add_argument("-n", type=int, default=64, help="number of images (default 64)")
     s.add_argument("--seed", type=int, default=0, help="same seed -> same images, on any device")
     s.add_argument("--batch-size", type=int, default=None,
                    help="images generated at a time (default: from the image size, 256 up to 64 px, 4 at 1024 px)")
     s.add_argument("-o", "--out", required=True,
-                   help="a file (.png, .jpg, .webp, .bmp) for one grid, or a directory for one PNG per image")
+                   help="a file (.png, .jpg, .webp, .bmp) for one grid, or a directory for one PNG per image; "
+                        "for a 2D density run a .csv or .npy of the points, or a .png of their histogram")
 
     r = sub.add_parser("reconstruct", help="encode and decode images (posterior mean)")
     _model_args(r, ema=False)

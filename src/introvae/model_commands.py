@@ -21,6 +21,14 @@ def cmd_sample(args) -> int:
 
     if args.n < 1 or (args.batch_size is not None and args.batch_size < 1):
         raise UserError("sample: -n and --batch-size must be >= 1")
+    from . import toy2d
+
+    if toy2d.is_run(args.model):  # a 2D density run: points, as a table or their histogram
+        check_writable(Path(args.out), "sample", "-o", file=True)
+        model, cfg = toy2d.load_run(args.model)
+        out = toy2d.write_samples(model, cfg, args.n, Path(args.out), seed=args.seed)
+        print(f"wrote {args.n} points of the {cfg.objective} of {cfg.density} to {out}")
+        return 0
     check_writable(Path(args.out), "sample", "-o", file=Path(args.out).suffix.lower() in IMAGE_EXTENSIONS)
     model = load_model(args.model, ema=not args.no_ema, device=args.device)
     args.batch_size = args.batch_size or model.chunk

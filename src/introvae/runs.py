@@ -78,6 +78,11 @@ def load_model(source: str | Path, *, ema: bool = True, device: str | torch.devi
     if p.is_dir():
         found = checkpoint.latest(p)
         if found is None:
+            from .toy2d import is_run
+
+            if is_run(p):
+                raise UserError(f"{p} is a 2D density run, not an image model: `introvae sample {p} -n N -o "
+                                f"points.csv` (.npy, .png) draws from it, `introvae evaluate {p}` scores it")
             raise UserError(f"{p} holds neither an exported model (model.safetensors) nor checkpoints/")
         p = found
     state = checkpoint.load(p)

@@ -280,11 +280,7 @@ def density_grid(model: ToyVAE, config: ToyConfig, grid: int = 150):
 
 def draw(model: ToyVAE, config: ToyConfig, path: Path, *, grid: int = 150) -> Path:
     """Three panels: the data, the model's samples, and the model's density exp(-ELBO loss) on a grid."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     r = 2 * RADIUS[config.density]
     model.eval()
     real = sample(config.density, config.eval_points, seed=0).numpy()
@@ -292,16 +288,61 @@ def draw(model: ToyVAE, config: ToyConfig, path: Path, *, grid: int = 150) -> Pa
     density = density_grid(model, config, grid)
     fig, axes = plt.subplots(1, 3, figsize=(12, 4))
     for ax, pts, title in ((axes[0], real, "data"), (axes[1], fake, f"{config.objective}: samples")):
-        ax.hist2d(pts[:, 0], pts[:, 1], bins=100, range=[[-r, r], [-r, r]], cmap="viridis")
-        ax.set_title(title)
+        _histogram_panel(ax, pts, r, title)
     axes[2].imshow(density, origin="lower", extent=(-r, r, -r, r), cmap="viridis")
     axes[2].set_title("density exp(-ELBO loss)")
-    for ax in axes:
-        ax.set_aspect("equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
+    axes[2].set_aspect("equal")
+    axes[2].set_xticks([])
+    axes[2].set_yticks([])
     fig.suptitle(f"{config.density}, {config.steps} steps")
     fig.tight_layout(rect=(0, 0, 1, 0.94))
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+SAMPLE_SUFFIXES = (".csv", ".npy", ".png", ".jpg", ".jpeg")
+
+
+def write_samples(model: ToyVAE, config: ToyConfig, n: int, path: Path, *, seed: int = 0) -> Path:
+    """``n`` of the model's points (the same for the same seed) to ``path``: ``.csv`` (x,y rows), ``.npy`` (an
+    (n, 2) float32 array) or a picture (``.png``, ``.jpg``: their 2D histogram on the square the scores use)."""
+    import numpy as np
+
+    suffix = path.suffix.lower()
+    if suffix not in SAMPLE_SUFFIXES:
+        raise UserError(f"sample: -o {path}: a 2D run's samples are points; give a .csv, .npy or .png file")
+    model.eval()
+    points = model.sample(n, seed=seed).float().cpu().numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".csv":
+        np.savetxt(path, points, fmt="%.6f", delimiter=",", header="x,y", comments="")
+    elif suffix == ".npy":
+        np.save(path, points.astype(np.float32))
+    else:
+        plt = _pyplot()
+        fig, ax = plt.subplots(figsize=(4, 4))
+        _histogram_panel(ax, points, 2 * RADIUS[config.density], f"{config.objective} on {config.density}: {n} samples")
+        fig.tight_layout()
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+    return path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _histogram_panel(ax, points: np.ndarray, r: float, title: str) -> None:
+    """Points as a 100 x 100 histogram on [-r, r]^2 (the scores' square), without ticks."""
+    ax.hist2d(points[:, 0], points[:, 1], bins=100, range=[[-r, r], [-r, r]], cmap="viridis")
+    ax.set_title(title)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
