@@ -105,6 +105,9 @@ def test_resume_takes_no_data_or_preset_and_a_finished_run_resumed_as_it_is_does
                                                     "(see introvae train --help)"]),
     (["sample", "m", "-o", "x.png", "--bogus"], ["sample: unrecognized arguments: --bogus", "introvae sample --help"]),
     (["train", "--data", "faces", "--steps", "2", "--config", "/no/such.yaml"], ["config file not found"]),
+    (["demo", "--steps", "0"], ["demo: --steps must be >= 1, got 0"]),  # ran the whole demo
+    (["compare", "--data", "rings", "--budget", "64"], ["rings is a 2D density, not images", "--objective"]),
+    (["calibrate", "--data", "8gaussians", "--steps", "2"], ["8gaussians is a 2D density, not images"]),
 ])
 def test_user_errors_are_one_line_with_status_2(capsys, argv, words):
     _one_line_error(capsys, argv, *words)

@@ -119,6 +119,10 @@ def test_the_command_line_trains_and_evaluates_a_2d_run(tmp_path, capsys):
     assert "JSD" in printed and "density.png" in printed
     assert main(["evaluate", str(out)]) == 0
     assert "JSD" in capsys.readouterr().out
+    assert main(["evaluate", str(out), "--seed", "1", "-o", str(tmp_path / "scored")]) == 0  # -o: the scores kept
+    written = json.loads((tmp_path / "scored" / "scores.json").read_text())
+    assert written["seed"] == 1 and f"{written['jsd']:.4f}"[:4] in capsys.readouterr().out
+    assert written["kl"] != json.loads((out / "scores.json").read_text())["kl"]  # another draw; the run's stays
     assert main(["train", "--data", "rings", "--steps", "6", "--image-size", "32"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "--image-size" in err and "2D density" in err

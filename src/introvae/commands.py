@@ -224,6 +224,8 @@ def cmd_calibrate(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
+    if args.steps is not None and args.steps < 1:
+        raise UserError(f"demo: --steps must be >= 1, got {args.steps}")
     run_demo(Path(args.out), steps=args.steps, device=args.device, show_progress=not args.quiet)
     return 0
 

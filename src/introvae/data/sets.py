@@ -138,6 +138,11 @@ def open_source(data: str, *, image_size: int, in_channels: int, show_progress: 
         return _idx_set(sources.fashion_mnist_dir(), image_size, in_channels)
     p = Path(data).expanduser()
     if not p.exists():
+        from ..toy2d.densities import DENSITIES
+
+        if data in DENSITIES:  # a name train takes, but no images: said so, with where it does work
+            raise DataError(f"data: {data} is a 2D density, not images: `introvae train --data {data} --objective "
+                            f"O` trains on it, and experiments/objectives.py compares the three objectives there")
         raise DataError(f"data: no such file or directory: {p} (or name a built-in set: faces, fashion-mnist)")
     if p.is_dir() and sources.idx_file(p, sources.IDX_TRAIN):
         return _idx_set(p, image_size, in_channels)
