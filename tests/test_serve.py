@@ -132,6 +132,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def test_a_port_in_use_or_out_of_range_is_one_line(tiny_run, capsys):
+    """A taken port was gradio's traceback, and the command then hung; now one line, status 2, nothing left open."""
+    from introvae.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", str(tiny_run), "--port", str(port), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"serve: cannot listen on 127.0.0.1:{port}" in err and "another --port" in err
+    assert main(["serve", str(tiny_run), "--port", "70000"]) == 2
+    assert "must be a port from 1 to 65535, got '70000'" in capsys.readouterr().err
+
+
 def pixels(src: str) -> np.ndarray:
     with urllib.request.urlopen(src, timeout=30) as r:
         return np.asarray(Image.open(io.BytesIO(r.read())).convert("RGB"))

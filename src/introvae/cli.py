@@ -241,7 +241,7 @@ def make_parser() -> argparse.ArgumentParser:
                                    "the principal directions of the training codes, nearest training images.")
     s.add_argument("model", help="a run directory (its newest checkpoint), a checkpoint file, or an exported model")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    s.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    s.add_argument("--port", type=_port, default=7860, help="port (default 7860)")
     s.add_argument("--device", default="auto", help=DEVICE_HELP)
     s.add_argument("--data", help="the training data, for an exported model (edit directions, neighbours)")
 
@@ -263,6 +263,13 @@ def _positive_int(text: str) -> int:
     v = _typed(int)(text)
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
+    return v
+
+
+def _port(text: str) -> int:
+    v = _typed(int)(text)
+    if not 1 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, got {text!r}")
     return v
 
 

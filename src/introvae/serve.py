@@ -149,8 +149,13 @@ def serve(source: str | Path, *, host: str = "127.0.0.1", port: int = 7860, devi
     explorer = Explorer(source, device=device, data=data)
     app = build_app(explorer)
     app.queue(default_concurrency_limit=1)  # one model, one computation at a time
-    app.launch(server_name=host, server_port=port, prevent_thread_lock=True, show_error=True, quiet=True,
-               ssr_mode=False)
+    try:
+        app.launch(server_name=host, server_port=port, prevent_thread_lock=True, show_error=True, quiet=True,
+                   ssr_mode=False)
+    except OSError as e:  # the port is taken (gradio: "Cannot find empty port"), or the host is not this machine's
+        app.close()
+        raise UserError(f"serve: cannot listen on {host}:{port} ({str(e).splitlines()[0].split('. ')[0]}); give "
+                        f"another --port or --host") from None
     print(f"serving {source} at http://{host}:{port} (Ctrl-C to stop)", flush=True)
     if not block:
         return app
