@@ -110,6 +110,12 @@ def test_invalid_values_fail_naming_the_field(field, value, words):
 def test_unknown_and_mistyped_fields_are_named():
     with pytest.raises(ConfigError, match="unknown config field.*marg"):
         TrainConfig.from_dict({"marg": 3})
+    # a flag's spelling in a config file, a typo: the field meant; nothing like any field: no guess
+    with pytest.raises(ConfigError, match=r"did you mean batch-size -> batch_size, latent_dm -> latent_dim\? known"):
+        TrainConfig.from_dict({"batch-size": 8, "latent_dm": 3, "qqqqqq": 1})
+    with pytest.raises(ConfigError) as e:
+        TrainConfig.from_dict({"qqqqqq": 1})
+    assert "did you mean" not in str(e.value)
     with pytest.raises(ConfigError, match="^latent_dim: expected int"):
         TrainConfig.from_dict({"latent_dim": "many"})
     with pytest.raises(ConfigError, match="^latent_dim: expected int"):

@@ -309,6 +309,11 @@ def _coerced(cls, d: dict[str, Any]) -> dict[str, Any]:
     known = {f.name: f for f in fields(cls) if f.name != "model"}
     unknown = sorted(set(d) - set(known))
     if unknown:
-        names = ", ".join(f.name for f in flat_fields())
-        raise ConfigError(f"unknown config field(s): {', '.join(unknown)} (known: {names})")
+        import difflib
+
+        every = [f.name for f in flat_fields()]
+        guesses = [f"{k} -> {m[0]}" for k in unknown
+                   if (m := difflib.get_close_matches(k.replace("-", "_").lstrip("_"), every, n=1, cutoff=0.6))]
+        hint = f"did you mean {', '.join(guesses)}? " if guesses else ""
+        raise ConfigError(f"unknown config field(s): {', '.join(unknown)} ({hint}known: {', '.join(every)})")
     return {k: coerce(known[k], v) for k, v in d.items()}
