@@ -119,9 +119,9 @@ class VAELoss:
     gradients and outside the loss, only so that its BatchNorm layers track the statistics of the codes it samples
     from (generator_stats): its one pass in the loss is over the encoder's codes, whose statistics would otherwise
     normalise its samples too (5 epochs on Fashion-MNIST: FID 93.9 with them, 73.3 with prior draws' statistics
-    re-estimated after training, 74.7 tracked in training, another run). The weights train exactly as without it, but for the random draws it takes. The
-    warm-up of the two-pass objectives leaves it off: the game's own prior pass takes over within a few hundred steps,
-    and their training stays as it was."""
+    re-estimated after training, 74.7 tracked in training by another run). The weights train exactly as without it,
+    but for the random draws it takes. The warm-up of the two-pass objectives leaves it off: the game's own prior
+    pass takes over within a few hundred steps, and their training stays as it was."""
 
     phases = {"encoder": "encoder", "generator": "decoder"}
 

@@ -6,5 +6,5 @@ from .networks import ToyVAE
 from .run import ToyConfig, evaluate, is_run, load_run, train, write_samples
 from .scores import format_scores
 
-__all__ = ["DENSITIES", "RADIUS", "ToyConfig", "ToyVAE", "evaluate", "format_scores", "is_run", "load_run", "sample", "train",
-           "write_samples"]
+__all__ = ["DENSITIES", "RADIUS", "ToyConfig", "ToyVAE", "evaluate", "format_scores", "is_run", "load_run", "sample",
+           "train", "write_samples"]

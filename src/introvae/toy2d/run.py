@@ -307,8 +307,6 @@ SAMPLE_SUFFIXES = (".csv", ".npy", ".png", ".jpg", ".jpeg")
 def write_samples(model: ToyVAE, config: ToyConfig, n: int, path: Path, *, seed: int = 0) -> Path:
     """``n`` of the model's points (the same for the same seed) to ``path``: ``.csv`` (x,y rows), ``.npy`` (an
     (n, 2) float32 array) or a picture (``.png``, ``.jpg``: their 2D histogram on the square the scores use)."""
-    import numpy as np
-
     suffix = path.suffix.lower()
     if suffix not in SAMPLE_SUFFIXES:
         raise UserError(f"sample: -o {path}: a 2D run's samples are points; give a .csv, .npy or .png file")
@@ -345,4 +343,3 @@ def _histogram_panel(ax, points: np.ndarray, r: float, title: str) -> None:
     ax.set_aspect("equal")
     ax.set_xticks([])
     ax.set_yticks([])
-
