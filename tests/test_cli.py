@@ -109,8 +109,10 @@ def test_resume_takes_no_data_or_preset_and_a_finished_run_resumed_as_it_is_does
     (["compare", "--data", "rings", "--budget", "64"], ["rings is a 2D density, not images", "--objective"]),
     (["calibrate", "--data", "8gaussians", "--steps", "2"], ["8gaussians is a 2D density, not images"]),
 ])
-def test_user_errors_are_one_line_with_status_2(capsys, argv, words):
+def test_user_errors_are_one_line_with_status_2(capsys, argv, words, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     _one_line_error(capsys, argv, *words)
+    assert not list(tmp_path.iterdir())  # a command refused leaves nothing behind (compare left compare-rings/)
 
 
 @pytest.mark.parametrize("argv", [

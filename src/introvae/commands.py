@@ -257,9 +257,17 @@ def cmd_compare(args) -> int:
     check_writable(out, "compare")
     plans = plan(args.data, budget, objectives=[o.strip() for o in args.objectives.split(",") if o.strip()],
                  seeds=args.seeds, out=out, image_size=args.image_size)
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    rows = run_all(plans, eval_samples=args.eval_samples, device=args.device, show_progress=not args.quiet,
-                   budget=budget)
+    try:
+        rows = run_all(plans, eval_samples=args.eval_samples, device=args.device, show_progress=not args.quiet,
+                       budget=budget)
+    except UserError:  # bad data found when the first run opens it: leave no empty folder behind (nor a tree of them)
+        if made and not any(p.is_file() for p in out.rglob("*")):
+            import shutil
+
+            shutil.rmtree(out)
+        raise
     table = write_outputs(rows, plans, out, data=args.data, budget=budget)
     print(table.read_text())
     print(f"wrote {table}, {out / 'compare.json'} and {out / 'samples.png'}")
