@@ -52,6 +52,16 @@ def test_a_budget_inside_the_warm_up_is_refused_in_one_line(tmp_path, stub_incep
     assert main(["compare", "--data", "faces", "--budget", "lots"]) == 2
 
 
+def test_unreadable_images_are_one_line_and_leave_no_output_folder(tmp_path, stub_inception, capsys):
+    (tmp_path / "imgs").mkdir()
+    for name in ("a.png", "b.jpg"):  # found only when the first run decodes them, after the plan opened the folder
+        (tmp_path / "imgs" / name).write_bytes(b"not an image")
+    assert main(_argv(tmp_path)) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "none of the 2 images" in err
+    assert not (tmp_path / "cmp").exists()
+
+
 def test_a_time_budget_trains_each_objective_for_that_long_and_resumes_within_it(tmp_path, stub_inception, capsys,
                                                                                monkeypatch):
     import introvae.presets as presets

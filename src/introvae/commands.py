@@ -262,7 +262,8 @@ def cmd_compare(args) -> int:
     try:
         rows = run_all(plans, eval_samples=args.eval_samples, device=args.device, show_progress=not args.quiet,
                        budget=budget)
-    except UserError:  # bad data found when the first run opens it: leave no empty folder behind (nor a tree of them)
+    except UserError:  # images found unreadable only when the first run decodes them (plan opened the data): leave
+        # no empty folder behind, nor a tree of them
         if made and not any(p.is_file() for p in out.rglob("*")):
             import shutil
 

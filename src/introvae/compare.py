@@ -68,8 +68,8 @@ def plan(data: str, budget: Budget, *, objectives=OBJECTIVES, seeds: int = 1, ou
     unknown = [o for o in objectives if o not in OBJECTIVES]
     if unknown:
         raise UserError(f"compare: unknown objective {unknown[0]!r} (known: {', '.join(OBJECTIVES)})")
-    n_train = training_images(data) if budget.epochs is not None else None
-    if n_train is not None and budget.epochs * n_train < 1:
+    n_train = training_images(data)  # opens the data before any folder is made: a wrong --data is one line, no folder
+    if budget.epochs is not None and budget.epochs * n_train < 1:
         raise UserError(f"compare: {budget.words()} of {data}'s {n_train} training images is less than one image")
     for objective in objectives:
         for seed in range(seeds):
