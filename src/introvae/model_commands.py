@@ -3,7 +3,6 @@ serve (the parser is in ``cli``; training and setting up are in ``commands``).""
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import fields
 from pathlib import Path
@@ -200,8 +199,7 @@ def _evaluate(args) -> int:
         if args.out:  # the run's own scores.json stays as training wrote it
             out = Path(args.out)
             out.mkdir(parents=True, exist_ok=True)
-            (out / "scores.json").write_text(json.dumps(dict(result, run=str(src), seed=settings.seed), indent=2))
-            print(f"scores in {out / 'scores.json'}")
+            print(f"scores in {toy2d.write_scores(out, dict(result, run=str(src), seed=settings.seed))}")
         return 0
     if src.is_file() or (src / "model.safetensors").is_file() or (src / "checkpoints").is_dir():
         given = [f for f, v in (("--in-channels", args.in_channels), ("--image-size", args.image_size)) if v]

@@ -4,7 +4,8 @@ training with any of the objectives (``introvae train --data 8gaussians --object
 from .densities import DENSITIES, RADIUS, sample
 from .networks import ToyVAE
 from .run import ToyConfig, evaluate, is_run, load_run, train, write_samples
-from .scores import format_scores
+from .scores import format_scores, write_scores
 
 __all__ = ["DENSITIES", "RADIUS", "ToyConfig", "ToyVAE", "evaluate", "format_scores", "is_run", "load_run", "sample",
-           "train", "write_samples"]
+           "train", "write_samples",
+           "write_scores"]

@@ -34,7 +34,7 @@ from ..stats import read_stats
 from ..step import TrainStep, make_optimizers
 from .densities import DENSITIES, RADIUS, sample
 from .networks import ToyVAE
-from .scores import scores
+from .scores import scores, write_scores
 
 # The authors' weights per density: (beta_kl, beta_rec, beta_neg).
 AUTHORS_WEIGHTS = {"8gaussians": (0.3, 0.2, 0.9), "2spirals": (0.5, 0.2, 1.0), "checkerboard": (0.1, 0.2, 0.2),
@@ -156,7 +156,7 @@ def train(config: ToyConfig, out: str | Path, *, progress: bool = True, log: Cal
         result["resumed_at"] = start  # seconds: the training of every call, the scoring of none
     if config.objective == "soft-introvae" and config.vae_steps:
         result["warmup"] = SOFT_WARMUP
-    (out / "scores.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_scores(out, result)
     draw(model, config, out / "density.png")
     if config.objective == "introvae":  # Fig. 5 for a 2D density: the KLs against the margin in force
         from ..plots import plot_kl

@@ -12,6 +12,9 @@ JSD = 1/2 [KL(P || M) + KL(Q || M)] in nats, between 0 and log 2.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 BINS = 100
@@ -53,3 +56,10 @@ def format_scores(r: dict) -> str:
         text += (f"\nover {d['n']} draws of samples and data: KL {d['kl'][0]:.3f} ± {d['kl'][1]:.3f}  "
                  f"JSD {d['jsd'][0]:.3f} ± {d['jsd'][1]:.3f}  (the authors' way; ± one draw's spread)")
     return text
+
+
+def write_scores(folder: Path, result: dict) -> Path:
+    """``folder/scores.json``: the scores and what they were measured with (training's and ``evaluate -o``'s)."""
+    path = Path(folder) / "scores.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path
