@@ -1,6 +1,7 @@
 """Training throughput against the hardware's own limit, in one run.
 
     python benchmarks/throughput.py --preset faces fashion-mnist rgb64 --objective vae introvae
+    python benchmarks/throughput.py --preset fashion-mnist fashion-mnist-soft fashion-mnist-vae --threads 1
     python benchmarks/throughput.py --preset fashion-mnist --channels 64,128,256,256 --batch-size 32 \
         --precision fp32 bf16 --channels-last
 
@@ -128,7 +129,9 @@ def measure_loader(cfg, workers: int, batches_to_time: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", nargs="+", default=["fashion-mnist"])
-    p.add_argument("--objective", nargs="+", default=["introvae"], choices=["introvae", "vae"])
+    p.add_argument("--objective", nargs="+", choices=["introvae", "soft-introvae", "vae"],
+                   help="the objectives to time (default: each preset's own)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: torch's, all cores)")
     p.add_argument("--image-size", type=int)
     p.add_argument("--channels", help="e.g. 64,128,256,256")
     p.add_argument("--latent-dim", type=int)
@@ -148,6 +151,8 @@ def main() -> None:
 
     overrides = {k: v for k, v in (("image_size", args.image_size), ("channels", args.channels),
                                    ("latent_dim", args.latent_dim), ("batch_size", args.batch_size)) if v}
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU flags: {cpu_flags()}"
     print(f"# torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, {where}")
@@ -162,7 +167,7 @@ def main() -> None:
     for preset in args.preset:
         base = get_preset(preset).replace(channels_last=args.channels_last, data=get_preset(preset).data or "faces",
                                           checkpoint_activations=args.checkpoint_activations, **overrides)
-        for objective in args.objective:
+        for objective in args.objective or [base.objective]:
             for name in args.precision:
                 for compiled in ((False, True) if args.compile else (False,)):
                     row = {"preset": preset, **measure(base.replace(objective=objective, compile=compiled), name,
