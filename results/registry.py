@@ -17,7 +17,6 @@ import argparse
 import datetime
 import hashlib
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -63,21 +62,12 @@ def config_sha(config: dict) -> str:
 
 
 def machine() -> dict:
-    """The CPU (model and the flags that decide speed) or GPU, and torch's version."""
+    """The machine that makes the record: the CPU (model and the flags that decide speed) or GPU, torch's version."""
     import torch
 
-    info = {"torch": torch.__version__, "arch": platform.machine()}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        model = next(ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name"))
-        flags = set(next(ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")))
-        info["cpu"] = model
-        info["cpu_flags"] = sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
-    except (OSError, StopIteration):
-        info["cpu"] = platform.processor() or "unknown"
-    return info
+    from introvae.provenance import machine as describe
+
+    return describe(torch.device("cuda") if torch.cuda.is_available() else None)
 
 
 MEASURED_AT = "HEAD"  # the code that measured: --commit REV when a run used an earlier commit's code
@@ -94,10 +84,22 @@ def git_commit() -> str | None:
 
 
 def training_seconds(run: Path, until_step: int | None = None) -> float | None:
-    from introvae.export import training_seconds as seconds
+    from introvae.provenance import training_seconds as seconds
 
     s = seconds(run, until_step)
     return round(s, 1) if s else None
+
+
+def wall_time(run: Path, step: int, evaluate_s: float | None) -> dict:
+    """The run's training time up to ``step``, by the machine that trained it where the run recorded that (0.7.14
+    on), and the evaluation's time."""
+    from introvae.provenance import NOT_RECORDED, time_by_machine
+
+    out = {"train_s": training_seconds(run, step), "evaluate_s": evaluate_s}
+    by_machine = time_by_machine(run, step)
+    if by_machine and set(by_machine) != {NOT_RECORDED}:
+        out["train_machines"] = {words: round(s, 1) for words, s in by_machine.items()}
+    return out
 
 
 def records_from_run(run: Path, *, preset: str, train_command: str, eval_command: str,
@@ -115,7 +117,7 @@ def records_from_run(run: Path, *, preset: str, train_command: str, eval_command
     base = {"data": cfg["data"], "objective": cfg["objective"], "preset": preset, "config_sha": config_sha(cfg),
             "epochs": epochs, "step": row["step"], "seed": cfg["seed"], "protocol": row["protocol"],
             "command": f"{train_command}; {eval_command}", "commit": git_commit(), "machine": machine(),
-            "wall_time": {"train_s": training_seconds(run, row["step"]), "evaluate_s": row["seconds"]},
+            "wall_time": wall_time(run, row["step"], row["seconds"]),
             "date": datetime.date.today().isoformat(), "run": run.name}
     m = row["metrics"]
     out = [dict(base, metric="fid", value=round(m["fid"]["value"], 2))]
@@ -273,7 +275,7 @@ def table_fashion_mnist(records: list[dict], *, every_version: bool = False) -> 
         groups[key][r["metric"]].append(r["value"])
         if r["metric"] == "fid":
             groups[key]["seeds"].append(r["seed"])
-            groups[key]["train_s"].append((r.get("wall_time") or {}).get("train_s"))
+            groups[key]["train_s"].append(_time_words(r.get("wall_time") or {}))
     if not every_version:
         current = {(obj, epochs) for obj, _, epochs, bn in groups if bn == "eval"}
         groups = {k: g for k, g in groups.items() if k[3] == "eval" or (k[0], k[2]) not in current}
@@ -284,19 +286,31 @@ def table_fashion_mnist(records: list[dict], *, every_version: bool = False) -> 
     for (obj, preset, epochs, bn), g in sorted(groups.items(),
                                                key=lambda kv: (order.get(kv[0][0], 9), kv[0][2], kv[0][3] != "eval",
                                                                kv[0][3] != "mix")):
-        times = [t for t in g["train_s"] if t is not None]
+        times = sorted((t for t in g["train_s"] if t is not None), key=lambda t: t[0])
         bn_note = f", generator's BN: {BN_WORDS[bn]}" if bn in BN_WORDS else ""
         lines.append(f"| {OBJECTIVE_NAMES.get(obj, obj)} (ours) | `{preset}`{bn_note} | {epochs:g} | "
                      f"**{_mean_std(g['fid'], 1)}** | "
                      + " | ".join(_mean_std(g[k], 3) if g.get(k) else "-" for k in ("precision", "recall"))
                      + f" | {', '.join(map(str, sorted(g['seeds'])))} | "
-                     f"{_hours(min(times)) if times else '-'} |")
+                     f"{times[0][1] if times else '-'} |")
     for r in sorted((r for r in records if r.get("data") == "fashion-mnist" and "source" in r
                      and r["metric"] == "fid"), key=lambda r: r["value"]):
         std = f" ± {r['std']:.1f}" if r.get("std") is not None else ""
         lines.append(f"| {r['model']} | {r['source']} | {r.get('epochs_text', '-')} | {r['value']:.1f}{std} | - | - "
                      f"| {r.get('runs', '-')} | - |")
     return "\n".join(lines)
+
+
+def _time_words(wall_time: dict) -> tuple[float, str] | None:
+    """(seconds, words) of a record's training time, with the machine that took it where the run recorded that
+    (0.7.14 on): "52 min, AMD EPYC (avx2)", or "5.5 h, 2 machines"."""
+    seconds = wall_time.get("train_s")
+    if seconds is None:
+        return None
+    machines = wall_time.get("train_machines") or {}
+    where = (f", {next(iter(machines))}" if len(machines) == 1 else
+             f", {len(machines)} machines" if machines else "")
+    return seconds, _hours(seconds) + where
 
 
 def _networks_2d(record: dict) -> str:

@@ -44,6 +44,23 @@ def test_export_writes_the_hub_layout_with_a_card(run, tmp_path, capsys):
         assert torch.equal(v, w), k
 
 
+def test_a_run_records_where_each_training_call_ran_and_the_card_says_it(run, tmp_path):
+    from introvae.provenance import machine, machine_words, read_sessions, time_by_machine
+    from introvae.trainer import resume
+
+    here = machine_words(machine())
+    first = read_sessions(run)
+    assert [(s["step"], s["device"], s["processes"], s["precision"]) for s in first] == [(0, "cpu", 1, "fp32")]
+    assert list(time_by_machine(run)) == [here] and "(" in here  # "CPU model (its speed flags)"
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    resume(copy, {"steps": 6}, show_progress=False, log=lambda s: None).train()
+    assert [s["step"] for s in read_sessions(copy)] == [0, 4]
+    assert main(["export", str(copy), "-o", str(tmp_path / "m")]) == 0
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert f"trained on: {here}: " in card, card
+
+
 def test_a_card_carries_the_runs_evaluation_with_its_protocol(run, tmp_path, monkeypatch):
     from conftest import tiny_features
     from introvae.evaluate import evaluate_model
@@ -130,7 +147,7 @@ def test_exports_follow_the_umask(run, tmp_path):
 
 
 def test_a_forks_training_time_adds_its_sources_time_up_to_the_forked_step(tmp_path, monkeypatch):
-    from introvae.export import training_seconds
+    from introvae.provenance import training_seconds
 
     def write_run(path, batch, rows, changes=()):
         path.mkdir(parents=True)

@@ -67,6 +67,20 @@ def test_a_new_record_changes_the_rendered_table(tmp_path):
     reg.render(check=False, readme=readme, page=page, records_path=records)
     row = next(ln for ln in readme.read_text().splitlines() if "| 7 |" in ln)
     assert "**32.0 ± 2.8**" in row and "| 0, 1 |" in row and "2.0 h" in row and row.startswith("| IntroVAE (ours)")
+    # the fastest seed's time says the machine that took it where the run recorded it
+    reg.append_records([dict(new[0], epochs=8, wall_time={"train_s": 3000, "train_machines": {"AMD EPYC (avx2)": 3000}}),
+                        dict(new[1], epochs=8, wall_time={"train_s": 2000, "train_machines": {"A (avx2)": 1000,
+                                                                                              "B (avx2)": 1000}})],
+                       records)
+    reg.render(check=False, readme=readme, page=page, records_path=records)
+    row = next(ln for ln in readme.read_text().splitlines() if "| 8 | **" in ln)
+    assert row.endswith("| 33 min, 2 machines |"), row
+    reg.append_records([dict(new[0], epochs=8, seed=5, wall_time={"train_s": 60, "train_machines": {"C (avx2)": 60}})],
+                       records)
+    reg.render(check=False, readme=readme, page=page, records_path=records)
+    row = next(ln for ln in readme.read_text().splitlines() if "| 8 | **" in ln)
+    assert row.endswith("| 1 min, C (avx2) |"), row
+    records.write_text("".join(ln + "\n" for ln in records.read_text().splitlines() if '"epochs": 8,' not in ln))
     # the same models scored with the generator's BatchNorm statistics re-estimated: a row of their own, said so
     reg.append_records([dict(new[0], value=25.0, protocol=dict(proto, bn_protocol="recalibrate"))], records)
     reg.render(check=False, readme=readme, page=page, records_path=records)
@@ -128,6 +142,11 @@ def test_records_from_a_run_carry_protocol_command_commit_and_machine(tmp_path):
         reg.records_from_run(run, preset="p", train_command="T", eval_command="E", num_train=800, step=5)
     # epochs as the trainer counts them: whole batches (810 images of 16 are 50 steps, so 100 steps are 2 epochs)
     assert reg.records_from_run(run, preset="p", train_command="T", eval_command="E", num_train=810)[0]["epochs"] == 2.0
+    # a run that recorded its sessions (0.7.14 on): the training time split by the machine that took it
+    epyc = {"cpu": "AMD EPYC", "cpu_flags": ["avx2"]}
+    (run / "sessions.jsonl").write_text(json.dumps({"step": 0, "machine": epyc}) + "\n")
+    r = reg.records_from_run(run, preset="p", train_command="T", eval_command="E", num_train=800)[0]
+    assert r["wall_time"] == {"train_s": 20.0, "evaluate_s": 12.5, "train_machines": {"AMD EPYC (avx2)": 20.0}}
 
 
 def test_pipeline_rows_are_recorded_and_rendered_beside_the_projected_gpu_rate():

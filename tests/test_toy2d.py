@@ -13,6 +13,7 @@ from torch.nn import functional as F
 from conftest import a_2d_run_killed_after_checkpoint
 from introvae.cli import main
 from introvae.errors import ConfigError, UserError
+from introvae.provenance import read_sessions
 from introvae.toy2d import DENSITIES, RADIUS, ToyConfig, ToyVAE, evaluate, load_run, sample, train
 from introvae.toy2d.scores import histogram, scores
 
@@ -205,6 +206,7 @@ def test_a_2d_run_resumes_from_its_last_checkpoint_and_refuses_other_settings(tm
     b = torch.load(out / "model.pt", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((out / "scores.json").read_text())["kl"] == whole["kl"]
+    assert [s["step"] for s in read_sessions(out)] == [0, 6]  # where each stretch trained (refused calls: none)
     assert main(["train", "--resume", str(out), "--quiet"]) == 2  # finished: nothing to resume, nothing overwritten
     assert "already holds a finished 2D run" in capsys.readouterr().err
 

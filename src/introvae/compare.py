@@ -96,7 +96,7 @@ def run_all(plans: list[Plan], *, eval_samples: int, device: str = "auto", show_
     has trained that long (counted over its resumptions), then stops at the next log step."""
     from . import checkpoint
     from .evaluate import evaluate_model
-    from .export import training_seconds
+    from .provenance import training_seconds
     from .metrics import EvalSettings
     from .trainer import Trainer, resume
 

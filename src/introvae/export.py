@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
@@ -18,6 +17,7 @@ def export(source: str | Path, out: str | Path, *, ema: bool = True, fp16: bool 
     from . import hub
     from .grids import save_grid
     from .metrics.store import read_metrics
+    from .provenance import NOT_RECORDED, time_by_machine
     from .runs import load_model, model_dir
 
     src = hub.resolve(source)  # once: a name or hf:// becomes a path here
@@ -32,9 +32,12 @@ def export(source: str | Path, out: str | Path, *, ema: bool = True, fp16: bool 
     training = None
     if run_cfg is not None:
         training = {"step": model.step, "generator": model.generator_source}
-        seconds = training_seconds(model_dir(src), until_step=model.step)
-        if seconds:
-            training["training time (from its logged rates)"] = f"{seconds / 60:.0f} min"
+        by_machine = time_by_machine(model_dir(src), until_step=model.step)
+        if by_machine:
+            training["training time (from its logged rates)"] = f"{sum(by_machine.values()) / 60:.0f} min"
+            if set(by_machine) != {NOT_RECORDED}:  # where: runs of 0.7.13 and before did not record it
+                training["trained on"] = "; ".join(f"{words}: {seconds / 60:.0f} min"
+                                                   for words, seconds in by_machine.items())
     if fp16:  # said, since the card's figures and samples.png are of the fp32 weights the run scored
         training = dict(training or {}, weights="stored in fp16, loaded as fp32 (the metrics and samples.png are "
                                                 "of the fp32 weights)")
@@ -44,55 +47,6 @@ def export(source: str | Path, out: str | Path, *, ema: bool = True, fp16: bool 
                    training=training, commit=commit or _commit(),
                    samples="samples.png")
     return model, out
-
-
-def training_seconds(run: Path, until_step: int | None = None) -> float | None:
-    """A run's training wall time from its logged rates (each stats row covers the steps since the last). A fork
-    (``train --fork``) adds its source run's time up to the forked step, when that run is still there."""
-    cfg_path, stats = run / "config.json", run / "stats.jsonl"
-    if not (cfg_path.is_file() and stats.is_file()):
-        return None
-    batch = json.loads(cfg_path.read_text()).get("batch_size", 1)
-    total, last = 0.0, 0
-    source = _forked_from(run)
-    if source is not None:  # the fork's first row covers only the steps since the forked checkpoint
-        last, checkpoint = source
-        total = training_seconds(checkpoint.parent.parent, until_step=last) or 0.0
-    for line in stats.read_text().splitlines():
-        try:
-            r = json.loads(line)
-        except ValueError:
-            continue
-        if until_step is not None and r.get("step", 0) > until_step:
-            break
-        if r.get("images_per_s"):
-            total += (r["step"] - last) * batch / r["images_per_s"]
-        last = r.get("step", last)
-    return total or None
-
-
-def _forked_from(run: Path) -> tuple[int, Path] | None:
-    """(step, checkpoint) that ``run`` was forked from, from its changes.jsonl; None for a run started afresh."""
-    changes = run / "changes.jsonl"
-    for line in changes.read_text().splitlines() if changes.is_file() else []:
-        try:
-            c = json.loads(line)
-        except ValueError:
-            continue
-        if c.get("field") == "forked_from" and c.get("to"):
-            return int(c["step"]), _source_path(run, Path(c["to"]))
-    return None
-
-
-def _source_path(run: Path, source: Path) -> Path:
-    """A fork's source checkpoint. Forks of 0.7.6 and before wrote it as given on the command line, relative to the
-    folder they ran in: look for it from each folder above the fork's, the working folder first."""
-    if source.is_absolute():
-        return source
-    for base in (Path.cwd(), *run.resolve().parents):
-        if (base / source).parent.parent.is_dir():  # the source run (its checkpoint may since have been pruned)
-            return base / source
-    return source
 
 
 def _commit() -> str | None:

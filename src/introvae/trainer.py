@@ -30,14 +30,17 @@ from .objectives import make_objective
 from .runstate import RunState, plan_fork, plan_resume
 from .schedule import SEGMENTS, Schedule
 from .pictures import TrainingPictures
+from .provenance import record_session
 from .stats import TrainingStats
 from .step import DivergenceGuard, TrainStep
 from .stopping import StopRequest
 from .wrappers import training_wrappers
 
+
 class Trainer:
     """Trains an :class:`IntroVAE` from a :class:`TrainConfig` into a run directory (``config.json``,
-    ``stats.jsonl``, image grids, ``kl.png``, ``checkpoints/``; ``bad_images.txt`` when images were skipped).
+    ``stats.jsonl``, ``sessions.jsonl``, image grids, ``kl.png``, ``checkpoints/``; ``bad_images.txt`` when images
+    were skipped).
 
     Under ``torchrun`` (``world``: read from the environment by default) every process trains on its slice of
     each global batch through DistributedDataParallel; only rank 0 writes the run directory and prints.
@@ -122,6 +125,8 @@ class Trainer:
         cfg, run, world = self.config, self.run, self.world
         if world.is_main:
             self._prepare_run_dir()
+            record_session(self.run_dir, step=run.step, device=self.device, precision=run.precision.name,
+                           processes=world.size)  # where this stretch trains (provenance)
         self.logger = make_logger(cfg.logger, self.run_dir, start_step=run.step, is_main=world.is_main)
         if self.logger is not None and run.step == 0:
             self.logger.hparams(flat_dict(cfg))

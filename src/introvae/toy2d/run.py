@@ -3,7 +3,7 @@
 The objectives and the generic step are those of the image models (``objectives``, ``step``); only the data
 (fresh points every batch), the MLP networks and the schedule (Adam 2e-4, divided by 10 at 10,000 and
 15,000 steps) are the benchmark's own. A run directory holds ``toy2d.json`` (the config), ``stats.jsonl``,
-``model.pt``, ``scores.json`` and ``density.png`` (data, samples, and the model's density exp(-ELBO loss)); while it
+``sessions.jsonl`` (where each call trained), ``model.pt``, ``scores.json`` and ``density.png`` (data, samples, and the model's density exp(-ELBO loss)); while it
 trains, ``checkpoint.pt`` (every ``checkpoint_every`` steps and on Ctrl-C or SIGTERM), from which the same call
 resumes exactly (weights, Adam, the rate's schedule, the automatic margin, both random streams).
 """
@@ -30,6 +30,7 @@ from ..margin import AutoMargin, make_margin
 from ..objectives import make_objective, vae_beta
 from ..schedule import Schedule
 from ..precision import make_precision
+from ..provenance import record_session
 from ..stats import read_stats
 from ..step import TrainStep, make_optimizers
 from .densities import DENSITIES, RADIUS, sample
@@ -128,6 +129,7 @@ def train(config: ToyConfig, out: str | Path, *, progress: bool = True, log: Cal
         rows = [r for r in read_stats(out) if r["step"] <= start]
         log(f"resuming {out} at step {start} of {config.steps}")
     (out / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    record_session(out, step=start, device=device, precision=step.precision.name, processes=1)
     t0 = time.perf_counter()
     with open(out / "stats.jsonl", "w") as stats, StopRequest().on_signals() as stop:
         stats.writelines(json.dumps(r) + "\n" for r in rows)  # a resumed run's rows, up to its checkpoint
