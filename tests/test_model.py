@@ -1,4 +1,5 @@
 import math
+import re
 
 import pytest
 import torch
@@ -99,6 +100,35 @@ def test_sample_is_deterministic_per_seed_and_interpolation_hits_the_ends():
     assert strip.shape == (5, 1, 16, 16)
     assert torch.allclose(strip[0], model.decoder(mu[:1])[0], atol=1e-5)
     assert torch.allclose(strip[-1], model.decoder(mu[1:])[0], atol=1e-5)
+
+
+def test_the_python_api_names_a_wrong_input_and_scales_uint8_images():
+    from introvae.errors import InputError
+
+    model = IntroVAE(tiny_config().model).eval()  # 16 px, 1 channel, latent size 8
+    x = torch.rand(3, 1, 16, 16)
+    # uint8 images (0-255) are scaled to [0, 1]: the same codes as the float images they round to
+    as_bytes = (x * 255).round().to(torch.uint8)
+    as_bytes[0, 0, 0, 0] = 255
+    assert torch.equal(model.encode(as_bytes)[0], model.encode(as_bytes.float() / 255)[0])
+    assert torch.equal(model.kl(as_bytes.numpy()), model.kl(as_bytes))  # numpy arrays too
+    cases = [(lambda: model.kl(torch.rand(3, 3, 16, 16)), "takes (N, 1, 16, 16) images, got shape (3, 3, 16, 16)"),
+             (lambda: model.encode(x[0]), "for one image, give x[None]"),
+             (lambda: model.reconstruct(torch.ones(2, 1, 16, 16, dtype=torch.int64)), "floating-point values"),
+             (lambda: model.kl("faces.png"), "expected a tensor of images, got str"),
+             (lambda: model.decode(torch.randn(2, 64)), "latent codes of shape (N, 8), got (2, 64)"),
+             (lambda: model.sample(z=torch.randn(8)), "got (8,)"),
+             (lambda: model.sample(-1), "integer >= 0, got -1"),
+             (lambda: model.sample(), "give n (with an optional seed) or z"),
+             (lambda: model.interpolate(x[0], x[1], 1), "steps must be an integer >= 2"),
+             (lambda: model.interpolate(x, x[1], 3), "one image each, got 3 and 1")]
+    for call, words in cases:
+        with pytest.raises(InputError, match=re.escape(words)):
+            call()
+    assert issubclass(InputError, ValueError)
+    with pytest.warns(UserWarning, match=re.escape("values up to 255; the model takes images in [0, 1]")):
+        model.kl(as_bytes.float())
+    assert model.interpolate(x[:1], x[1], 2).shape == (2, 1, 16, 16)  # (1, C, H, W) ends work too
 
 
 def test_export_and_load_round_trip(tmp_path):

@@ -30,6 +30,10 @@ class CheckpointError(UserError):
     """A checkpoint or exported model cannot be used; the message names the file and the reason."""
 
 
+class InputError(UserError, ValueError):
+    """A tensor given to the model's Python API has the wrong shape, type or range; the message says which."""
+
+
 class MetricError(UserError):
     """A metric cannot be computed as asked (missing weights, too few images, ...)."""
 

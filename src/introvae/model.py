@@ -16,7 +16,7 @@ from . import generator_stats
 from .blocks import ResBlock
 from .config import ModelConfig
 from .posterior import kl_divergence, reparameterize
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, InputError
 
 # Bumped whenever a change of the networks makes older weights unusable (checked on load).
 ARCHITECTURE = 2  # 1: introvae 0.1 (BN before the addition, mirrored decoder)
@@ -111,8 +111,43 @@ class IntroVAE(nn.Module):
         return next(self.parameters()).device
 
     # --- inference (eval mode is the caller's choice; the commands set it) -----------------
+    def check_images(self, x, what: str = "images") -> Tensor:
+        """``x`` as a batch of this model's images: (N, C, H, W) floats in [0, 1]; uint8 images (0-255) are scaled
+        to [0, 1]. Anything else is an :class:`InputError` naming the shape or type expected; float values above 2
+        (0-255 images not scaled) give a warning, since the encoder would read them as meaningless."""
+        if not isinstance(x, Tensor):
+            try:
+                x = torch.as_tensor(x)
+            except (TypeError, ValueError, RuntimeError):
+                raise InputError(f"{what}: expected a tensor of images, got {type(x).__name__}") from None
+        c, s = self.config.in_channels, self.config.image_size
+        if x.dim() != 4 or tuple(x.shape[1:]) != (c, s, s):
+            one = "; for one image, give x[None]" if tuple(x.shape) == (c, s, s) else ""
+            raise InputError(f"{what}: this model takes (N, {c}, {s}, {s}) images, got shape {tuple(x.shape)}{one}")
+        if x.dtype == torch.uint8:
+            return x.float() / 255
+        if not x.is_floating_point():
+            raise InputError(f"{what}: expected floating-point values in [0, 1] (or uint8 0-255), got {x.dtype}")
+        if x.numel() and float(x.detach().amax()) > 2:  # one host read per call, not per chunk
+            import warnings
+
+            from .errors import PlainWarning
+
+            warnings.warn(f"{what}: values up to {float(x.amax()):.0f}; the model takes images in [0, 1] (divide "
+                          "by 255)", PlainWarning, stacklevel=3)
+        return x
+
+    def _codes(self, z, what: str = "z") -> Tensor:
+        if not isinstance(z, Tensor) or z.dim() != 2 or z.shape[1] != self.config.latent_dim:
+            shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
+            raise InputError(f"{what}: this model takes latent codes of shape (N, {self.config.latent_dim}), "
+                             f"got {shape}")
+        return z
+
     def latents(self, n: int, *, seed: int | None = None) -> Tensor:
         """``n`` draws of z ~ N(0, I), made on the CPU so that a seed gives the same z on every device."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise InputError(f"n: the number of samples must be an integer >= 0, got {n!r}")
         g = torch.Generator().manual_seed(seed) if seed is not None else None
         return torch.randn(n, self.config.latent_dim, generator=g)
 
@@ -126,13 +161,15 @@ class IntroVAE(nn.Module):
                batch_size: int | None = None) -> Tensor:
         """Generated images from ``z`` (default: ``n`` draws with ``seed``), decoded ``batch_size`` at a time
         (default: :attr:`chunk`, bounded in memory at any size) on the model's device; returned on that device."""
-        z = self.latents(n, seed=seed) if z is None else z
+        if (n is None) == (z is None):
+            raise InputError("sample: give n (with an optional seed) or z, not both")
+        z = self.latents(n, seed=seed) if z is None else self._codes(z)
         return torch.cat([self.decoder(c.to(self.device)) for c in z.split(batch_size or self.chunk)])
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, *, sample_z: bool = False, generator: torch.Generator | None = None) -> Tensor:
         """Reconstructions of ``x`` through the posterior mean (or a sampled z), on the model's device."""
-        mu, logvar = self.encoder(x.to(self.device))
+        mu, logvar = self.encoder(self.check_images(x).to(self.device))
         if sample_z:
             eps = torch.randn(mu.shape, generator=generator).to(mu.device)  # CPU draws: the same on every device
             mu = reparameterize(mu, logvar, eps)
@@ -141,7 +178,7 @@ class IntroVAE(nn.Module):
     @torch.no_grad()
     def encode(self, x: Tensor, *, batch_size: int | None = None) -> tuple[Tensor, Tensor]:
         """The posterior (mu, logvar) of images ``x`` in [0, 1], (N, C, H, W), on the model's device."""
-        outs = [self.encoder(c.to(self.device)) for c in x.split(batch_size or self.chunk)]
+        outs = [self.encoder(c.to(self.device)) for c in self.check_images(x).split(batch_size or self.chunk)]
         return torch.cat([m for m, _ in outs]), torch.cat([v for _, v in outs])
 
     @torch.no_grad()
@@ -150,7 +187,7 @@ class IntroVAE(nn.Module):
         the encoder (reconstructions, edits of an image), which the generator normalises with the statistics of its
         passes over such codes; by default, with those of prior draws (:mod:`introvae.generator_stats`)."""
         decoder = generator_stats.posterior_generator(self.decoder) if encoded else self.decoder
-        return torch.cat([decoder(c.to(self.device)) for c in z.split(batch_size or self.chunk)])
+        return torch.cat([decoder(c.to(self.device)) for c in self._codes(z).split(batch_size or self.chunk)])
 
     @torch.no_grad()
     def kl(self, x: Tensor) -> Tensor:
@@ -162,8 +199,15 @@ class IntroVAE(nn.Module):
 
     @torch.no_grad()
     def interpolate(self, a: Tensor, b: Tensor, steps: int) -> Tensor:
-        """Decode ``steps`` points on the line between the posterior means of images ``a`` and ``b`` (Fig. 6)."""
-        mu, _ = self.encoder(torch.stack([a, b]).to(self.device))
+        """Decode ``steps`` points on the line between the posterior means of images ``a`` and ``b`` (Fig. 6), each
+        (C, H, W) or (1, C, H, W)."""
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+            raise InputError(f"interpolate: steps must be an integer >= 2 (the two ends included), got {steps!r}")
+        ends = [self.check_images(v[None] if isinstance(v, Tensor) and v.dim() == 3 else v, what)
+                for v, what in ((a, "a"), (b, "b"))]
+        if any(len(e) != 1 for e in ends):
+            raise InputError(f"interpolate: a and b are one image each, got {len(ends[0])} and {len(ends[1])}")
+        mu, _ = self.encoder(torch.cat(ends).to(self.device))
         t = torch.linspace(0, 1, steps, device=mu.device)[:, None]
         return generator_stats.posterior_generator(self.decoder)((1 - t) * mu[0] + t * mu[1])
 
