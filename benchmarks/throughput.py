@@ -98,6 +98,7 @@ def measure(cfg, precision_name: str, steps: int, warmup: int, device) -> dict:
               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return {"objective": cfg.objective, "image_size": m.image_size, "channels": list(m.stage_channels),
             "latent_dim": m.latent_dim, "batch_size": cfg.batch_size, "precision": precision_name,
+            "threads": torch.get_num_threads(),
             "channels_last": cfg.channels_last, "compile": cfg.compile,
             "checkpoint_activations": cfg.checkpoint_activations, "parameters": count_parameters(model),
             "images_per_s": round(images_per_s, 2), "gflop_per_image": round(flops_per_image / 1e9, 4),

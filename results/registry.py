@@ -180,7 +180,7 @@ def records_from_throughput(rows: list[dict], *, command: str) -> list[dict]:
                     "metric": "train_images_per_s", "value": r["images_per_s"],
                     "protocol": {"kind": "throughput", "step": "one Algorithm 1 step, after warm-up",
                                  "flops": "FlopCounterMode", "peak": "2048^3 matmul in the same dtype, same run"},
-                    "extra": {"precision": r["precision"], "channels_last": r["channels_last"],
+                    "extra": {"precision": r["precision"], "channels_last": r["channels_last"], "threads": r.get("threads"),
                               "batch_size": r["batch_size"], "gflop_per_image": r["gflop_per_image"],
                               "tflops": r["achieved_tflops"], "peak_tflops": r["peak_tflops"]},
                     "command": command, "commit": git_commit(), "machine": machine(),
@@ -391,12 +391,15 @@ def table_densities_full(records: list[dict]) -> str:
 def table_speed(records: list[dict]) -> str:
     """Training speed against the same run's matmul peak."""
     rows = [r for r in records if r.get("metric") == "train_images_per_s"]
-    lines = ["| preset | batch | precision | channels-last | images/s | GFLOP/image | TFLOP/s | matmul peak TFLOP/s "
-             "| % of peak | machine |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| preset | objective | batch | precision | channels-last | threads | images/s | min per 60,000 images "
+             "| GFLOP/image | TFLOP/s | matmul peak TFLOP/s | % of peak | machine |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         x = r["extra"]
-        lines.append(f"| `{r['preset']}` | {x['batch_size']} | {x['precision']} | "
-                     f"{'yes' if x['channels_last'] else 'no'} | {r['value']:.1f} | {x['gflop_per_image']:.2f} | "
+        # records before 0.7.14 did not say their threads: they ran with torch's default, the machine's 2 cores
+        lines.append(f"| `{r['preset']}` | {OBJECTIVE_NAMES.get(r['objective'], r['objective'])} | {x['batch_size']} "
+                     f"| {x['precision']} | {'yes' if x['channels_last'] else 'no'} | {x.get('threads') or 2} | "
+                     f"{r['value']:.1f} | {60_000 / r['value'] / 60:.0f} | {x['gflop_per_image']:.2f} | "
                      f"{x['tflops']:.3f} | {x['peak_tflops']:.3f} | "
                      f"{100 * x['tflops'] / x['peak_tflops']:.1f} | {r['machine'].get('cpu', '?')}, "
                      f"{' '.join(r['machine'].get('cpu_flags', []))} |")

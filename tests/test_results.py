@@ -165,6 +165,19 @@ def test_pipeline_rows_are_recorded_and_rendered_beside_the_projected_gpu_rate()
     assert table[4] == "| *one H100 consumes* | 574 *projected* |"
 
 
+def test_throughput_rows_are_recorded_with_their_objective_and_threads_and_an_epochs_minutes():
+    reg = _registry()
+    row = {"preset": "fashion-mnist-soft", "objective": "soft-introvae", "image_size": 32, "batch_size": 16,
+           "precision": "fp32", "channels_last": False, "threads": 1, "images_per_s": 12.5, "gflop_per_image": 2.6,
+           "achieved_tflops": 0.0325, "peak_tflops": 0.065, "emulated": False}
+    records = reg.records_from_throughput([row, dict(row, emulated=True)], command="B")  # no peak: not recorded
+    assert len(records) == 1 and records[0]["extra"]["threads"] == 1 and records[0]["command"] == "B"
+    line = reg.table_speed(records).splitlines()[2]
+    # 60,000 images at 12.5 img/s: 80 min; the share of the peak, 50 %
+    assert line.startswith("| `fashion-mnist-soft` | Soft-IntroVAE | 16 | fp32 | no | 1 | 12.5 | 80 | 2.60 |"), line
+    assert "| 50.0 |" in line
+
+
 def test_2d_runs_are_recorded_with_their_networks_and_replace_the_earlier_networks_cells(tmp_path):
     """A finished 2D run's four scores become records naming its networks; the README's cell for that density and
     objective then shows them, and the cells still from the earlier, shallower networks keep their dagger."""
