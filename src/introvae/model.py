@@ -7,6 +7,8 @@ and the decoder's channel placement are those of the authors' code (docs/archite
 
 from __future__ import annotations
 
+import numbers
+import warnings
 from pathlib import Path
 
 import torch
@@ -16,7 +18,7 @@ from . import generator_stats
 from .blocks import ResBlock
 from .config import ModelConfig
 from .posterior import kl_divergence, reparameterize
-from .errors import CheckpointError, ConfigError, InputError
+from .errors import CheckpointError, ConfigError, InputError, PlainWarning
 
 # Bumped whenever a change of the networks makes older weights unusable (checked on load).
 ARCHITECTURE = 2  # 1: introvae 0.1 (BN before the addition, mirrored decoder)
@@ -129,10 +131,6 @@ class IntroVAE(nn.Module):
         if not x.is_floating_point():
             raise InputError(f"{what}: expected floating-point values in [0, 1] (or uint8 0-255), got {x.dtype}")
         if x.numel() and float(x.detach().amax()) > 2:  # one host read per call, not per chunk
-            import warnings
-
-            from .errors import PlainWarning
-
             warnings.warn(f"{what}: values up to {float(x.amax()):.0f}; the model takes images in [0, 1] (divide "
                           "by 255)", PlainWarning, stacklevel=3)
         return x
@@ -146,10 +144,10 @@ class IntroVAE(nn.Module):
 
     def latents(self, n: int, *, seed: int | None = None) -> Tensor:
         """``n`` draws of z ~ N(0, I), made on the CPU so that a seed gives the same z on every device."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
             raise InputError(f"n: the number of samples must be an integer >= 0, got {n!r}")
         g = torch.Generator().manual_seed(seed) if seed is not None else None
-        return torch.randn(n, self.config.latent_dim, generator=g)
+        return torch.randn(int(n), self.config.latent_dim, generator=g)
 
     @property
     def chunk(self) -> int:
@@ -201,14 +199,14 @@ class IntroVAE(nn.Module):
     def interpolate(self, a: Tensor, b: Tensor, steps: int) -> Tensor:
         """Decode ``steps`` points on the line between the posterior means of images ``a`` and ``b`` (Fig. 6), each
         (C, H, W) or (1, C, H, W)."""
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 2:
             raise InputError(f"interpolate: steps must be an integer >= 2 (the two ends included), got {steps!r}")
         ends = [self.check_images(v[None] if isinstance(v, Tensor) and v.dim() == 3 else v, what)
                 for v, what in ((a, "a"), (b, "b"))]
         if any(len(e) != 1 for e in ends):
             raise InputError(f"interpolate: a and b are one image each, got {len(ends[0])} and {len(ends[1])}")
         mu, _ = self.encoder(torch.cat(ends).to(self.device))
-        t = torch.linspace(0, 1, steps, device=mu.device)[:, None]
+        t = torch.linspace(0, 1, int(steps), device=mu.device)[:, None]
         return generator_stats.posterior_generator(self.decoder)((1 - t) * mu[0] + t * mu[1])
 
     @torch.no_grad()
