@@ -88,8 +88,9 @@ def follow_umask(path: str | Path) -> None:
     os.chmod(path, 0o666 & ~mask)
 
 
-def load(path: Path) -> dict[str, Any]:
-    """Load a checkpoint safely (``weights_only=True``: no code from the file runs) and check its format."""
+def load(path: Path, *, mmap: bool = False) -> dict[str, Any]:
+    """Load a checkpoint safely (``weights_only=True``: no code from the file runs) and check its format. ``mmap``:
+    map the tensors rather than read them (to read the step and settings of a large checkpoint)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -97,7 +98,7 @@ def load(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"cannot read checkpoint {path}: not a file torch.save wrote, or cut short (give a run "
                               "directory, a .pt file of its checkpoints/, or an exported model's directory)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # noqa: BLE001 - truncated, corrupt or unsafe files all land here
         # torch's own message may advise weights_only=False, which would run code from the file: never say that
         reason = str(e).splitlines()[0] if "weights_only" not in str(e) else "it holds objects other than tensors"

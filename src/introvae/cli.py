@@ -200,6 +200,12 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--commit", metavar="REV", help="the commit whose code trained it, for the card (default: this "
                                                    "checkout's; give it when the run used an earlier snapshot)")
     sub.add_parser("models", help="list the shipped pretrained models with their metrics")
+    n = sub.add_parser("info", help="where a run stands: progress, last log, time per machine, evaluations",
+                       description="Prints what a run trains, how far it is (or the command that resumes it), its "
+                                   "last logged KLs against the margin, its training time by the machine that took "
+                                   "it, its checkpoints and its evaluations with their protocol. Reads files only.")
+    n.add_argument("run", help="a run directory (image or 2D density)")
+    n.add_argument("--json", action="store_true", help="one JSON object, for scripts")
 
     cp = sub.add_parser("compare", help="IntroVAE, Soft-IntroVAE and a VAE on your data at one budget, scored alike",
                         description="Trains each objective on --data for the same budget (images seen, epochs or "

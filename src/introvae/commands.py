@@ -275,6 +275,14 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_info(args) -> int:
+    from .info import format_summary, summarize
+
+    summary = summarize(args.run)
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return 0
+
+
 def cmd_presets(args) -> int:
     from .model import describe
     from .presets import PRESETS
@@ -292,5 +300,5 @@ COMMANDS = {
     "train": cmd_train, "sample": cmd_sample, "reconstruct": cmd_reconstruct, "interpolate": cmd_interpolate,
     "calibrate": cmd_calibrate, "demo": cmd_demo, "export": cmd_export, "presets": cmd_presets,
     "evaluate": cmd_evaluate, "serve": cmd_serve, "models": cmd_models, "prepare": cmd_prepare,
-    "compare": cmd_compare,
+    "compare": cmd_compare, "info": cmd_info,
 }

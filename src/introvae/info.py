@@ -1,0 +1,181 @@
+"""``introvae info RUN``: where a run stands, on one screen, without reading its JSON lines by hand.
+
+What it trains (objective, data, seed), how far (step and epoch of its total, finished or the command that
+resumes it), its last logged row (the encoder's KLs against the margin in force, the reconstruction, the rate),
+its training time by the machine that took it (``sessions.jsonl``), its checkpoints, and its evaluations with
+their protocol. ``--json`` gives the same as one JSON object for scripts. A 2D density run gets its settings,
+its progress and its scores.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import UserError
+from .provenance import NOT_RECORDED
+
+EVALUATIONS_SHOWN = 5
+
+
+def summarize(run: str | Path) -> dict:
+    """The facts ``introvae info`` prints, as a dict (also its ``--json``)."""
+    from . import toy2d
+
+    run = Path(run)
+    if toy2d.is_run(run):
+        return _summarize_2d(run)
+    if not (run / "config.json").is_file():
+        raise UserError(f"info: {run} is not a run directory (no config.json; give the folder `introvae train "
+                        "--out` wrote)")
+    from . import checkpoint
+    from .metrics.store import read_metrics
+    from .provenance import forked_from, read_sessions, time_by_machine
+    from .stats import read_stats
+
+    config = json.loads((run / "config.json").read_text())
+    found = checkpoint.list_checkpoints(run)
+    newest = None
+    for path in reversed(found):  # the newest readable one, as --resume takes
+        try:
+            newest = (path, checkpoint.load(path, mmap=True))
+            break
+        except UserError:
+            continue
+    out = {"run": str(run), "objective": config.get("objective"), "data": config.get("data"),
+           "seed": config.get("seed"), "checkpoints": len(found)}
+    if newest is not None:
+        path, state = newest
+        total = int(state["total_steps"])
+        out.update(step=int(state["step"]), total_steps=total, epoch=state.get("data_epoch"),
+                   epochs=config.get("epochs"), warmup_steps=state.get("warmup_steps"),
+                   newest_checkpoint=path.name, written_by=state.get("version"),
+                   finished=int(state["step"]) >= total)
+    budget = run / "budget-done.json"  # compare's time budget: its step count was only a cap
+    if budget.is_file():
+        out["stopped_by_budget_s"] = json.loads(budget.read_text()).get("seconds")
+    stats = read_stats(run)
+    if stats:
+        out["last_log"] = {k: stats[-1].get(k) for k in ("step", "reconstruction", "kl_real", "kl_rec", "kl_fake",
+                                                         "margin", "lr", "images_per_s", "alpha")}
+    by_machine = time_by_machine(run)
+    if by_machine:
+        out["training_seconds"] = round(sum(by_machine.values()), 1)
+        out["training_seconds_by_machine"] = {k: round(v, 1) for k, v in by_machine.items()}
+    sessions = read_sessions(run)
+    if sessions:
+        out["sessions"] = len(sessions)
+        out["last_session"] = {k: sessions[-1].get(k) for k in ("started", "step", "device", "precision", "threads",
+                                                                 "processes", "introvae")}
+    source = forked_from(run)
+    if source is not None:
+        out["forked_from"] = {"step": source[0], "checkpoint": str(source[1])}
+    out["evaluations"] = [_evaluation(r) for r in read_metrics(run) if not r.get("during_training")]
+    during = read_metrics(run, during_training=True)
+    if during:
+        out["last_evaluation_during_training"] = _evaluation(during[-1])
+    return out
+
+
+def _evaluation(row: dict) -> dict:
+    m, p = row.get("metrics", {}), row.get("protocol") or {}
+    pr = m.get("precision_recall", {})
+    rec = m.get("reconstruction", {}).get("posterior_mean", {})
+    return {"step": row.get("step"), "fid": (m.get("fid") or {}).get("value"), "precision": pr.get("precision"),
+            "recall": pr.get("recall"), "psnr": rec.get("psnr"), "num_samples": p.get("num_samples"),
+            "ref_images": p.get("ref_images"), "ref_split": p.get("ref_split"),
+            "feature_precision": p.get("feature_precision")}
+
+
+def _summarize_2d(run: Path) -> dict:
+    from .provenance import read_sessions, time_by_machine
+    from .stats import read_stats
+    from .toy2d.run import CHECKPOINT_FILE, CONFIG_FILE
+
+    config = json.loads((run / CONFIG_FILE).read_text())
+    stats = read_stats(run)
+    scores_path = run / "scores.json"
+    scores = json.loads(scores_path.read_text()) if scores_path.is_file() else None
+    out = {"run": str(run), "objective": config.get("objective"), "data": config.get("density"),
+           "seed": config.get("seed"), "total_steps": config.get("steps"), "finished": scores is not None,
+           "step": config.get("steps") if scores else (stats[-1]["step"] if stats else 0),
+           "checkpoint": (run / CHECKPOINT_FILE).is_file()}
+    if scores:
+        out["scores"] = {k: scores.get(k) for k in ("kl", "jsd", "kl_textbook", "jsd_textbook", "seconds")}
+    by_machine = time_by_machine(run)
+    sessions = read_sessions(run)
+    if sessions:
+        out["sessions"] = len(sessions)
+    if by_machine and set(by_machine) != {NOT_RECORDED}:
+        out["training_seconds_by_machine"] = {k: round(v, 1) for k, v in by_machine.items()}
+    return out
+
+
+def format_summary(s: dict) -> str:
+    """The summary as lines for a terminal."""
+    from .compare import NAMES
+
+    name = NAMES.get(s.get("objective"), s.get("objective"))
+    lines = [f"{s['run']}: {name} on {s['data']}, seed {s['seed']}"]
+    if "total_steps" in s:
+        where = f"step {s['step']:,}" + ("" if s.get("stopped_by_budget_s") else f" of {s['total_steps']:,}")
+        if s.get("epochs"):
+            where += f" ({s['epochs'] * s['step'] / s['total_steps']:.1f} of {s['epochs']:g} epochs)"
+        state = ("finished" if s["finished"] else
+                 f"finished: compare's budget of {s['stopped_by_budget_s'] / 60:g} min (the step count is a cap)"
+                 if s.get("stopped_by_budget_s") else f"unfinished: introvae train --resume {s['run']}")
+        lines.append(f"  progress     {where}; {state}")
+    elif s.get("checkpoints") == 0:
+        lines.append("  progress     no readable checkpoint yet")
+    if "last_log" in s:
+        r = s["last_log"]
+        kls = " / ".join(f"{k} {r[f'kl_{k}']:.1f}" for k in ("real", "rec", "fake") if r.get(f"kl_{k}") is not None)
+        parts = [f"reconstruction {r['reconstruction']:.2f}" if r.get("reconstruction") is not None else None,
+                 f"KL {kls}" if kls else None, f"margin {r['margin']:.1f}" if r.get("margin") is not None else None,
+                 f"lr {r['lr']:.3g}" if r.get("lr") is not None else None,
+                 f"{r['images_per_s']:.1f} img/s" if r.get("images_per_s") else None]
+        lines.append(f"  last log     step {r['step']:,}: " + ", ".join(p for p in parts if p))
+    if "training_seconds_by_machine" in s:
+        machines = s["training_seconds_by_machine"]
+        total = s.get("training_seconds", sum(machines.values()))
+        parts = ("the machines not recorded (introvae 0.7.13 and before)" if set(machines) == {NOT_RECORDED} else
+                 "; ".join(f"{words} {_duration(sec)}" for words, sec in machines.items()))
+        lines.append(f"  trained      {_duration(total)} (from its logged rates): {parts}")
+    if s.get("last_session"):
+        ls = s["last_session"]
+        lines.append(f"  last call    {ls['started']}, from step {ls['step']:,}, on {ls['device']} in {ls['precision']}, "
+                     f"{ls['threads']} thread(s), {ls['processes']} process(es), introvae {ls['introvae']} "
+                     f"({s['sessions']} call(s) in all)")
+    if "forked_from" in s:
+        lines.append(f"  forked from  {s['forked_from']['checkpoint']} (step {s['forked_from']['step']:,})")
+    if s.get("checkpoints"):
+        lines.append(f"  checkpoints  {s['checkpoints']}, newest {s.get('newest_checkpoint', '(none readable)')}"
+                     + (f" (written by introvae {s['written_by']})" if s.get("written_by") else ""))
+    if "scores" in s:
+        sc = s["scores"]
+        lines.append(f"  scores       KL {sc['kl']:.3f}, JSD {sc['jsd']:.3f} (the Soft-IntroVAE authors' way); "
+                     f"textbook JSD {sc['jsd_textbook']:.4f}")
+    evaluations = s.get("evaluations", [])
+    if evaluations:
+        shown = evaluations[-EVALUATIONS_SHOWN:]
+        lines.append(f"  evaluations  {len(evaluations)}" + (f", the last {len(shown)}:" if len(shown) < len(evaluations)
+                                                             else ":"))
+        lines += [f"    {_evaluation_words(e)}" for e in shown]
+    if s.get("last_evaluation_during_training"):
+        lines.append(f"  during training: {_evaluation_words(s['last_evaluation_during_training'])}")
+    return "\n".join(lines)
+
+
+def _evaluation_words(e: dict) -> str:
+    parts = [f"FID {e['fid']:.2f}" if e.get("fid") is not None else None,
+             f"precision {e['precision']:.3f}" if e.get("precision") is not None else None,
+             f"recall {e['recall']:.3f}" if e.get("recall") is not None else None,
+             f"PSNR {e['psnr']:.2f} dB" if e.get("psnr") is not None else None]
+    protocol = (f" ({e['num_samples']:,} samples vs {e['ref_images']:,} {e['ref_split']} images, "
+                f"{e['feature_precision']} features)" if e.get("num_samples") and e.get("ref_images") else "")
+    step = f"step {e['step']:,}: " if e.get("step") is not None else ""
+    return step + (", ".join(p for p in parts if p) or "no FID") + protocol
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"

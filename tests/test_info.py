@@ -1,0 +1,60 @@
+"""introvae info: a run's progress, last log, time per machine and evaluations, read from its files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import a_2d_run_killed_after_checkpoint, tiny_config
+from introvae.cli import main
+from introvae.info import summarize
+from introvae.metrics.store import append_metrics
+from introvae.provenance import machine, machine_words
+
+
+def test_info_says_how_far_a_run_is_where_it_trained_and_what_it_scored(tmp_path, capsys):
+    run = tmp_path / "run"
+    from introvae.trainer import Trainer, resume
+
+    Trainer(tiny_config(steps=4), run, show_progress=False, log=lambda s: None).train(stop_after=2)
+    s = summarize(run)
+    assert (s["step"], s["total_steps"], s["finished"], s["objective"], s["data"]) == (2, 4, False, "introvae", "faces")
+    assert s["sessions"] == 1 and list(s["training_seconds_by_machine"]) == [machine_words(machine())]
+    assert s["last_log"]["step"] == 2 and s["last_log"]["margin"] == 5.0
+    proto = {"num_samples": 500, "ref_images": 400, "ref_split": "test", "feature_precision": "fp32"}
+    append_metrics(run, {"step": 2, "protocol": proto, "metrics": {
+        "fid": {"value": 123.456}, "precision_recall": {"precision": 0.25, "recall": 0.125},
+        "reconstruction": {"posterior_mean": {"psnr": 17.5}}}})
+    assert main(["info", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert f"step 2 of 4; unfinished: introvae train --resume {run}" in out
+    assert "KL real" in out and "margin 5.0" in out and machine_words(machine()) in out
+    assert ("step 2: FID 123.46, precision 0.250, recall 0.125, PSNR 17.50 dB (500 samples vs 400 test images, "
+            "fp32 features)") in out
+    assert main(["info", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["evaluations"][0]["fid"] == 123.456
+    # resumed to its end: finished, two training calls
+    resume(run, show_progress=False, log=lambda s: None).train()
+    s = summarize(run)
+    assert (s["step"], s["finished"], s["sessions"], s["last_session"]["step"]) == (4, True, 2, 2)
+    assert main(["info", str(tmp_path)]) == 2
+    assert "is not a run directory" in capsys.readouterr().err
+
+
+def test_info_reads_a_2d_run_stopped_and_finished(tmp_path, capsys):
+    from introvae.toy2d import ToyConfig
+    from introvae.toy2d import train as train_2d
+
+    cfg = ToyConfig(density="8gaussians", objective="vae", steps=8, batch_size=32, log_every=2, checkpoint_every=3,
+                    eval_points=300, score_draws=1)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit), a_2d_run_killed_after_checkpoint(6):
+        train_2d(cfg, out, progress=False)
+    s = summarize(out)
+    assert (s["finished"], s["checkpoint"], s["step"], s["total_steps"]) == (False, True, 6, 8)
+    scores = train_2d(cfg, out, progress=False)
+    assert main(["info", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "VAE on 8gaussians, seed 0" in printed and "step 8 of 8; finished" in printed
+    assert f"JSD {scores['jsd']:.3f}" in printed
