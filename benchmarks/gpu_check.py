@@ -63,6 +63,10 @@ def check_train(out: Path, device: str, quick: bool, precision: str) -> str:
     assert len(rows) == 6, f"{len(rows)} logged steps of 6"
     assert_finite_steps(rows)
     assert (t.run_dir / "samples-000000006.png").is_file() and (t.run_dir / "metrics.jsonl").is_file() == bool(fid)
+    session = json_lines(t.run_dir / "sessions.jsonl")[-1]  # the run says where it trained: this GPU, by name
+    if t.device.type == "cuda":
+        assert session["machine"].get("gpu") == torch.cuda.get_device_name(t.device), session
+    assert session["precision"] == t.run.precision.name and session["device"] == str(t.device), session
     extra = ""
     if precision == "fp16":
         overflows = sum(r.get("fp16_overflows") or 0 for r in rows)
