@@ -4,11 +4,12 @@
         --title "Fashion-MNIST: samples of the scored checkpoints (training seed 0)" \
         "bench-runs/fm-078-1ep-s0/checkpoints/step-000003750.pt=IntroVAE\\n1 epoch" \
         "fashion-mnist=IntroVAE\\n5 epochs" \
+        "bench-runs/fm-soft-0710-s0/checkpoints/step-000003750.pt=Soft-IntroVAE\\n1 epoch" \
         "fashion-mnist-soft=Soft-IntroVAE\\n5 epochs (≤ 0.7.7)" \
         "bench-runs/fm-vae-079-1ep-s0/checkpoints/step-000003750.pt=VAE (cross-entropy)\\n1 epoch" \
         "fashion-mnist-vae=VAE (cross-entropy)\\n5 epochs"
 
-(the README's picture, made with introvae 0.7.13's code from the runs of seed 0 that its Fashion-MNIST table
+(the README's picture, made with introvae 0.7.14's code from the runs of seed 0 that its Fashion-MNIST table
 records and the shipped models (`introvae models`, fp16 copies of the scored weights); "≤ 0.7.7": a two-pass model
 with one set of generator BatchNorm statistics, sampled as it was scored. The 20-epoch row returns with the
 20-epoch run of the per-pass statistics.)
