@@ -32,12 +32,15 @@ def test_info_says_how_far_a_run_is_where_it_trained_and_what_it_scored(tmp_path
     assert "KL real" in out and "margin 5.0" in out and machine_words(machine()) in out
     assert ("step 2: FID 123.46, precision 0.250, recall 0.125, PSNR 17.50 dB (500 samples vs 400 test images, "
             "fp32 features)") in out
+    assert summarize(run / "checkpoints" / "step-000000002.pt")["step"] == 2  # a checkpoint stands for its run
     assert main(["info", str(run), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["evaluations"][0]["fid"] == 123.456
     # resumed to its end: finished, two training calls
     resume(run, show_progress=False, log=lambda s: None).train()
     s = summarize(run)
     assert (s["step"], s["finished"], s["sessions"], s["last_session"]["step"]) == (4, True, 2, 2)
+    assert s["pictures"] == [str(run / "samples-000000004.png"), str(run / "reconstructions-000000004.png"),
+                             str(run / "kl.png")]  # the newest grids, and Fig. 5
     assert main(["info", str(tmp_path)]) == 2
     assert "is not a run directory" in capsys.readouterr().err
 

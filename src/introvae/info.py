@@ -23,6 +23,8 @@ def summarize(run: str | Path) -> dict:
     from . import toy2d
 
     run = Path(run)
+    if run.is_file() and run.parent.name == "checkpoints":  # a checkpoint: its run
+        run = run.parent.parent
     if toy2d.is_run(run):
         return _summarize_2d(run)
     if not (run / "config.json").is_file():
@@ -70,6 +72,8 @@ def summarize(run: str | Path) -> dict:
     source = forked_from(run)
     if source is not None:
         out["forked_from"] = {"step": source[0], "checkpoint": str(source[1])}
+    pictures = [sorted(run.glob(f"{kind}-*.png"))[-1:] for kind in ("samples", "reconstructions")]
+    out["pictures"] = [str(p) for p in sum(pictures, []) + [run / "kl.png"] if p.is_file()]
     out["evaluations"] = [_evaluation(r) for r in read_metrics(run) if not r.get("during_training")]
     during = read_metrics(run, during_training=True)
     if during:
@@ -151,6 +155,8 @@ def format_summary(s: dict) -> str:
     if s.get("checkpoints"):
         lines.append(f"  checkpoints  {s['checkpoints']}, newest {s.get('newest_checkpoint', '(none readable)')}"
                      + (f" (written by introvae {s['written_by']})" if s.get("written_by") else ""))
+    if s.get("pictures"):
+        lines.append("  pictures     " + ", ".join(s["pictures"]))
     if "scores" in s:
         sc = s["scores"]
         lines.append(f"  scores       KL {sc['kl']:.3f}, JSD {sc['jsd']:.3f} (the Soft-IntroVAE authors' way); "
