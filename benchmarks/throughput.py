@@ -33,6 +33,7 @@ from introvae.devices import resolve_device, synchronize
 from introvae.model import IntroVAE, count_parameters
 from introvae.objectives import make_objective
 from introvae.precision import emulated_warning, make_precision
+from introvae.provenance import SPEED_FLAGS
 from introvae.presets import get_preset
 from introvae.step import TrainStep, make_optimizers
 
@@ -42,7 +43,7 @@ def cpu_flags() -> str:
     flags = devices.cpu_flags()
     if not flags:
         return platform.processor() or "-"
-    return " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags) or "-"
+    return " ".join(f for f in SPEED_FLAGS if f in flags) or "-"
 
 
 def matmul_peak(device, dtype, n: int, repeats: int = 5) -> float:

@@ -93,11 +93,11 @@ def training_seconds(run: Path, until_step: int | None = None) -> float | None:
 def wall_time(run: Path, step: int, evaluate_s: float | None) -> dict:
     """The run's training time up to ``step``, by the machine that trained it where the run recorded that (0.7.14
     on), and the evaluation's time."""
-    from introvae.provenance import NOT_RECORDED, time_by_machine
+    from introvae.provenance import recorded, time_by_machine
 
     out = {"train_s": training_seconds(run, step), "evaluate_s": evaluate_s}
     by_machine = time_by_machine(run, step)
-    if by_machine and set(by_machine) != {NOT_RECORDED}:
+    if recorded(by_machine):
         out["train_machines"] = {words: round(s, 1) for words, s in by_machine.items()}
     return out
 
@@ -243,7 +243,9 @@ def _mean_std(values: list[float], digits: int) -> str:
 
 
 def _hours(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+    from introvae.provenance import duration_words
+
+    return "-" if seconds is None else duration_words(seconds)
 
 
 def _bn_kind(record: dict) -> str:

@@ -17,7 +17,7 @@ def export(source: str | Path, out: str | Path, *, ema: bool = True, fp16: bool 
     from . import hub
     from .grids import save_grid
     from .metrics.store import read_metrics
-    from .provenance import NOT_RECORDED, time_by_machine
+    from .provenance import recorded, time_by_machine
     from .runs import load_model, model_dir
 
     src = hub.resolve(source)  # once: a name or hf:// becomes a path here
@@ -35,7 +35,7 @@ def export(source: str | Path, out: str | Path, *, ema: bool = True, fp16: bool 
         by_machine = time_by_machine(model_dir(src), until_step=model.step)
         if by_machine:
             training["training time (from its logged rates)"] = f"{sum(by_machine.values()) / 60:.0f} min"
-            if set(by_machine) != {NOT_RECORDED}:  # where: runs of 0.7.13 and before did not record it
+            if recorded(by_machine):  # where: runs of 0.7.13 and before did not record it
                 training["trained on"] = "; ".join(f"{words}: {seconds / 60:.0f} min"
                                                    for words, seconds in by_machine.items())
     if fp16:  # said, since the card's figures and samples.png are of the fp32 weights the run scored

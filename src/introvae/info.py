@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from .errors import UserError
-from .provenance import NOT_RECORDED
+from .provenance import duration_words, recorded
 
 EVALUATIONS_SHOWN = 5
 
@@ -92,25 +92,25 @@ def _evaluation(row: dict) -> dict:
 
 
 def _summarize_2d(run: Path) -> dict:
+    from . import checkpoint
     from .provenance import read_sessions, time_by_machine
-    from .stats import read_stats
     from .toy2d.run import CHECKPOINT_FILE, CONFIG_FILE
 
     config = json.loads((run / CONFIG_FILE).read_text())
-    stats = read_stats(run)
     scores_path = run / "scores.json"
     scores = json.loads(scores_path.read_text()) if scores_path.is_file() else None
+    saved = run / CHECKPOINT_FILE  # an unfinished run resumes from its checkpoint's step, not its last logged row
+    step = config.get("steps") if scores else checkpoint.load(saved, mmap=True)["step"] if saved.is_file() else 0
     out = {"run": str(run), "objective": config.get("objective"), "data": config.get("density"),
            "seed": config.get("seed"), "total_steps": config.get("steps"), "finished": scores is not None,
-           "step": config.get("steps") if scores else (stats[-1]["step"] if stats else 0),
-           "checkpoint": (run / CHECKPOINT_FILE).is_file()}
+           "step": int(step), "checkpoint": saved.is_file()}
     if scores:
         out["scores"] = {k: scores.get(k) for k in ("kl", "jsd", "kl_textbook", "jsd_textbook", "seconds")}
     by_machine = time_by_machine(run)
     sessions = read_sessions(run)
     if sessions:
         out["sessions"] = len(sessions)
-    if by_machine and set(by_machine) != {NOT_RECORDED}:
+    if recorded(by_machine):
         out["training_seconds_by_machine"] = {k: round(v, 1) for k, v in by_machine.items()}
     return out
 
@@ -142,9 +142,9 @@ def format_summary(s: dict) -> str:
     if "training_seconds_by_machine" in s:
         machines = s["training_seconds_by_machine"]
         total = s.get("training_seconds", sum(machines.values()))
-        parts = ("the machines not recorded (introvae 0.7.13 and before)" if set(machines) == {NOT_RECORDED} else
-                 "; ".join(f"{words} {_duration(sec)}" for words, sec in machines.items()))
-        lines.append(f"  trained      {_duration(total)} (from its logged rates): {parts}")
+        parts = ("; ".join(f"{words} {duration_words(sec)}" for words, sec in machines.items()) if recorded(machines)
+                 else "the machines not recorded (introvae 0.7.13 and before)")
+        lines.append(f"  trained      {duration_words(total)} (from its logged rates): {parts}")
     if s.get("last_session"):
         ls = s["last_session"]
         lines.append(f"  last call    {ls['started']}, from step {ls['step']:,}, on {ls['device']} in {ls['precision']}, "
@@ -182,6 +182,3 @@ def _evaluation_words(e: dict) -> str:
     step = f"step {e['step']:,}: " if e.get("step") is not None else ""
     return step + (", ".join(p for p in parts if p) or "no FID") + protocol
 
-
-def _duration(seconds: float) -> str:
-    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"

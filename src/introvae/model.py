@@ -130,9 +130,10 @@ class IntroVAE(nn.Module):
             return x.float() / 255
         if not x.is_floating_point():
             raise InputError(f"{what}: expected floating-point values in [0, 1] (or uint8 0-255), got {x.dtype}")
-        if x.numel() and float(x.detach().amax()) > 2:  # one host read per call, not per chunk
-            warnings.warn(f"{what}: values up to {float(x.amax()):.0f}; the model takes images in [0, 1] (divide "
-                          "by 255)", PlainWarning, stacklevel=3)
+        top = float(x.detach().amax()) if x.numel() else 0.0  # one host read per call, not per chunk
+        if top > 2:
+            warnings.warn(f"{what}: values up to {top:.0f}; the model takes images in [0, 1] (divide by 255)",
+                          PlainWarning, stacklevel=3)
         return x
 
     def _codes(self, z, what: str = "z") -> Tensor:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 SESSIONS_FILE = "sessions.jsonl"
-# the flags that decide a CPU's fp32 and bf16 speed (devices.has_native_bf16 reads them too)
+# the flags that decide a CPU's fp32 and bf16 speed (benchmarks/throughput.py prints them too)
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 NOT_RECORDED = "not recorded"
 
@@ -84,6 +84,8 @@ def _stretches(run: Path, until_step: int | None = None) -> list[tuple[float, di
     """(seconds, session) for each logged stretch of ``run``'s training up to ``until_step``, its fork source's
     first. A stretch belongs to the last session that started before its last step: a resumed run truncates
     ``stats.jsonl`` to its checkpoint, so the rows after that step were written by the newest session."""
+    from .stats import read_stats
+
     cfg_path = run / "config.json"
     if not cfg_path.is_file():
         return []
@@ -94,8 +96,8 @@ def _stretches(run: Path, until_step: int | None = None) -> list[tuple[float, di
         last, checkpoint = source
         out = _stretches(checkpoint.parent.parent, until_step=last)
     sessions = read_sessions(run)
-    for r in _jsonl(run / "stats.jsonl"):
-        step = r.get("step", last)
+    for r in read_stats(run):
+        step = r["step"]
         if until_step is not None and step > until_step:
             break
         if r.get("images_per_s"):
@@ -118,6 +120,16 @@ def time_by_machine(run: Path, until_step: int | None = None) -> dict[str, float
         words = machine_words(session.get("machine") if session else None)
         out[words] = out.get(words, 0.0) + seconds
     return out
+
+
+def recorded(by_machine: dict[str, float]) -> bool:
+    """Whether a ``time_by_machine`` split names any machine (runs of 0.7.13 and before name none)."""
+    return bool(by_machine) and set(by_machine) != {NOT_RECORDED}
+
+
+def duration_words(seconds: float) -> str:
+    """"52 min", or "5.5 h" from an hour on."""
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
 def forked_from(run: Path) -> tuple[int, Path] | None:
