@@ -61,7 +61,7 @@ def test_a_run_records_where_each_training_call_ran_and_the_card_says_it(run, tm
     assert f"trained on: {here}: " in card, card
 
 
-def test_a_card_carries_the_runs_evaluation_with_its_protocol(run, tmp_path, monkeypatch):
+def test_a_card_carries_the_runs_evaluation_with_its_protocol(run, tmp_path, monkeypatch, capsys):
     from conftest import tiny_features
     from introvae.evaluate import evaluate_model
     from introvae.metrics import EvalSettings
@@ -75,6 +75,22 @@ def test_a_card_carries_the_runs_evaluation_with_its_protocol(run, tmp_path, mon
     results = hub.card_metadata(tmp_path / "m")["model-index"][0]["results"][0]["metrics"]
     assert results[0]["type"] == "fid" and results[0]["value"] > 0 and "vs 12 train images" in results[0]["name"]
     assert '"ref_split": "train"' in (tmp_path / "m" / "README.md").read_text()
+    # introvae info on the folder: what the card records, not "None on None" (it was read as a run before 0.7.15)
+    from introvae.info import summarize
+    from introvae.provenance import machine, machine_words
+
+    s = summarize(tmp_path / "m")
+    assert (s["name"], s["objective"], s["data"], s["latent_dim"], s["training"]["step"]) == ("m", "introvae",
+                                                                                          "faces", 8, "4")
+    assert s["metrics"]["fid"] == results[0]["value"] and s["evaluated_at_step"] == 4
+    assert s["protocol"]["num_samples"] == 12 and s["protocol"]["ref_split"] == "train"
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    assert f"FID {results[0]['value']:.2f}, precision" in out
+    assert "(12 samples vs 12 train images, custom features) at step 4" in out  # the tests' stand-in features
+    assert f"trained      step 4, the trained generator, on {machine_words(machine())}: 0 min" in out
+    assert "weights      model.safetensors, " in out and " KiB" in out
 
 
 def test_a_shipped_name_loads_and_is_listed(run, tmp_path, monkeypatch, capsys):
@@ -96,6 +112,13 @@ def test_a_shipped_name_loads_and_is_listed(run, tmp_path, monkeypatch, capsys):
     assert main(["sample", "tiny", "-n", "4", "-o", str(tmp_path / "s.png")]) == 0 and (tmp_path / "s.png").is_file()
     with pytest.raises(UserError, match="shipped models: tiny"):
         hub.resolve("no-such-model")
+    capsys.readouterr()
+    assert main(["info", "tiny"]) == 0  # by name: the card's facts, and commands that use the name
+    out = capsys.readouterr().out
+    assert "the exported model \"tiny\", IntroVAE on faces (16 px" in out and "metrics      not evaluated" in out
+    assert "(stored in fp16, loaded as fp32" in out and "introvae sample tiny -n 16" in out
+    assert main(["info", "no-such-model"]) == 2
+    assert "no-such-model does not exist" in capsys.readouterr().err
 
 
 def test_hf_names_load_from_a_cache_the_test_fills_itself_offline(run, tmp_path, monkeypatch):

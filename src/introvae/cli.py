@@ -203,8 +203,10 @@ def make_parser() -> argparse.ArgumentParser:
     n = sub.add_parser("info", help="where a run stands: progress, last log, time per machine, evaluations",
                        description="Prints what a run trains, how far it is (or the command that resumes it), its "
                                    "last logged KLs against the margin, its training time by the machine that took "
-                                   "it, its checkpoints and its evaluations with their protocol. Reads files only.")
-    n.add_argument("run", help="a run directory (image or 2D density)")
+                                   "it, its checkpoints and its evaluations with their protocol; for an exported "
+                                   "model, what its card records. Reads files only.")
+    n.add_argument("run", help="a run directory (image or 2D density), one of its checkpoints, an exported model folder "
+                               "or a shipped model's name")
     n.add_argument("--json", action="store_true", help="one JSON object, for scripts")
 
     cp = sub.add_parser("compare", help="IntroVAE, Soft-IntroVAE and a VAE on your data at one budget, scored alike",

@@ -4,7 +4,7 @@ What it trains (objective, data, seed), how far (step and epoch of its total, fi
 resumes it), its last logged row (the encoder's KLs against the margin in force, the reconstruction, the rate),
 its training time by the machine that took it (``sessions.jsonl``), its checkpoints, and its evaluations with
 their protocol. ``--json`` gives the same as one JSON object for scripts. A 2D density run gets its settings,
-its progress and its scores.
+its progress and its scores. An exported model folder (or a shipped model's name) gets what its card records.
 """
 
 from __future__ import annotations
@@ -22,11 +22,21 @@ def summarize(run: str | Path) -> dict:
     """The facts ``introvae info`` prints, as a dict (also its ``--json``)."""
     from . import toy2d
 
-    run = Path(run)
+    run, shown = Path(run), str(run)
+    if not run.exists():
+        from . import hub
+
+        models = hub.shipped()
+        if str(run) not in models and not str(run).startswith("hf://"):
+            known = f", or a shipped model's name: {', '.join(models)}" if models else ""
+            raise UserError(f"info: {run} does not exist (give a run directory, a checkpoint, a model folder{known})")
+        run = hub.resolve(run)
     if run.is_file() and run.parent.name == "checkpoints":  # a checkpoint: its run
         run = run.parent.parent
     if toy2d.is_run(run):
         return _summarize_2d(run)
+    if (run / "model.safetensors").is_file():  # an exported model folder, not a run
+        return _summarize_model(run, shown)
     if not (run / "config.json").is_file():
         raise UserError(f"info: {run} is not a run directory (no config.json; give the folder `introvae train "
                         "--out` wrote)")
@@ -91,6 +101,55 @@ def _evaluation(row: dict) -> dict:
             "feature_precision": p.get("feature_precision")}
 
 
+def _summarize_model(d: Path, shown: str) -> dict:
+    """An exported model folder (``shown``: as the user named it, a path or a shipped model's name): its sizes
+    (config.json), and what its card records of its training and metrics."""
+    from . import hub
+
+    try:
+        config = json.loads((d / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"info: {d / 'config.json'} cannot be read ({e})") from None
+    meta = hub.card_metadata(d)
+    index = (meta.get("model-index") or [{}])[0]
+    results = (index.get("results") or [{}])[0].get("metrics") or []
+    training, metrics_section = _card_bullets(d, "Training"), _card_bullets(d, "Metrics")
+    protocol = metrics_section.get("protocol", "").strip("`")
+    out = {"model": shown, "folder": str(d), "name": index.get("name", d.name), "objective": meta.get("objective"),
+           "data": (meta.get("datasets") or [None])[0],
+           **{k: config.get(k) for k in ("image_size", "in_channels", "latent_dim", "likelihood")},
+           "weights_bytes": (d / "model.safetensors").stat().st_size,
+           "metrics": {m["type"]: m["value"] for m in results if "type" in m and "value" in m},
+           "training": training}
+    if results and results[0].get("type") == "fid":
+        out["fid_protocol"] = results[0].get("name")
+    if protocol.startswith("{"):
+        out["protocol"] = json.loads(protocol)
+    step = next((k.removeprefix("evaluated at step ") for k in metrics_section if k.startswith("evaluated at step")),
+                None)
+    if step is not None:
+        out["evaluated_at_step"] = int(step)
+    out["pictures"] = [str(p) for p in sorted(d.glob("*.png"))]
+    return out
+
+
+def _card_bullets(d: Path, section: str) -> dict:
+    """A model card section's ``* key: value`` bullets as a dict (a bullet without ``: `` is a key with value '')."""
+    from .hub import CARD
+
+    card = d / CARD
+    if not card.is_file():
+        return {}
+    out, inside = {}, False
+    for line in card.read_text().splitlines():
+        if line.startswith("## "):
+            inside = line[3:].strip() == section
+        elif inside and line.startswith("* "):
+            key, _, value = line[2:].partition(": ")
+            out[key.strip()] = value.strip()
+    return out
+
+
 def _summarize_2d(run: Path) -> dict:
     from . import checkpoint
     from .provenance import read_sessions, time_by_machine
@@ -120,6 +179,8 @@ def format_summary(s: dict) -> str:
     from .compare import NAMES
 
     name = NAMES.get(s.get("objective"), s.get("objective"))
+    if "model" in s:
+        return _format_model(s, name)
     lines = [f"{s['run']}: {name} on {s['data']}, seed {s['seed']}"]
     if "total_steps" in s:
         where = f"step {s['step']:,}" + ("" if s.get("stopped_by_budget_s") else f" of {s['total_steps']:,}")
@@ -169,6 +230,39 @@ def format_summary(s: dict) -> str:
         lines += [f"    {_evaluation_words(e)}" for e in shown]
     if s.get("last_evaluation_during_training"):
         lines.append(f"  during training: {_evaluation_words(s['last_evaluation_during_training'])}")
+    return "\n".join(lines)
+
+
+def _format_model(s: dict, name: str) -> str:
+    likelihood = ", a Bernoulli decoder" if s.get("likelihood") == "bernoulli" else ""
+    lines = [f"{s['folder']}: the exported model \"{s['name']}\", {name} on {s['data']} ({s['image_size']} px, "
+             f"{s['in_channels']} channel(s), latent size {s['latent_dim']}{likelihood})"]
+    t = s.get("training", {})
+    said = [f"step {int(t['step']):,}" if t.get("step", "").isdigit() else None,
+            f"the {t['generator']} generator" if t.get("generator") else None,
+            f"on {t['trained on']}" if t.get("trained on") else t.get("training time (from its logged rates)")]
+    if any(said):
+        lines.append("  trained      " + ", ".join(w for w in said if w))
+    if t.get("from"):
+        lines.append(f"  from         {t['from']}")
+    m = s.get("metrics", {})
+    if m:
+        words = ", ".join(f"{'FID' if k == 'fid' else k} {v:.2f}" if k == "fid" else f"{k} {v:.3f}"
+                          for k, v in m.items() if isinstance(v, (int, float)))
+        p = s.get("protocol", {})
+        proto = (f" ({p['num_samples']:,} samples vs {p['ref_images']:,} {p.get('ref_split')} images, "
+                 f"{p.get('feature_precision')} features)" if p.get("num_samples") and p.get("ref_images") else "")
+        at = f" at step {s['evaluated_at_step']:,}" if "evaluated_at_step" in s else ""
+        lines.append(f"  metrics      {words}{proto}{at}")
+    else:
+        lines.append("  metrics      not evaluated")
+    stored = t.get("weights", "")
+    size = s["weights_bytes"]
+    size = f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 2**10:.0f} KiB"
+    lines.append(f"  weights      model.safetensors, {size}" + (f" ({stored})" if stored else ""))
+    if s.get("pictures"):
+        lines.append("  pictures     " + ", ".join(s["pictures"]))
+    lines.append(f"  use          introvae sample {s['model']} -n 16 -o samples.png; introvae serve {s['model']}")
     return "\n".join(lines)
 
 
