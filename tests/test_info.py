@@ -43,6 +43,12 @@ def test_info_says_how_far_a_run_is_where_it_trained_and_what_it_scored(tmp_path
                              str(run / "kl.png")]  # the newest grids, and Fig. 5
     assert main(["info", str(tmp_path)]) == 2
     assert "is not a run directory" in capsys.readouterr().err
+    # several at once: each in turn; a bad one is named and does not hide the others (status 2)
+    assert main(["info", str(run), str(tmp_path / "gone"), str(run / "checkpoints" / "step-000000004.pt")]) == 2
+    out, err = capsys.readouterr()
+    assert out.count("step 4 of 4; finished") == 2 and "gone does not exist" in err
+    assert main(["info", str(run), str(run), "--json"]) == 0
+    assert [s["step"] for s in json.loads(capsys.readouterr().out)] == [4, 4]
 
 
 def test_info_reads_a_2d_run_stopped_and_finished(tmp_path, capsys):

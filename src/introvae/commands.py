@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 from pathlib import Path
 
 from .config import flat_fields, read_config_file
@@ -278,9 +279,19 @@ def cmd_compare(args) -> int:
 def cmd_info(args) -> int:
     from .info import format_summary, summarize
 
-    summary = summarize(args.run)
-    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
-    return 0
+    if len(args.run) == 1:  # one: its error is the command's
+        summary = summarize(args.run[0])
+        print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+        return 0
+    summaries, failed = [], 0  # several (introvae info runs/*): one bad folder does not hide the others
+    for run in args.run:
+        try:
+            summaries.append(summarize(run))
+        except UserError as e:
+            print(f"introvae: error: {e}", file=sys.stderr)
+            failed += 1
+    print(json.dumps(summaries, indent=2) if args.json else "\n\n".join(format_summary(s) for s in summaries))
+    return 2 if failed else 0
 
 
 def cmd_presets(args) -> int:
