@@ -28,7 +28,7 @@ def test_info_says_how_far_a_run_is_where_it_trained_and_what_it_scored(tmp_path
         "reconstruction": {"posterior_mean": {"psnr": 17.5}}}})
     assert main(["info", str(run)]) == 0
     out = capsys.readouterr().out
-    assert f"step 2 of 4; unfinished: introvae train --resume {run}" in out
+    assert f"step 2 of 4; unfinished: introvae train --resume {run} (about " in out and "img/s, its last logged rate)" in out
     assert "KL real" in out and "margin 5.0" in out and machine_words(machine()) in out
     assert ("step 2: FID 123.46, precision 0.250, recall 0.125, PSNR 17.50 dB (500 samples vs 400 test images, "
             "fp32 features)") in out
@@ -67,3 +67,16 @@ def test_info_reads_a_2d_run_stopped_and_finished(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "VAE on 8gaussians, seed 0" in printed and "step 8 of 8; finished" in printed
     assert f"JSD {scores['jsd']:.3f}" in printed
+
+
+def test_the_time_left_is_the_median_of_the_last_rates_of_the_same_kind_of_step():
+    from introvae.eta import INTROSPECTIVE_COST
+    from introvae.info import _seconds_left
+
+    rows = [{"step": 2, "images_per_s": 10.0}, {"step": 4, "images_per_s": 40.0}, {"step": 6, "images_per_s": 20.0},
+            {"step": 8, "images_per_s": 30.0}]
+    # past a warm-up of 4 steps: the rows after it (20, 30: median 25); 2 steps of 4 images left
+    assert _seconds_left(rows, 8, 10, 4, 4) == (2 * 4 / 25.0, 25.0)
+    # in a warm-up of 8 steps: its rows (median 25); the 2 introspective steps cost INTROSPECTIVE_COST each
+    assert _seconds_left(rows, 6, 10, 8, 4) == ((2 + INTROSPECTIVE_COST * 2) * 4 / 25.0, 25.0)
+    assert _seconds_left([{"step": 2}], 2, 10, 0, 4) is None  # nothing timed yet

@@ -201,10 +201,11 @@ def make_parser() -> argparse.ArgumentParser:
                                                    "checkout's; give it when the run used an earlier snapshot)")
     sub.add_parser("models", help="list the shipped pretrained models with their metrics")
     n = sub.add_parser("info", help="where a run stands: progress, last log, time per machine, evaluations",
-                       description="Prints what a run trains, how far it is (or the command that resumes it), its "
-                                   "last logged KLs against the margin, its training time by the machine that took "
-                                   "it, its checkpoints and its evaluations with their protocol; for an exported "
-                                   "model, what its card records. Reads files only.")
+                       description="Prints what a run trains, how far it is (or the command that resumes it and "
+                                   "the time left at its last logged rate), its last logged KLs against the margin, "
+                                   "its training time by the machine that took it, its checkpoints and its "
+                                   "evaluations with their protocol; for an exported model, what its card records. "
+                                   "Reads files only.")
     n.add_argument("run", nargs="+", help="a run directory (image or 2D density), one of its checkpoints, an exported "
                                           "model folder or a shipped model's name; several: each in turn")
     n.add_argument("--json", action="store_true", help="one JSON object (a list of them for several), for scripts")

@@ -70,6 +70,11 @@ def summarize(run: str | Path) -> dict:
     if stats:
         out["last_log"] = {k: stats[-1].get(k) for k in ("step", "reconstruction", "kl_real", "kl_rec", "kl_fake",
                                                          "margin", "lr", "images_per_s", "alpha")}
+    if newest is not None and not out["finished"] and not budget.is_file():
+        left = _seconds_left(stats, out["step"], out["total_steps"], out.get("warmup_steps") or 0,
+                             config.get("batch_size", 1))
+        if left is not None:
+            out["seconds_left"], out["seconds_left_rate"] = left
     by_machine = time_by_machine(run)
     if by_machine:
         out["training_seconds"] = round(sum(by_machine.values()), 1)
@@ -89,6 +94,24 @@ def summarize(run: str | Path) -> dict:
     if during:
         out["last_evaluation_during_training"] = _evaluation(during[-1])
     return out
+
+
+def _seconds_left(stats: list[dict], step: int, total: int, warmup: int, batch: int) -> tuple[float, float] | None:
+    """The time the rest of a run takes at its last logged rate (the median of the last rows of the same kind of
+    step, so one slow interval does not swing it), and that rate; None without logged rates. A run still in its
+    VAE warm-up counts each introspective step as ``eta.INTROSPECTIVE_COST`` warm-up steps, as training's estimate
+    does until it has timed them."""
+    import statistics
+
+    from .eta import INTROSPECTIVE_COST
+
+    in_warmup = step < warmup
+    rates = [r["images_per_s"] for r in stats if r.get("images_per_s") and (r["step"] <= warmup) == in_warmup]
+    if not rates:
+        return None
+    rate = statistics.median(rates[-10:])
+    steps = (warmup - step + INTROSPECTIVE_COST * (total - warmup)) if in_warmup else total - step
+    return steps * batch / rate, rate
 
 
 def _evaluation(row: dict) -> dict:
@@ -189,6 +212,9 @@ def format_summary(s: dict) -> str:
         state = ("finished" if s["finished"] else
                  f"finished: compare's budget of {s['stopped_by_budget_s'] / 60:g} min (the step count is a cap)"
                  if s.get("stopped_by_budget_s") else f"unfinished: introvae train --resume {s['run']}")
+        if "seconds_left" in s:
+            state += (f" (about {duration_words(s['seconds_left'])} left at {s['seconds_left_rate']:.1f} img/s, "
+                      "its last logged rate)")
         lines.append(f"  progress     {where}; {state}")
     elif s.get("checkpoints") == 0:
         lines.append("  progress     no readable checkpoint yet")
