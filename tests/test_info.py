@@ -80,3 +80,24 @@ def test_the_time_left_is_the_median_of_the_last_rates_of_the_same_kind_of_step(
     # in a warm-up of 8 steps: its rows (median 25); the 2 introspective steps cost INTROSPECTIVE_COST each
     assert _seconds_left(rows, 6, 10, 8, 4) == ((2 + INTROSPECTIVE_COST * 2) * 4 / 25.0, 25.0)
     assert _seconds_left([{"step": 2}], 2, 10, 0, 4) is None  # nothing timed yet
+
+
+def test_info_reads_a_folder_evaluate_wrote_with_an_evaluation_stopped_in_it(tmp_path, capsys):
+    import torch
+
+    from introvae.metrics.partial import PartialFeatures
+
+    out = tmp_path / "sweep"
+    proto = {"num_samples": 20, "ref_images": 30, "ref_split": "test", "feature_precision": "fp32"}
+    for step, fid in ((10, 50.0), (20, 40.25)):
+        append_metrics(out, {"step": step, "model": f"runs/a/checkpoints/step-{step:09d}.pt", "protocol": proto,
+                             "metrics": {"fid": {"value": fid}}})
+    PartialFeatures(out, "ab" * 32, 20).keep(torch.zeros(8, 4))  # 8 of 20 samples' features, then a stop
+    s = summarize(out)
+    assert [e["fid"] for e in s["evaluations"]] == [50.0, 40.25]
+    assert s["in_progress"] == [{"file": f"sample-features-partial-{'ab' * 8}.pt", "done": 8, "total": 20}]
+    assert main(["info", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"{out}: 2 evaluation(s) of 2 checkpoints of runs/a" in printed
+    assert "step 20: FID 40.25 (20 samples vs 30 test images, fp32 features)" in printed
+    assert "sample features: 8 of 20 images so far" in printed

@@ -37,6 +37,8 @@ def summarize(run: str | Path) -> dict:
         return _summarize_2d(run)
     if (run / "model.safetensors").is_file():  # an exported model folder, not a run
         return _summarize_model(run, shown)
+    if not (run / "config.json").is_file() and ((run / "metrics.jsonl").is_file() or any(run.glob("*-partial-*.pt"))):
+        return _summarize_evaluations(run)  # a folder `evaluate -o` wrote
     if not (run / "config.json").is_file():
         raise UserError(f"info: {run} is not a run directory (no config.json; give the folder `introvae train "
                         "--out` wrote)")
@@ -124,6 +126,18 @@ def _evaluation(row: dict) -> dict:
             "feature_precision": p.get("feature_precision")}
 
 
+def _summarize_evaluations(d: Path) -> dict:
+    """A folder of ``introvae evaluate -o``: every evaluation in it (a sweep's every checkpoint), what they scored,
+    and any evaluation stopped there with the images it had done."""
+    from .metrics.partial import kept_in
+    from .metrics.store import read_metrics
+
+    rows = read_metrics(d)
+    return {"evaluations_folder": str(d), "models": list(dict.fromkeys(str(r.get("model")) for r in rows)),
+            "evaluations": [_evaluation(r) for r in rows],
+            "in_progress": [{"file": name, "done": done, "total": total} for name, done, total in kept_in(d)]}
+
+
 def _summarize_model(d: Path, shown: str) -> dict:
     """An exported model folder (``shown``: as the user named it, a path or a shipped model's name): its sizes
     (config.json), and what its card records of its training and metrics."""
@@ -204,6 +218,8 @@ def format_summary(s: dict) -> str:
     name = NAMES.get(s.get("objective"), s.get("objective"))
     if "model" in s:
         return _format_model(s, name)
+    if "evaluations_folder" in s:
+        return _format_evaluations(s)
     lines = [f"{s['run']}: {name} on {s['data']}, seed {s['seed']}"]
     if "total_steps" in s:
         where = f"step {s['step']:,}" + ("" if s.get("stopped_by_budget_s") else f" of {s['total_steps']:,}")
@@ -256,6 +272,25 @@ def format_summary(s: dict) -> str:
         lines += [f"    {_evaluation_words(e)}" for e in shown]
     if s.get("last_evaluation_during_training"):
         lines.append(f"  during training: {_evaluation_words(s['last_evaluation_during_training'])}")
+    return "\n".join(lines)
+
+
+def _format_evaluations(s: dict) -> str:
+    models = s["models"]
+    runs = {str(Path(m).parent.parent) for m in models}
+    one_run = len(runs) == 1 and all(Path(m).parent.name == "checkpoints" for m in models)
+    if len(models) == 1:
+        of = f" of {models[0]}"
+    elif len(models) > 1:
+        of = f" of {len(models)} checkpoints of {runs.pop()}" if one_run else f" of {len(models)} models"
+    else:
+        of = ""
+    lines = [f"{s['evaluations_folder']}: {len(s['evaluations'])} evaluation(s){of}"]
+    lines += [f"    {_evaluation_words(e)}" for e in s["evaluations"]]
+    for p in s["in_progress"]:
+        kind = p["file"].split("-partial-")[0].replace("-", " ")
+        lines.append(f"  unfinished   {kind}: {p['done']:,} of {p['total']:,} images so far (running now, or "
+                     "stopped: the same evaluate command resumes there)")
     return "\n".join(lines)
 
 

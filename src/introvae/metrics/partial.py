@@ -70,3 +70,16 @@ class PartialFeatures:
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def kept_in(folder: Path) -> list[tuple[str, int, int]]:
+    """(file name, images done, images in all) of each partial features file in ``folder``: an evaluation stopped
+    there, which the same command resumes. Files that cannot be read are left out."""
+    out = []
+    for path in sorted(Path(folder).glob("*-partial-*.pt")):
+        try:
+            kept = torch.load(path, weights_only=True, mmap=True)
+            out.append((path.name, len(kept["features"]), int(kept["total"])))
+        except Exception:  # noqa: BLE001 - a file being replaced, or cut short: it says nothing sure
+            continue
+    return out
