@@ -127,6 +127,9 @@ def test_feature_precision_defaults_to_fp32_and_keys_the_cache():
     assert eval_settings(make_parser().parse_args(["evaluate", "run"])).feature_precision == "fp32"
     assert eval_settings(make_parser().parse_args(["evaluate", "run", "--no-ema", "--pairs", "9"])) == \
         EvalSettings(ema=False, pairs=9)
+    # --screen: the docs' quick protocol, the flags given over it
+    assert eval_settings(make_parser().parse_args(["evaluate", "run", "--screen", "--pairs", "9"])) == \
+        EvalSettings(num_samples=2000, ref_images=2000, pairs=9, neighbours=0)
     # The real-feature cache keeps fp32 and bf16 features apart (and fp32 keys as they were).
     assert fidlib.stats_key(data="x", n=3) == fidlib.stats_key(data="x", n=3, precision="fp32")
     assert fidlib.stats_key(data="x", n=3, precision="bf16") != fidlib.stats_key(data="x", n=3)

@@ -154,13 +154,15 @@ def cmd_interpolate(args) -> int:
 
 
 def eval_settings(args):
-    """The :class:`EvalSettings` of an ``evaluate`` command line: its defaults, with the flags given."""
+    """The :class:`EvalSettings` of an ``evaluate`` command line: its defaults (``--screen``: the screen's), with
+    the flags given."""
     from .errors import ConfigError
     from .metrics import EvalSettings
+    from .metrics.context import SCREEN
 
     given = {f.name: getattr(args, f.name) for f in fields(EvalSettings) if getattr(args, f.name) is not None}
     try:
-        return EvalSettings(**given)
+        return EvalSettings(**{**(SCREEN if getattr(args, "screen", False) else {}), **given})
     except ConfigError as e:  # "num_samples: must be >= 2, got 1" -> "evaluate: --num-samples: must be ..."
         name, problem = str(e).split(": ", 1)
         raise UserError(f"evaluate: --{name.replace('_', '-')}: {problem}") from None
