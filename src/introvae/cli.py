@@ -178,7 +178,7 @@ def make_parser() -> argparse.ArgumentParser:
     v.add_argument("--screen", action="store_true",
                    help="the quick protocol of a screen, to rank runs or checkpoints scored alike: --num-samples "
                         "2000 --ref-images 2000 --pairs 2000 --neighbours 0 (flags given override it); its FIDs "
-                        "read higher than 10,000 samples' (6 to 10 at Fashion-MNIST's 15 to 35): never compare them "
+                        "read higher than 10,000 samples' (about 10 at Fashion-MNIST's 15 to 40): never compare them "
                         "with published numbers")
     v.add_argument("--device", default="auto", help=DEVICE_HELP)
     v.add_argument("-o", "--out", help="where metrics.jsonl goes (default: the run or model directory; for a "

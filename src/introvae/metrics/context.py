@@ -94,7 +94,7 @@ class EvalSettings:
 
 # `evaluate --screen`: the quick ranking protocol of the docs' screens (a forked setting against the preset, one
 # checkpoint an epoch). 2,000 samples against 2,000 real images read higher than 10,000 against 10,000 (FID's bias
-# falls with the sample count: 6 to 10 higher at Fashion-MNIST's FIDs of 15 to 35), so its numbers rank runs
+# falls with the sample count: about 10 higher at Fashion-MNIST's FIDs of 15 to 40), so its numbers rank runs
 # scored alike and are never set beside published ones.
 SCREEN = {"num_samples": 2000, "ref_images": 2000, "pairs": 2000, "neighbours": 0}
 
