@@ -168,6 +168,21 @@ def test_reconstruction_metrics_of_a_perfect_and_a_noisy_model():
     assert 0.005 < noisy["mse"] < 0.012 and 19 < noisy["psnr"] < 24 and noisy["ssim"] < 0.95
 
 
+def test_the_held_out_metrics_from_one_encoder_pass_equal_the_three_computed_apart():
+    from conftest import tiny_config
+    from introvae.metrics.reconstruction import held_out_metrics
+    from introvae.model import IntroVAE
+
+    torch.manual_seed(0)
+    model = IntroVAE(tiny_config().model).eval()
+    x = (torch.rand(10, 1, 16, 16, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8)
+    both = held_out_metrics(model, x, seed=3, batch=4)  # batches of 4, 4 and 2
+    assert both["posterior_mean"] == reconstruction_metrics(model, x, batch=4)
+    assert both["sampled_z"] == reconstruction_metrics(model, x, sample_z=True, seed=3, batch=4)
+    assert both["sampled_z"] != reconstruction_metrics(model, x, sample_z=True, seed=4, batch=4)  # the draws count
+    assert both["kl_real"] == float(torch.cat([model.kl(c.float() / 255) for c in x.split(4)]).mean())
+
+
 def test_nearest_neighbours_find_the_copies():
     train = torch.rand(50, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     picks = torch.tensor([3, 17, 42])

@@ -175,6 +175,17 @@ class IntroVAE(nn.Module):
         return generator_stats.posterior_generator(self.decoder)(mu)
 
     @torch.no_grad()
+    def posterior_passes(self, x: Tensor, *, generator: torch.Generator | None = None
+                         ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One encoder pass over ``x`` and what evaluation reads from it: (mu, logvar, the reconstruction through
+        mu, the reconstruction through a z drawn with ``generator``), each equal to what :meth:`encode` and
+        :meth:`reconstruct` give for the same batch, at a third of their encoder passes."""
+        mu, logvar = self.encoder(self.check_images(x).to(self.device))
+        decoder = generator_stats.posterior_generator(self.decoder)
+        eps = torch.randn(mu.shape, generator=generator).to(mu.device)  # CPU draws, as reconstruct's
+        return mu, logvar, decoder(mu), decoder(reparameterize(mu, logvar, eps))
+
+    @torch.no_grad()
     def encode(self, x: Tensor, *, batch_size: int | None = None) -> tuple[Tensor, Tensor]:
         """The posterior (mu, logvar) of images ``x`` in [0, 1], (N, C, H, W), on the model's device."""
         outs = [self.encoder(c.to(self.device)) for c in self.check_images(x).split(batch_size or self.chunk)]
