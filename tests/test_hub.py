@@ -91,6 +91,12 @@ def test_a_card_carries_the_runs_evaluation_with_its_protocol(run, tmp_path, mon
     assert "(12 samples vs 12 train images, custom features) at step 4" in out  # the tests' stand-in features
     assert f"trained      step 4, the trained generator, on {machine_words(machine())}: 0 min" in out
     assert "weights      model.safetensors, " in out and " KiB" in out
+    (tmp_path / "m" / "README.md").write_text("---\nfoo: [unclosed\n---\n")  # a card broken by hand
+    from introvae.errors import PlainWarning
+
+    with pytest.warns(PlainWarning, match="metadata cannot be read"):
+        s = summarize(tmp_path / "m")
+    assert (s["objective"], s["metrics"], s["latent_dim"]) == (None, {}, 8)  # still its sizes, from config.json
 
 
 def test_a_shipped_name_loads_and_is_listed(run, tmp_path, monkeypatch, capsys):

@@ -10,9 +10,10 @@ its progress and its scores. An exported model folder (or a shipped model's name
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
-from .errors import UserError
+from .errors import PlainWarning, UserError
 from .provenance import duration_words, recorded
 
 EVALUATIONS_SHOWN = 5
@@ -147,7 +148,12 @@ def _summarize_model(d: Path, shown: str) -> dict:
         config = json.loads((d / "config.json").read_text())
     except (OSError, ValueError) as e:
         raise UserError(f"info: {d / 'config.json'} cannot be read ({e})") from None
-    meta = hub.card_metadata(d)
+    try:
+        meta = hub.card_metadata(d)
+    except Exception as e:  # noqa: BLE001 - a hand-edited card's YAML: the folder is still worth describing
+        warnings.warn(f"info: {d / hub.CARD}'s metadata cannot be read ({type(e).__name__}); shown without it",
+                      PlainWarning, stacklevel=2)
+        meta = {}
     index = (meta.get("model-index") or [{}])[0]
     results = (index.get("results") or [{}])[0].get("metrics") or []
     training, metrics_section = _card_bullets(d, "Training"), _card_bullets(d, "Metrics")
@@ -160,11 +166,13 @@ def _summarize_model(d: Path, shown: str) -> dict:
            "training": training}
     if results and results[0].get("type") == "fid":
         out["fid_protocol"] = results[0].get("name")
-    if protocol.startswith("{"):
+    try:
         out["protocol"] = json.loads(protocol)
+    except ValueError:  # none recorded (not evaluated), or edited by hand
+        pass
     step = next((k.removeprefix("evaluated at step ") for k in metrics_section if k.startswith("evaluated at step")),
-                None)
-    if step is not None:
+                "")
+    if step.isdigit():
         out["evaluated_at_step"] = int(step)
     out["pictures"] = [str(p) for p in sorted(d.glob("*.png"))]
     return out
@@ -296,7 +304,8 @@ def _format_evaluations(s: dict) -> str:
 
 def _format_model(s: dict, name: str) -> str:
     likelihood = ", a Bernoulli decoder" if s.get("likelihood") == "bernoulli" else ""
-    lines = [f"{s['folder']}: the exported model \"{s['name']}\", {name} on {s['data']} ({s['image_size']} px, "
+    lines = [f"{s['folder']}: the exported model \"{s['name']}\", {name or 'objective not recorded'} on "
+             f"{s['data'] or 'data not recorded'} ({s['image_size']} px, "
              f"{s['in_channels']} channel(s), latent size {s['latent_dim']}{likelihood})"]
     t = s.get("training", {})
     said = [f"step {int(t['step']):,}" if t.get("step", "").isdigit() else None,
