@@ -42,6 +42,14 @@ def test_compare_trains_scores_and_resumes(tmp_path, stub_inception, capsys, mon
     again = capsys.readouterr().out
     assert again.count("already trained") == 3
     assert len([ln for ln in (tmp_path / "cmp" / "vae-s0" / "metrics.jsonl").read_text().splitlines()]) == 1
+    # introvae info on the folder: its table and each run's state; without compare.md, the command that resumes
+    assert main(["info", str(tmp_path / "cmp")]) == 0
+    printed = capsys.readouterr().out
+    assert "a folder of introvae compare, 3 run(s); its table, compare.md:" in printed
+    assert "  | IntroVAE | 0 | 12 x 8 |" in printed and "vae-s0             VAE, step 12, finished" in printed
+    (tmp_path / "cmp" / "compare.md").unlink()
+    assert main(["info", str(tmp_path / "cmp")]) == 0
+    assert "the same introvae compare command resumes it" in capsys.readouterr().out
 
 
 def test_a_budget_inside_the_warm_up_is_refused_in_one_line(tmp_path, stub_inception, capsys):

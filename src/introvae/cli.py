@@ -212,8 +212,8 @@ def make_parser() -> argparse.ArgumentParser:
                                    "evaluations with their protocol; for an exported model, what its card records. "
                                    "Reads files only.")
     n.add_argument("run", nargs="+", help="a run directory (image or 2D density), one of its checkpoints, an exported "
-                                          "model folder, a shipped model's name or a folder evaluate -o wrote; "
-                                          "several: each in turn")
+                                          "model folder, a shipped model's name, or a folder evaluate -o or "
+                                          "compare wrote; several: each in turn")
     n.add_argument("--json", action="store_true", help="one JSON object (a list of them for several), for scripts")
 
     cp = sub.add_parser("compare", help="IntroVAE, Soft-IntroVAE and a VAE on your data at one budget, scored alike",

@@ -40,6 +40,8 @@ def summarize(run: str | Path) -> dict:
         return _summarize_model(run, shown)
     if not (run / "config.json").is_file() and ((run / "metrics.jsonl").is_file() or any(run.glob("*-partial-*.pt"))):
         return _summarize_evaluations(run)  # a folder `evaluate -o` wrote
+    if not (run / "config.json").is_file() and run.is_dir() and _compare_runs(run):
+        return _summarize_compare(run)  # a folder `introvae compare` wrote
     if not (run / "config.json").is_file():
         raise UserError(f"info: {run} is not a run directory (no config.json; give the folder `introvae train "
                         "--out` wrote)")
@@ -139,6 +141,22 @@ def _summarize_evaluations(d: Path) -> dict:
             "in_progress": [{"file": name, "done": done, "total": total} for name, done, total in kept_in(d)]}
 
 
+def _compare_runs(d: Path) -> list[Path]:
+    """The runs ``introvae compare`` made in ``d`` (``OBJECTIVE-sSEED`` folders with a config.json)."""
+    from .compare import OBJECTIVES
+
+    return [sub for sub in sorted(d.iterdir()) if sub.is_dir() and (sub / "config.json").is_file()
+            and sub.name.rpartition("-s")[0] in OBJECTIVES]
+
+
+def _summarize_compare(d: Path) -> dict:
+    """A folder of ``introvae compare``: its table (compare.md, once every run is trained and scored) and where
+    each of its runs stands."""
+    table = d / "compare.md"
+    return {"compare_folder": str(d), "table": table.read_text() if table.is_file() else None,
+            "runs": [summarize(sub) for sub in _compare_runs(d)]}
+
+
 def _summarize_model(d: Path, shown: str) -> dict:
     """An exported model folder (``shown``: as the user named it, a path or a shipped model's name): its sizes
     (config.json), and what its card records of its training and metrics."""
@@ -228,6 +246,8 @@ def format_summary(s: dict) -> str:
         return _format_model(s, name)
     if "evaluations_folder" in s:
         return _format_evaluations(s)
+    if "compare_folder" in s:
+        return _format_compare(s)
     lines = [f"{s['run']}: {name} on {s['data']}, seed {s['seed']}"]
     if "total_steps" in s:
         where = f"step {s['step']:,}" + ("" if s.get("stopped_by_budget_s") else f" of {s['total_steps']:,}")
@@ -280,6 +300,22 @@ def format_summary(s: dict) -> str:
         lines += [f"    {_evaluation_words(e)}" for e in shown]
     if s.get("last_evaluation_during_training"):
         lines.append(f"  during training: {_evaluation_words(s['last_evaluation_during_training'])}")
+    return "\n".join(lines)
+
+
+def _format_compare(s: dict) -> str:
+    from .compare import NAMES
+
+    state = ("its table, compare.md:" if s["table"] else
+             "not finished (no compare.md yet): the same introvae compare command resumes it")
+    lines = [f"{s['compare_folder']}: a folder of introvae compare, {len(s['runs'])} run(s); {state}"]
+    if s["table"]:
+        lines += [f"  {line}" for line in s["table"].strip().splitlines() if line.strip()]
+    for r in s["runs"]:
+        where = f"step {r['step']:,}" if "step" in r else "no readable checkpoint yet"
+        state = ("finished" if r.get("finished") or r.get("stopped_by_budget_s") else
+                 f"{r['seconds_left'] / 60:.0f} min left at its last rate" if "seconds_left" in r else "unfinished")
+        lines.append(f"  {Path(r['run']).name:18s} {NAMES.get(r['objective'], r['objective'])}, {where}, {state}")
     return "\n".join(lines)
 
 
