@@ -353,11 +353,9 @@ def _format_model(s: dict, name: str) -> str:
         lines.append(f"  from         {t['from']}")
     m = s.get("metrics", {})
     if m:
-        words = ", ".join(f"{'FID' if k == 'fid' else k} {v:.2f}" if k == "fid" else f"{k} {v:.3f}"
+        words = ", ".join(f"FID {v:.2f}" if k == "fid" else f"{k} {v:.3f}"
                           for k, v in m.items() if isinstance(v, (int, float)))
-        p = s.get("protocol", {})
-        proto = (f" ({p['num_samples']:,} samples vs {p['ref_images']:,} {p.get('ref_split')} images, "
-                 f"{p.get('feature_precision')} features)" if p.get("num_samples") and p.get("ref_images") else "")
+        proto = _protocol_words(s.get("protocol", {}))
         at = f" at step {s['evaluated_at_step']:,}" if "evaluated_at_step" in s else ""
         lines.append(f"  metrics      {words}{proto}{at}")
     else:
@@ -377,8 +375,15 @@ def _evaluation_words(e: dict) -> str:
              f"precision {e['precision']:.3f}" if e.get("precision") is not None else None,
              f"recall {e['recall']:.3f}" if e.get("recall") is not None else None,
              f"PSNR {e['psnr']:.2f} dB" if e.get("psnr") is not None else None]
-    protocol = (f" ({e['num_samples']:,} samples vs {e['ref_images']:,} {e['ref_split']} images, "
-                f"{e['feature_precision']} features)" if e.get("num_samples") and e.get("ref_images") else "")
+    protocol = _protocol_words(e)
     step = f"step {e['step']:,}: " if e.get("step") is not None else ""
     return step + (", ".join(p for p in parts if p) or "no FID") + protocol
 
+
+
+def _protocol_words(p: dict) -> str:
+    """" (10,000 samples vs 10,000 test images, fp32 features)" from a protocol's (or an evaluation's) fields."""
+    if not (p.get("num_samples") and p.get("ref_images")):
+        return ""
+    return (f" ({p['num_samples']:,} samples vs {p['ref_images']:,} {p.get('ref_split')} images, "
+            f"{p.get('feature_precision')} features)")
