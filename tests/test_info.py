@@ -82,6 +82,19 @@ def test_the_time_left_is_the_median_of_the_last_rates_of_the_same_kind_of_step(
     assert _seconds_left([{"step": 2}], 2, 10, 0, 4) is None  # nothing timed yet
 
 
+def test_a_compare_folders_unfinished_runs_say_their_time_left_in_the_same_words_as_a_run():
+    from introvae.info import _format_compare
+
+    s = {"compare_folder": "cmp", "table": "", "runs": [
+        {"run": "cmp/introvae-s0", "objective": "introvae", "step": 40, "seconds_left": 600.0},
+        {"run": "cmp/vae-s0", "objective": "vae", "step": 10, "seconds_left": 5 * 3600.0},
+        {"run": "cmp/soft-introvae-s0", "objective": "soft-introvae"}]}
+    lines = _format_compare(s).splitlines()[1:]
+    assert lines[0].endswith("IntroVAE, step 40, 10 min left at its last rate")
+    assert lines[1].endswith("VAE, step 10, 5.0 h left at its last rate")  # not "300 min"
+    assert lines[2].endswith("Soft-IntroVAE, no readable checkpoint yet, unfinished")
+
+
 def test_info_reads_a_folder_evaluate_wrote_with_an_evaluation_stopped_in_it(tmp_path, capsys):
     import torch
 

@@ -19,7 +19,7 @@ from .version import __version__
 from .config import flat_fields
 from .config_checks import WORDS_FOR_NUMBERS
 from .data.imageset import HOLDOUT_FRACTION
-from .errors import UserError
+from .errors import UserError, report
 from .outputs import path_error_line
 
 EXIT_USAGE = 2
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             Image.MAX_IMAGE_PIXELS = args.max_image_pixels
         return COMMANDS[args.command](args) or 0
     except UserError as e:
-        print(f"introvae: error: {e}", file=sys.stderr)
+        report(e)
         return getattr(e, "status", EXIT_USAGE)
     except KeyboardInterrupt:
         print("introvae: interrupted", file=sys.stderr)
@@ -338,5 +338,5 @@ def main(argv: list[str] | None = None) -> int:
         line = path_error_line(e)
         if line is None:
             raise
-        print(f"introvae: error: {line}", file=sys.stderr)
+        report(line)
         return EXIT_USAGE

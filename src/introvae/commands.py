@@ -6,11 +6,10 @@ import argparse
 import dataclasses
 import json
 import os
-import sys
 from pathlib import Path
 
 from .config import flat_fields, read_config_file
-from .errors import UserError
+from .errors import UserError, report
 from .outputs import check_writable
 from .runs import new_run_dir
 
@@ -288,7 +287,7 @@ def cmd_info(args) -> int:
         try:
             summaries.append(summarize(run))
         except UserError as e:
-            print(f"introvae: error: {e}", file=sys.stderr)
+            report(e)  # as main() would, had it been the only one
             failed += 1
     print(json.dumps(summaries, indent=2) if args.json else "\n\n".join(format_summary(s) for s in summaries))
     return 2 if failed else 0

@@ -8,6 +8,8 @@ the Python API that want to tell them apart.
 
 from __future__ import annotations
 
+import sys
+
 
 class UserError(Exception):
     """A problem with what the user gave; the message names it. ``status``: the exit status (2; 130 for an
@@ -16,6 +18,11 @@ class UserError(Exception):
     def __init__(self, message: str = "", *, status: int = 2):
         super().__init__(message)
         self.status = status
+
+
+def report(message: object) -> None:
+    """Print a user's mistake as the command line's one ``introvae: error:`` line on stderr."""
+    print(f"introvae: error: {message}", file=sys.stderr)
 
 
 class ConfigError(UserError):

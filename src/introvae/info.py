@@ -314,7 +314,7 @@ def _format_compare(s: dict) -> str:
     for r in s["runs"]:
         where = f"step {r['step']:,}" if "step" in r else "no readable checkpoint yet"
         state = ("finished" if r.get("finished") or r.get("stopped_by_budget_s") else
-                 f"{r['seconds_left'] / 60:.0f} min left at its last rate" if "seconds_left" in r else "unfinished")
+                 f"{duration_words(r['seconds_left'])} left at its last rate" if "seconds_left" in r else "unfinished")
         lines.append(f"  {Path(r['run']).name:18s} {NAMES.get(r['objective'], r['objective'])}, {where}, {state}")
     return "\n".join(lines)
 
