@@ -99,12 +99,19 @@ def test_json_and_yaml_round_trip(tmp_path):
     ("objective", "gan", "one of"),
     ("steps", 0, ">= 1"),
     ("holdout_fraction", 1.0, "[0, 1)"),
+    ("generated_norm", "eval", "one of"),
 ])
 def test_invalid_values_fail_naming_the_field(field, value, words):
     with pytest.raises(ConfigError) as e:
         tiny_config(**{field: value})
     assert str(e.value).startswith(field + ":")
     assert words in str(e.value)
+
+
+def test_generated_images_normalised_by_real_statistics_need_statistics_kept_to_the_real_images():
+    assert tiny_config(generated_norm="real").generated_norm == "real"  # encoder_stats real: the default
+    with pytest.raises(ConfigError, match="^generated_norm: .*needs encoder_stats real"):
+        tiny_config(generated_norm="real", encoder_stats="running")
 
 
 def test_unknown_and_mistyped_fields_are_named():

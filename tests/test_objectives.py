@@ -313,6 +313,67 @@ def test_real_statistics_leave_the_encoders_running_statistics_to_the_real_image
             assert torch.allclose(v, states[True][name], atol=1e-6), name
 
 
+@pytest.mark.parametrize("objective", ["introvae", "soft-introvae"])
+def test_generated_norm_real_judges_generated_images_with_the_real_images_running_statistics(objective):
+    """With generated_norm "real" the encoder's passes over x_p (and x_r) are normalised as eval mode normalises:
+    by the running statistics, which the shared pass has just updated with the real batch, not by x_p's own batch.
+    The logged kl_fake is then what an eval-mode copy of the encoder gives x_p, image by image; with "batch" (the
+    default) it is the train-mode batch's, which differs. The running statistics stay the real images'."""
+    x = torch.rand(6, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    base = _model().train()
+    loss = (IntroVAELoss(margin=50.0, alpha=0.25, beta=1.0) if objective == "introvae" else
+            SoftIntroVAELoss(beta_rec=1.0, beta_kl=1.0, beta_neg=256.0, gamma_r=1e-8))
+    logged, states = {}, {}
+    for norm in ("batch", "real"):
+        model = copy.deepcopy(base)
+        opts = {"encoder": torch.optim.Adam(model.encoder.parameters(), lr=1e-3),
+                "decoder": torch.optim.Adam(model.decoder.parameters(), lr=1e-3)}
+        torch.manual_seed(3)
+        logged[norm] = TrainStep(model, opts, real_statistics=True, generated_norm=norm)(loss, x)
+        states[norm] = model.encoder.state_dict()
+    # by hand: the same draws (x_r's noise, then x_p's), the real pass first, then each kind of normalisation
+    torch.manual_seed(3)
+    torch.randn(6, base.config.latent_dim)
+    z_p = torch.randn(6, base.config.latent_dim)
+    encoder, decoder = copy.deepcopy(base.encoder).train(), copy.deepcopy(base.decoder).train()
+    with torch.no_grad():
+        x_p = decoder(z_p)
+        encoder(x)                                       # the real pass: running statistics move to the real batch
+        by_running = kl_divergence(*encoder.eval()(x_p)).mean()
+        by_batch = kl_divergence(*encoder.train()(x_p)).mean()  # train mode: x_p's own batch (moves the statistics)
+    assert torch.allclose(logged["real"]["kl_fake"], by_running, rtol=1e-5)
+    assert torch.allclose(logged["batch"]["kl_fake"], by_batch, rtol=1e-5)
+    assert not torch.allclose(by_batch, by_running, rtol=1e-2)
+    one_real_pass = copy.deepcopy(base.encoder).train()
+    with torch.no_grad():
+        one_real_pass(x)
+    for name, v in one_real_pass.state_dict().items():
+        if name.endswith(("running_mean", "running_var")):
+            assert torch.allclose(states["real"][name], v, atol=1e-6), name
+    assert all(n.training for n in model.encoder.modules())  # every layer back in training mode
+
+
+def test_running_normalised_lets_gradients_through_and_changes_no_statistics():
+    from introvae.step import running_normalised
+
+    encoder = _model().encoder.train()
+    x = torch.rand(4, 1, 16, 16, requires_grad=True)
+    before = copy.deepcopy(encoder.state_dict())
+    with running_normalised(encoder):
+        mu, _ = encoder(x)
+        mu.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in encoder.parameters())
+    assert all(torch.equal(v, encoder.state_dict()[k]) for k, v in before.items())
+    with torch.no_grad():  # per image: the same as one image at a time in eval mode
+        with running_normalised(encoder):
+            together = encoder(x)[0]
+        alone = torch.cat([copy.deepcopy(encoder).eval()(x[i:i + 1])[0] for i in range(4)])
+    assert torch.allclose(together, alone, atol=1e-5)
+    assert all(n.training for n in encoder.modules())
+
+
 def test_the_encoder_phases_graph_is_released_before_the_generator_phase():
     """Only what the shared forward pass references stays alive into the generator phase (memory at 1024 px)."""
     import weakref

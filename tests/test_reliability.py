@@ -418,9 +418,10 @@ def test_a_fork_refuses_what_would_make_it_another_run_in_one_line(tmp_path, fac
         trainer_mod.fork(tmp_path / "nothing", tmp_path / "f", **quiet)
 
     # the command line: a fork runs, and each misuse is one line
-    assert main(["train", "--fork", str(tmp_path / "a"), "--beta", "2", "--steps", "5", "--out",
-                 str(tmp_path / "g"), "--quiet", "--no-channels-last"]) == 0
-    assert checkpoint.load(checkpoint.latest(tmp_path / "g"))["config"]["beta"] == 2.0
+    assert main(["train", "--fork", str(tmp_path / "a"), "--beta", "2", "--generated-norm", "real", "--steps", "5",
+                 "--out", str(tmp_path / "g"), "--quiet", "--no-channels-last"]) == 0
+    forked = checkpoint.load(checkpoint.latest(tmp_path / "g"))["config"]
+    assert (forked["beta"], forked["generated_norm"]) == (2.0, "real")
     capsys.readouterr()
     for argv, says in ((["--fork", str(tmp_path / "a"), "--steps", "6"], "--fork needs --out"),
                        (["--fork", str(tmp_path / "a"), "--resume", str(tmp_path / "a")], "give one"),

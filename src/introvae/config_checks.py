@@ -19,6 +19,7 @@ BN_PROTOCOLS = ("eval", "train", "recalibrate", "posterior")  # the generator's 
 FEATURE_PRECISIONS = ("fp32", "bf16")  # the FID Inception network's arithmetic (metrics.fid)
 WORDS_FOR_NUMBERS = {"margin": ("auto",)}  # number fields that also take these words
 ENCODER_STATS = ("running", "real")  # which passes update the encoder's BatchNorm running statistics
+GENERATED_NORMS = ("batch", "real")  # what the encoder's BatchNorm normalises generated images with in training
 LIKELIHOODS = ("gaussian", "bernoulli")  # the decoder's output distribution (objectives.reconstruction_error)
 
 

@@ -106,7 +106,8 @@ class IntroVAELoss:
 
     def generator_phase(self, nets, f: Pass) -> tuple[Tensor, dict[str, Tensor]]:
         """Eq. 12: L_G = alpha * sum_s L_REG(E(X_s)) + beta * L_AE, through the encoder as it now is."""
-        kl_rec, kl_fake = kl_divergence(*nets.encoder(f.x_r)), kl_divergence(*nets.encoder(f.x_p))
+        with nets.generated():  # the encoder judges them as in its own phase
+            kl_rec, kl_fake = kl_divergence(*nets.encoder(f.x_r)), kl_divergence(*nets.encoder(f.x_p))
         l_ae = reconstruction_loss(f.x_r, f.x, self.likelihood)
         return self.alpha * (kl_rec.mean() + kl_fake.mean()) + self.beta * l_ae, {}
 
@@ -203,8 +204,9 @@ class SoftIntroVAELoss:
         """L_G = s (beta_rec rec(x, x_r) + beta_kl/2 (KL(x_r) + KL(x_p))
         + gamma_r beta_rec/2 (rec(ng(x_r), G(ng(z_r'))) + rec(ng(x_p), G(ng(z_p'))))), through the encoder as it now is."""
         s = 1.0 / f.x[0].numel()
-        kl_rec, rec_rec = self._through_vae(nets, f.x_r, f.noise, detach_z=True)
-        kl_fake, rec_fake = self._through_vae(nets, f.x_p, f.noise, detach_z=True)
+        with nets.generated():  # the encoder judges them as in its own phase
+            kl_rec, rec_rec = self._through_vae(nets, f.x_r, f.noise, detach_z=True)
+            kl_fake, rec_fake = self._through_vae(nets, f.x_p, f.noise, detach_z=True)
         loss = s * (self.beta_rec * squared_error(f.x_r, f.x).mean()
                     + self.beta_kl * 0.5 * (kl_rec.mean() + kl_fake.mean())
                     + self.gamma_r * self.beta_rec * 0.5 * (rec_rec.mean() + rec_fake.mean()))

@@ -39,7 +39,9 @@ class TrainStep:
     to the module to call when a phase updates them (DistributedDataParallel or compiled; default: the network);
     ``frozen_wrappers`` to the module to call when a phase runs them frozen (compiled; default: the network).
     An objective runs the encoder's passes over generated images inside ``nets.generated()``: with
-    ``real_statistics`` those passes leave the encoder's running statistics to the real images. It runs the
+    ``real_statistics`` those passes leave the encoder's running statistics to the real images; with
+    ``generated_norm`` "real" they are also normalised with them (BatchNorm as in eval mode), not by their own
+    batch's statistics (config ``generated_norm``). It runs the
     generator's passes over the encoder's codes inside ``nets.posterior()``, which normalise with and update the
     generator's second set of BatchNorm statistics (:mod:`introvae.generator_stats`).
     """
@@ -47,12 +49,13 @@ class TrainStep:
     def __init__(self, model: nn.Module, optimizers: dict[str, torch.optim.Optimizer], *,
                  precision: Precision | None = None, world: World = SINGLE,
                  wrappers: dict[str, nn.Module] | None = None, frozen_wrappers: dict[str, nn.Module] | None = None,
-                 guard: bool = True, real_statistics: bool = False):
+                 guard: bool = True, real_statistics: bool = False, generated_norm: str = "batch"):
         self.networks = {"encoder": model.encoder, "decoder": model.decoder}
         self.wrappers = wrappers or self.networks
         self.frozen_wrappers = frozen_wrappers or self.networks
         self.optimizers, self.world, self.guard = optimizers, world, guard
         self.real_statistics = real_statistics  # the encoder's passes over generated images keep its running stats
+        self.generated_norm = generated_norm  # "real": those passes normalise with the running (real) statistics
         self.precision = precision
         self.scaler = precision.scaler if precision else None
         self.norm_stats = {name: tracked_statistics(net) for name, net in self.networks.items()}
@@ -116,8 +119,9 @@ class TrainStep:
     def _nets(self, *, updating: str | None) -> SimpleNamespace:
         """The networks as a phase that updates ``updating`` calls them (the shared pass updates both)."""
         pick = lambda name: (self.wrappers if updating in (None, name) else self.frozen_wrappers)[name]  # noqa: E731
-        generated = (lambda: kept_statistics(self.networks["encoder"])) if self.real_statistics \
-            else contextlib.nullcontext
+        encoder = self.networks["encoder"]
+        generated = ((lambda: running_normalised(encoder)) if self.generated_norm == "real" else
+                     (lambda: kept_statistics(encoder)) if self.real_statistics else contextlib.nullcontext)
         posterior = lambda: posterior_statistics(self.networks["decoder"])  # noqa: E731
         return SimpleNamespace(encoder=pick("encoder"), decoder=pick("decoder"), generated=generated,
                                posterior=posterior)
@@ -149,6 +153,21 @@ def kept_statistics(*modules: nn.Module) -> Iterator[None]:
     finally:
         for n, mom in zip(norms, momenta):
             n.momentum = mom
+
+
+@contextlib.contextmanager
+def running_normalised(*modules: nn.Module) -> Iterator[None]:
+    """Passes through ``modules`` normalise with the BatchNorm layers' running statistics, as in eval mode, and
+    leave them unchanged; gradients flow through as usual (the statistics are constants). Only the BatchNorm
+    layers switch mode: the rest of the network stays as it is."""
+    norms = [n for n in batch_norms(*modules) if n.training]
+    for n in norms:
+        n.train(False)
+    try:
+        yield
+    finally:
+        for n in norms:
+            n.train(True)
 
 
 @contextlib.contextmanager

@@ -74,7 +74,8 @@ class Trainer:
         updating, frozen = training_wrappers(self.run.model, config, self.world, self.device)
         self.train_step = TrainStep(self.run.model, self.run.optimizers, precision=self.run.precision,
                                     world=self.world, wrappers=updating, frozen_wrappers=frozen,
-                                    real_statistics=config.encoder_stats == "real")
+                                    real_statistics=config.encoder_stats == "real",
+                                    generated_norm=config.generated_norm)
         self.guard = DivergenceGuard(self.device)
         self.stats = TrainingStats(self.run_dir, self.device, self.world)
         self.pictures = TrainingPictures(self.run_dir, self.data, config, self.device)
