@@ -51,6 +51,23 @@ def test_info_says_how_far_a_run_is_where_it_trained_and_what_it_scored(tmp_path
     assert [s["step"] for s in json.loads(capsys.readouterr().out)] == [4, 4]
 
 
+def test_info_names_a_forks_source_and_the_settings_it_and_each_resume_changed(tmp_path, capsys):
+    from introvae.trainer import Trainer, fork, resume
+
+    quiet = dict(show_progress=False, log=lambda s: None)
+    Trainer(tiny_config(steps=2), tmp_path / "a", **quiet).train()
+    fork(tmp_path / "a", tmp_path / "f", {"generated_norm": "real", "steps": 3}, **quiet).train()
+    resume(tmp_path / "f", {"steps": 4}, **quiet).train()
+    s = summarize(tmp_path / "f")
+    assert s["forked_from"]["step"] == 2
+    assert [(c["step"], c["field"], c["from"], c["to"]) for c in s["changes"]] == [
+        (2, "generated_norm", "batch", "real"), (2, "steps", 2, 3), (3, "steps", 3, 4)]
+    assert main(["info", str(tmp_path / "f")]) == 0
+    out = capsys.readouterr().out
+    assert "changed      at step 2: generated_norm batch -> real; steps 2 -> 3\n" in out
+    assert "changed      at step 3: steps 3 -> 4" in out
+
+
 def test_info_reads_a_2d_run_stopped_and_finished(tmp_path, capsys):
     from introvae.toy2d import ToyConfig
     from introvae.toy2d import train as train_2d

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .config_checks import (DEVICE_RULE, ENCODER_STATS, FRACTION, GENERATED_NORMS, MARGIN_RULE, OBJECTIVES, PRECISIONS, at_least,
-                            check, coerce, finite, param, plain, read_config_file, rule, validate_fields)
+from .config_checks import (DEVICE_RULE, ENCODER_STATS, FRACTION, GENERATED_NORMS, MARGIN_RULE, OBJECTIVES, PRECISIONS,
+                            at_least, check, coerce, finite, param, plain, read_config_file, rule, validate_fields)
 from .data.imageset import HOLDOUT_FRACTION
 from .devices import DEVICE_HELP
 from .errors import ConfigError

@@ -47,7 +47,7 @@ def summarize(run: str | Path) -> dict:
                         "--out` wrote)")
     from . import checkpoint
     from .metrics.store import read_metrics
-    from .provenance import forked_from, read_sessions, time_by_machine
+    from .provenance import forked_from, read_sessions, setting_changes, time_by_machine
     from .stats import read_stats
 
     config = json.loads((run / "config.json").read_text())
@@ -92,6 +92,9 @@ def summarize(run: str | Path) -> dict:
     source = forked_from(run)
     if source is not None:
         out["forked_from"] = {"step": source[0], "checkpoint": str(source[1])}
+    changes = setting_changes(run)
+    if changes:
+        out["changes"] = changes
     pictures = [sorted(run.glob(f"{kind}-*.png"))[-1:] for kind in ("samples", "reconstructions")]
     out["pictures"] = [str(p) for p in sum(pictures, []) + [run / "kl.png"] if p.is_file()]
     out["evaluations"] = [_evaluation(r) for r in read_metrics(run) if not r.get("during_training")]
@@ -283,6 +286,8 @@ def format_summary(s: dict) -> str:
                      f"({s['sessions']} call(s) in all)")
     if "forked_from" in s:
         lines.append(f"  forked from  {s['forked_from']['checkpoint']} (step {s['forked_from']['step']:,})")
+    for step, changed in _changes_by_step(s.get("changes", [])):
+        lines.append(f"  changed      at step {step:,}: {changed}")
     if s.get("checkpoints"):
         lines.append(f"  checkpoints  {s['checkpoints']}, newest {s.get('newest_checkpoint', '(none readable)')}"
                      + (f" (written by introvae {s['written_by']})" if s.get("written_by") else ""))
@@ -301,6 +306,14 @@ def format_summary(s: dict) -> str:
     if s.get("last_evaluation_during_training"):
         lines.append(f"  during training: {_evaluation_words(s['last_evaluation_during_training'])}")
     return "\n".join(lines)
+
+
+def _changes_by_step(changes: list[dict]) -> list[tuple[int, str]]:
+    """("field from -> to; ...") per step at which a fork or a resume changed settings, in order."""
+    by_step: dict[int, list[str]] = {}
+    for c in changes:
+        by_step.setdefault(int(c["step"]), []).append(f"{c['field']} {c['from']} -> {c['to']}")
+    return [(step, "; ".join(words)) for step, words in by_step.items()]
 
 
 def _format_compare(s: dict) -> str:

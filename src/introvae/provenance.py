@@ -140,6 +140,13 @@ def forked_from(run: Path) -> tuple[int, Path] | None:
     return None
 
 
+def setting_changes(run: Path) -> list[dict]:
+    """The settings a fork or a resume changed, in order: ``{"step", "field", "from", "to"}`` from changes.jsonl
+    (the fork's source is :func:`forked_from`'s)."""
+    return [{k: c.get(k) for k in ("step", "field", "from", "to")} for c in _jsonl(Path(run) / "changes.jsonl")
+            if c.get("field") != "forked_from" and "field" in c]
+
+
 def _source_path(run: Path, source: Path) -> Path:
     """A fork's source checkpoint. Forks of 0.7.6 and before wrote it as given on the command line, relative to the
     folder they ran in: look for it from each folder above the fork's, the working folder first."""
