@@ -105,12 +105,14 @@ class TrainConfig:
     # images from a batch of real ones by the batch's statistics alone. Measured on Fashion-MNIST (seed 2, epochs 5
     # to 14): in training mode kl_fake 63 to 74 against kl_real 36 to 48, in eval mode (every image normalised by
     # the real images' running statistics) 35 to 39 against 35 to 38, and in batches half real, half generated
-    # equal. "real" judges generated images image by image, in the coordinates eval mode uses for every image.
+    # equal. "real" judges generated images image by image, in the coordinates eval mode uses for every image, and
+    # the generator collapses to one image (measured from scratch and forked: docs/defaults-fashion-mnist.md): the
+    # batch statistics are what keeps the samples diverse, as minibatch discrimination in a GAN. An ablation.
     generated_norm: str = param("batch", "what the encoder's BatchNorm normalises generated images (x_r, x_p) with "
                                          "in training, in both phases: batch (each pass its own batch's statistics, "
                                          "as Algorithm 1 run on the authors' networks does) or real (the real images' "
-                                         "running statistics, as eval mode: then the encoder judges each image, not "
-                                         "the batch's statistics; needs encoder_stats real)",
+                                         "running statistics, as eval mode: the encoder judges each image alone; an "
+                                         "ablation: the generator collapses to one image; needs encoder_stats real)",
                                 group="objective", choices=GENERATED_NORMS)
 
     lr: float = param(2e-4, "Adam learning rate of both networks (paper: 2e-4, fixed)",
