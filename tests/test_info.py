@@ -60,12 +60,16 @@ def test_info_names_a_forks_source_and_the_settings_it_and_each_resume_changed(t
     resume(tmp_path / "f", {"steps": 4}, **quiet).train()
     s = summarize(tmp_path / "f")
     assert s["forked_from"]["step"] == 2
+    source_seconds = summarize(tmp_path / "a")["training_seconds"]  # the fork's total counts its source's, said so
+    assert s["forked_from"]["training_seconds"] == pytest.approx(source_seconds, abs=0.1)
+    assert s["training_seconds"] > s["forked_from"]["training_seconds"]
     assert [(c["step"], c["field"], c["from"], c["to"]) for c in s["changes"]] == [
         (2, "generated_norm", "batch", "real"), (2, "steps", 2, 3), (3, "steps", 3, 4)]
     assert main(["info", str(tmp_path / "f")]) == 0
     out = capsys.readouterr().out
     assert "changed      at step 2: generated_norm batch -> real; steps 2 -> 3\n" in out
     assert "changed      at step 3: steps 3 -> 4" in out
+    assert "of it in its source, before the fork): " in out
 
 
 def test_info_reads_a_2d_run_stopped_and_finished(tmp_path, capsys):

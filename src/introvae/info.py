@@ -47,7 +47,7 @@ def summarize(run: str | Path) -> dict:
                         "--out` wrote)")
     from . import checkpoint
     from .metrics.store import read_metrics
-    from .provenance import forked_from, read_sessions, setting_changes, time_by_machine
+    from .provenance import forked_from, read_sessions, setting_changes, time_by_machine, training_seconds
     from .stats import read_stats
 
     config = json.loads((run / "config.json").read_text())
@@ -92,6 +92,9 @@ def summarize(run: str | Path) -> dict:
     source = forked_from(run)
     if source is not None:
         out["forked_from"] = {"step": source[0], "checkpoint": str(source[1])}
+        before = training_seconds(source[1].parent.parent, until_step=source[0])  # counted in training_seconds
+        if before:
+            out["forked_from"]["training_seconds"] = round(before, 1)
     changes = setting_changes(run)
     if changes:
         out["changes"] = changes
@@ -278,7 +281,9 @@ def format_summary(s: dict) -> str:
         total = s.get("training_seconds", sum(machines.values()))
         parts = ("; ".join(f"{words} {duration_words(sec)}" for words, sec in machines.items()) if recorded(machines)
                  else "the machines not recorded (introvae 0.7.13 and before)")
-        lines.append(f"  trained      {duration_words(total)} (from its logged rates): {parts}")
+        before = s.get("forked_from", {}).get("training_seconds")
+        whose = f"; {duration_words(before)} of it in its source, before the fork" if before else ""
+        lines.append(f"  trained      {duration_words(total)} (from its logged rates{whose}): {parts}")
     if s.get("last_session"):
         ls = s["last_session"]
         lines.append(f"  last call    {ls['started']}, from step {ls['step']:,}, on {ls['device']} in {ls['precision']}, "
