@@ -354,6 +354,27 @@ def test_generated_norm_real_judges_generated_images_with_the_real_images_runnin
     assert all(n.training for n in model.encoder.modules())  # every layer back in training mode
 
 
+@pytest.mark.parametrize("objective", ["introvae", "soft-introvae"])
+def test_both_phases_judge_generated_images_inside_nets_generated(objective, monkeypatch):
+    """The encoder phase and the generator phase each run their encoder passes over generated images inside
+    nets.generated(), so that --generated-norm acts on both (the encoder phase's values are checked above)."""
+    import introvae.step as step_mod
+
+    entered, inner = [], step_mod.running_normalised
+
+    def counted(*modules):
+        entered.append(len(entered))
+        return inner(*modules)
+
+    monkeypatch.setattr(step_mod, "running_normalised", counted)
+    loss = (IntroVAELoss(margin=50.0, alpha=0.25, beta=1.0) if objective == "introvae" else
+            SoftIntroVAELoss(beta_rec=1.0, beta_kl=1.0, beta_neg=256.0, gamma_r=1e-8))
+    model = _model().train()
+    opts = {"encoder": torch.optim.Adam(model.encoder.parameters()), "decoder": torch.optim.Adam(model.decoder.parameters())}
+    TrainStep(model, opts, real_statistics=True, generated_norm="real")(loss, torch.rand(4, 1, 16, 16))
+    assert len(entered) == 2
+
+
 def test_running_normalised_lets_gradients_through_and_changes_no_statistics():
     from introvae.step import running_normalised
 
