@@ -370,7 +370,8 @@ def test_both_phases_judge_generated_images_inside_nets_generated(objective, mon
     loss = (IntroVAELoss(margin=50.0, alpha=0.25, beta=1.0) if objective == "introvae" else
             SoftIntroVAELoss(beta_rec=1.0, beta_kl=1.0, beta_neg=256.0, gamma_r=1e-8))
     model = _model().train()
-    opts = {"encoder": torch.optim.Adam(model.encoder.parameters()), "decoder": torch.optim.Adam(model.decoder.parameters())}
+    opts = {"encoder": torch.optim.Adam(model.encoder.parameters()),
+            "decoder": torch.optim.Adam(model.decoder.parameters())}
     TrainStep(model, opts, real_statistics=True, generated_norm="real")(loss, torch.rand(4, 1, 16, 16))
     assert len(entered) == 2
 
