@@ -105,9 +105,10 @@ class TrainConfig:
     # images from a batch of real ones by the batch's statistics alone. Measured on Fashion-MNIST (seed 2 at epochs
     # 5, 8 and 14): in training mode samples' KL 67.0, 41.4, 68.6 against real images' 47.7, 32.4, 36.2; in eval mode
     # (every image normalised by the real images' running statistics) 39.0, 36.5, 35.4 against 37.9, 36.7, 34.6;
-    # in batches half real, half generated within 2. "real" judges generated images image by image, in the coordinates eval mode uses for every image, and
-    # the generator collapses to one image (measured from scratch and forked: docs/defaults-fashion-mnist.md): the
-    # batch statistics are what keeps the samples diverse, as minibatch discrimination in a GAN. An ablation.
+    # in batches half real, half generated within 2. "real" judges generated images image by image, in the
+    # coordinates eval mode uses for every image, and the generator collapses to one image (measured from scratch and
+    # forked: docs/defaults-fashion-mnist.md): the batch statistics are what keeps the samples diverse, as minibatch
+    # discrimination in a GAN. An ablation.
     generated_norm: str = param("batch", "what the encoder's BatchNorm normalises generated images (x_r, x_p) with "
                                          "in training, in both phases: batch (each pass its own batch's statistics, "
                                          "as Algorithm 1 run on the authors' networks does) or real (the real images' "

@@ -398,7 +398,6 @@ def _evaluation_words(e: dict) -> str:
     return step + (", ".join(p for p in parts if p) or "no FID") + protocol
 
 
-
 def _protocol_words(p: dict) -> str:
     """" (10,000 samples vs 10,000 test images, fp32 features)" from a protocol's (or an evaluation's) fields."""
     if not (p.get("num_samples") and p.get("ref_images")):
