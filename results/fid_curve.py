@@ -9,7 +9,8 @@ appends to: how a schedule's screens compare over a run's length.
 Each argument is ``LABEL=PATTERN``: a glob of metrics files whose rows make one line (sorted by step). Only rows
 scored on ``--samples`` samples are drawn (FIDs of other counts are not comparable); a line's points are its
 rows' steps over ``--steps-per-epoch``. A fork's line branches off its source's line (``LABEL=PATTERN@SOURCE:STEP``,
-SOURCE another line's label, STEP the step it was forked at, where the source must have a row).
+SOURCE another line's label, STEP the step it was forked at, where the source must have a row). A line trained
+with another batch size gives its own steps per epoch after a ``#`` (``LABEL=PATTERN#937`` for batches of 64).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("runs", nargs="+", metavar="LABEL=PATTERN[@FROM]")
     p.add_argument("-o", "--out", type=Path, required=True)
     p.add_argument("--samples", type=int, default=10000, help="the sample count of the rows to draw")
-    p.add_argument("--steps-per-epoch", type=float, required=True)
+    p.add_argument("--steps-per-epoch", type=float, required=True, help="the lines' (a line's own: PATTERN#N)")
     p.add_argument("--title", default="")
     args = p.parse_args(argv)
 
@@ -53,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         label, sep, rest = item.partition("=")
         if not sep or not label:
             raise SystemExit(f"fid_curve: {item!r}: expected LABEL=PATTERN")
+        rest, _, own = rest.partition("#")
+        try:
+            per_epoch = float(own) if own else args.steps_per_epoch
+        except ValueError:
+            raise SystemExit(f"fid_curve: {item!r}: expected a number of steps per epoch after '#'") from None
         pattern, _, fork = rest.partition("@")
         points = read_points(pattern, args.samples)
         if not points:
@@ -60,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         source, _, step = fork.rpartition(":")
         if fork and not (source and step.isdigit()):
             raise SystemExit(f"fid_curve: {item!r}: expected LABEL=PATTERN@SOURCE:STEP for a fork")
-        lines[label] = (points, (source, int(step)) if fork else None)
+        lines[label] = (points, (source, int(step)) if fork else None, per_epoch)
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for label, (points, fork) in lines.items():
+    for label, (points, fork, per_epoch) in lines.items():
         if fork is not None:  # start where the fork did: the source's row at the fork's step
             source, step = fork
             known = dict(lines[source][0]) if source in lines else {}
@@ -70,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"fid_curve: {label}: forked from {source!r} at step {step}, which is not a "
                                  "line with a row there")
             points = [(step, known[step])] + points
-        epochs = [step / args.steps_per_epoch for step, _ in points]
+        epochs = [step / per_epoch for step, _ in points]
         for ax, value in zip(axes, (lambda m: m["fid"]["value"], lambda m: m["precision_recall"]["precision"],
                                     lambda m: m["precision_recall"]["recall"])):
             ax.plot(epochs, [value(m) for _, m in points], marker="o", label=label)
