@@ -37,10 +37,10 @@ def read_points(pattern: str, samples: int) -> list[tuple[int, dict]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("runs", nargs="+", metavar="LABEL=PATTERN[@FROM]")
+    p.add_argument("runs", nargs="+", metavar="LABEL=PATTERN[@SOURCE:STEP][#N]")
     p.add_argument("-o", "--out", type=Path, required=True)
     p.add_argument("--samples", type=int, default=10000, help="the sample count of the rows to draw")
-    p.add_argument("--steps-per-epoch", type=float, required=True, help="the lines' (a line's own: PATTERN#N)")
+    p.add_argument("--steps-per-epoch", type=float, required=True, help="of every line without its own #N")
     p.add_argument("--title", default="")
     args = p.parse_args(argv)
 
