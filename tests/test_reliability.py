@@ -403,10 +403,43 @@ def test_a_fork_without_changes_trains_exactly_as_its_source_and_with_changes_di
     assert source.read_bytes() == before and not (tmp_path / "a" / "changes.jsonl").exists()
 
 
+def test_a_fork_with_another_batch_keeps_the_length_the_cursor_and_the_rate_in_images(tmp_path, faces16):
+    """80 training images, a batch of 4 for one epoch (20 steps); forked at step 10 (40 images) with a batch of 8,
+    the run still ends after 80 images (15 steps), the rate is the one of 40 images seen, and --epochs (on the fork,
+    then on its resume) counts epochs from the data cursor, not in steps of the new batch from step 0."""
+    quiet = dict(data=faces16, show_progress=False, log=lambda s: None)
+    cfg = tiny_config(steps=None, epochs=1.0, checkpoint_every=5, lr=1e-3, lr_half_life=0.5, lr_decay_start=0.25)
+    Trainer(cfg, tmp_path / "a", **quiet).train()
+    half = checkpoint.checkpoint_path(tmp_path / "a", 10)
+
+    said = []
+    f = trainer_mod.fork(half, tmp_path / "f", {"batch_size": 8}, data=faces16, show_progress=False, log=said.append)
+    assert (f.step, f.run.total_steps, f.run.global_batch) == (10, 15, 8)
+    assert f.run.scheduled_lr() == pytest.approx(1e-3 * 0.5 ** 0.5)  # 0.5 epochs seen: 0.25 past the decay's start
+    assert any("with a batch of 8 instead of 4: global batch 4 -> 8; 5 steps remain" in line for line in said), said
+    f.train()
+    assert (f.step, f.run.epoch, f.run.epoch_images) == (15, 1, 0)  # 40 + 5 x 8 = 80 images: one epoch
+    assert json.loads((tmp_path / "f" / "config.json").read_text())["batch_size"] == 8
+
+    g = trainer_mod.fork(half, tmp_path / "g", {"batch_size": 8, "epochs": 2.0}, **quiet)
+    assert g.run.total_steps == 25  # 40 + 15 x 8 = 160 images (10 steps of 8 from step 0 would give 20)
+    g.train()
+    assert (g.step, g.run.epoch, g.run.epoch_images) == (25, 2, 0)
+    longer = resume(tmp_path / "g", {"epochs": 3.0}, **quiet)
+    assert longer.run.total_steps == 35  # one more epoch of 10 steps of 8 (3 x 10 = 30 would be 40 images short)
+
+    # forked where a larger batch no longer fits the epoch's rest (60 of 80 used, batch 24): the next epoch starts
+    late = trainer_mod.fork(checkpoint.checkpoint_path(tmp_path / "a", 15), tmp_path / "h", {"batch_size": 24},
+                            **quiet)
+    assert (late.run.epoch, late.run.epoch_images, late.run.total_steps) == (1, 0, 16)
+    late.train()
+    assert (late.step, late.run.epoch, late.run.epoch_images) == (16, 1, 24)
+
+
 def test_a_fork_refuses_what_would_make_it_another_run_in_one_line(tmp_path, faces16, capsys):
     quiet = dict(data=faces16, show_progress=False, log=lambda s: None)
     Trainer(tiny_config(steps=4), tmp_path / "a", **quiet).train()
-    for field, value in (("latent_dim", 9), ("batch_size", 2), ("seed", 1), ("objective", "vae"),
+    for field, value in (("latent_dim", 9), ("adam_beta1", 0.6), ("seed", 1), ("objective", "vae"),
                          ("alpha_early", 0.1)):
         with pytest.raises(UserError, match=rf"^{field}: a fork keeps its source's value"):
             trainer_mod.fork(tmp_path / "a", tmp_path / "f", {field: value, "steps": 6}, **quiet)

@@ -120,8 +120,8 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--fork", metavar="CHECKPOINT", help="start a new run (--out) where a checkpoint (or a run "
                                                         "directory's newest) left off: the same weights, optimiser "
                                                         "moments, step and data order, with other --alpha, --beta, "
-                                                        "--margin, --lr, --lr-half-life or --lr-decay-start (and "
-                                                        "--steps/--epochs)")
+                                                        "--margin, --lr, --lr-half-life, --lr-decay-start or "
+                                                        "--batch-size (and --steps/--epochs)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--dry-run", action="store_true", help="print the effective config and the model size, then exit")
     add_config_flags(t)

@@ -27,10 +27,11 @@ from .model_config import ModelConfig
 RESUMABLE_GROUPS = ("runtime", "logging")
 RESUMABLE_FIELDS = ("steps", "epochs")
 # What a fork (`train --fork`: a new run from another's checkpoint) may change besides: the game's weights, the
-# margin and the learning rate, which act step by step. The networks, data, batch, seed, optimiser's form,
-# warm-up and alpha's early phase (fixed in steps when the source started) stay the source's.
+# margin and the learning rate, which act step by step, and the batch (the run's length, the warm-up's end and
+# the rate's schedule stay where they were in images seen). The networks, data, seed, optimiser's form, warm-up
+# and alpha's early phase stay the source's.
 FORKABLE_FIELDS = ("alpha", "beta", "beta_rec", "beta_kl", "beta_neg", "gamma_r", "margin", "lr", "lr_half_life",
-                   "lr_decay_start", "generated_norm")
+                   "lr_decay_start", "generated_norm", "batch_size")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ exactly the weights of one that was never stopped (on a CPU; tested).
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import torch
 
 from . import checkpoint
 from . import distributed as dist_
-from .config import TrainConfig, may_change_on_fork, may_change_on_resume
+from .config import TrainConfig, may_change_on_fork, may_change_on_resume, steps_per_epoch
 from .ema import make_ema
 from .margin import AutoMargin, make_margin
 from .errors import UserError
@@ -99,6 +100,17 @@ class RunState:
             lr *= 0.5 ** (max(0.0, seen - cfg.lr_decay_start) / cfg.lr_half_life)
         return lr
 
+    def steps_to_reach(self, config: TrainConfig) -> int:
+        """The step at which the run ends when ``config`` gives its length: ``steps`` as it is, ``epochs`` from the
+        data cursor, so that a run whose global batch changed on the way (other processes, or a fork with another
+        batch) still ends after that many epochs of images; for a run that kept its batch, the same
+        ``config.total_steps``."""
+        if config.steps is not None or config.epochs is None:
+            return config.total_steps(self.num_train, self.world.size)
+        per_epoch = steps_per_epoch(self.num_train, self.global_batch)
+        done = self.epoch * per_epoch + self.epoch_images / self.global_batch  # in this batch's steps
+        return max(1, self.step + math.ceil(config.epochs * per_epoch - done))
+
     def advance(self, images_used: int) -> None:
         """One step done; ``images_used`` images of the current epoch are used so far (the data cursor)."""
         self.step += 1
@@ -141,13 +153,18 @@ class RunState:
         # alpha_early_steps 0: a checkpoint from before the field
         self.schedule = Schedule(int(state["warmup_steps"]), int(state.get("alpha_early_steps", 0)))
         saved_procs = int(state["processes"])
-        if saved_procs != self.world.size:
-            # Another number of processes: keep the run's length (and warm-up) in images seen.
-            old_gb = TrainConfig.from_dict(state["config"]).batch_size * saved_procs
+        old_gb = TrainConfig.from_dict(state["config"]).batch_size * saved_procs
+        if old_gb != self.global_batch:
+            # Another number of processes, or a fork with another batch: keep the run's length (and warm-up) in
+            # images seen. The data cursor counts images, and the lr schedule reads it, so both carry over.
             self.total_steps = same_images(self.total_steps, self.step, old_gb, self.global_batch)
             self.schedule = self.schedule.rescaled(self.step, old_gb, self.global_batch)
-            log(f"resuming with {self.world.size} process(es) instead of {saved_procs}: global batch "
-                f"{old_gb} -> {self.global_batch}; {self.total_steps - self.step} steps remain, to see as many images")
+            if self.epoch_images + self.global_batch > self.num_train:  # no whole larger batch left in this epoch
+                self.epoch, self.epoch_images = self.epoch + 1, 0
+            why = (f"with {self.world.size} process(es) instead of {saved_procs}" if saved_procs != self.world.size
+                   else f"with a batch of {self.config.batch_size} instead of {old_gb // saved_procs}")
+            log(f"resuming {why}: global batch {old_gb} -> {self.global_batch}; {self.total_steps - self.step} "
+                f"steps remain, to see as many images")
         torch.set_rng_state(state["torch_rng"])
         if self.device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
@@ -157,7 +174,7 @@ class RunState:
         self.load_state_dict(plan.state, source=str(plan.path), log=log)
         names = [name for name, _, _ in plan.changes]
         if "steps" in names or "epochs" in names:
-            self.total_steps = self.config.total_steps(self.num_train, self.world.size)
+            self.total_steps = self.steps_to_reach(self.config)
             if self.total_steps < self.step:
                 raise UserError(f"steps: the run is at step {self.step} already; give more steps to extend it")
         if plan.forked and self.total_steps <= self.step:
@@ -266,7 +283,7 @@ def plan_fork(source: str | Path, run_dir: str | Path, overrides: dict | None = 
         raise UserError(f"--fork: not found: {source}")
     config, changes = _changed(state, overrides, may_change_on_fork, lambda name, old, new: (
         f"{name}: a fork keeps its source's value ({old!r}); it may change alpha, beta, the margin, the learning "
-        f"rate and its half-life, runtime and logging settings and the length (start a new run for {name} = {new!r})"))
+        f"rate and its half-life, the batch, runtime and logging settings and the length (start a new run for {name} = {new!r})"))
     for name, old, new in changes:
         if name == "margin" and new == "auto":
             raise UserError(f"margin: a fork may fix the margin at a number but not start the automatic one (it is "

@@ -1,3 +1,3 @@
 """The package version (checkpoints and exports record it)."""
 
-__version__ = "0.7.17"
+__version__ = "0.7.18"
