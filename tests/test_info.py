@@ -76,6 +76,22 @@ def test_info_names_a_forks_source_and_the_settings_it_and_each_resume_changed(t
     assert "of it in its source, before the fork): " in out
 
 
+def test_info_counts_a_forks_epochs_from_the_data_cursor_when_its_batch_changed(tmp_path, capsys, faces16):
+    """80 images, a batch of 4 for one epoch (20 steps), forked at step 10 with a batch of 8 (5 steps to the end)
+    and stopped at step 13: 40 + 3 x 8 = 64 images, 0.8 epochs, not 13 / 15 of one (0.9)."""
+    from introvae import checkpoint
+    from introvae.trainer import Trainer, fork
+
+    quiet = dict(data=faces16, show_progress=False, log=lambda s: None)
+    Trainer(tiny_config(steps=None, epochs=1.0, checkpoint_every=5), tmp_path / "a", **quiet).train()
+    f = fork(checkpoint.checkpoint_path(tmp_path / "a", 10), tmp_path / "f", {"batch_size": 8}, **quiet)
+    f.train(stop_after=13)
+    s = summarize(tmp_path / "f")
+    assert (s["step"], s["total_steps"], s["epochs_seen"]) == (13, 15, pytest.approx(0.8))
+    assert main(["info", str(tmp_path / "f")]) == 0
+    assert "step 13 of 15 (0.8 of 1 epochs); unfinished" in capsys.readouterr().out
+
+
 def test_info_reads_a_2d_run_stopped_and_finished(tmp_path, capsys):
     from introvae.toy2d import ToyConfig
     from introvae.toy2d import train as train_2d

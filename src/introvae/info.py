@@ -19,6 +19,15 @@ from .provenance import duration_words, recorded
 EVALUATIONS_SHOWN = 5
 
 
+def _epochs_seen(state: dict) -> float | None:
+    """Epochs of training images seen, from a checkpoint's data cursor (None before 0.7.18, which kept no count of
+    the training images)."""
+    n = state.get("num_train")
+    if not n or state.get("data_epoch") is None:
+        return None
+    return int(state["data_epoch"]) + int(state.get("data_epoch_images", 0)) / int(n)
+
+
 def summarize(run: str | Path) -> dict:
     """The facts ``introvae info`` prints, as a dict (also its ``--json``)."""
     from . import toy2d
@@ -65,7 +74,7 @@ def summarize(run: str | Path) -> dict:
         path, state = newest
         total = int(state["total_steps"])
         out.update(step=int(state["step"]), total_steps=total, epoch=state.get("data_epoch"),
-                   epochs=config.get("epochs"), warmup_steps=state.get("warmup_steps"),
+                   epochs=config.get("epochs"), epochs_seen=_epochs_seen(state), warmup_steps=state.get("warmup_steps"),
                    newest_checkpoint=path.name, written_by=state.get("version"),
                    finished=int(state["step"]) >= total)
     budget = run / "budget-done.json"  # compare's time budget: its step count was only a cap
@@ -258,7 +267,11 @@ def format_summary(s: dict) -> str:
     if "total_steps" in s:
         where = f"step {s['step']:,}" + ("" if s.get("stopped_by_budget_s") else f" of {s['total_steps']:,}")
         if s.get("epochs"):
-            where += f" ({s['epochs'] * s['step'] / s['total_steps']:.1f} of {s['epochs']:g} epochs)"
+            # the data cursor's count where the checkpoint has it: a run whose batch changed (a fork with another
+            # batch, other processes) is not at step / total_steps of its epochs
+            seen = s.get("epochs_seen")
+            seen = s["epochs"] * s["step"] / s["total_steps"] if seen is None else seen
+            where += f" ({seen:.1f} of {s['epochs']:g} epochs)"
         state = ("finished" if s["finished"] else
                  f"finished: compare's budget of {s['stopped_by_budget_s'] / 60:g} min (the step count is a cap)"
                  if s.get("stopped_by_budget_s") else f"unfinished: introvae train --resume {s['run']}")

@@ -128,6 +128,7 @@ class RunState:
             "scaler": self.precision.scaler.state_dict() if self.precision.scaler else None,
             "auto_margin": self.margin.state_dict() if isinstance(self.margin, AutoMargin) else None,
             "step": self.step, "data_epoch": self.epoch, "data_epoch_images": self.epoch_images,
+            "num_train": self.num_train,  # for `introvae info`: epochs seen from the data cursor (since 0.7.18)
             "processes": self.world.size, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
             "alpha_early_steps": self.alpha_early_steps, "rollbacks": self.rollbacks,
             "torch_rng": torch.get_rng_state(),
