@@ -10,7 +10,9 @@ Each argument is ``LABEL=PATTERN``: a glob of metrics files whose rows make one 
 scored on ``--samples`` samples are drawn (FIDs of other counts are not comparable); a line's points are its
 rows' steps over ``--steps-per-epoch``. A fork's line branches off its source's line (``LABEL=PATTERN@SOURCE:STEP``,
 SOURCE another line's label, STEP the step it was forked at, where the source must have a row). A line trained
-with another batch size gives its own steps per epoch after a ``#`` (``LABEL=PATTERN#937`` for batches of 64).
+with another batch size gives its own steps per epoch after a ``#`` (``LABEL=PATTERN#937`` for batches of 64); a
+fork with another batch than its source's (``train --fork ... --batch-size 64``) counts its epochs on from the
+source's epoch at the fork (``LABEL=PATTERN@SOURCE:STEP#937``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,15 @@ def read_points(pattern: str, samples: int) -> list[tuple[int, dict]]:
             if row["metrics"]["fid"]["samples"] == samples:
                 points[row["step"]] = row["metrics"]
     return sorted(points.items())
+
+
+def line_epochs(steps: list[int], per_epoch: float, fork: tuple[int, float] | None = None) -> list[float]:
+    """The epochs of a line's steps: ``step / per_epoch``, or for a fork (``fork`` = the step it was forked at and
+    its source's steps per epoch) the source's epoch there plus the fork's own steps since, in its own batch."""
+    if fork is None:
+        return [step / per_epoch for step in steps]
+    at, source_per_epoch = fork
+    return [at / source_per_epoch + (step - at) / per_epoch for step in steps]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         lines[label] = (points, (source, int(step)) if fork else None, per_epoch)
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for label, (points, fork, per_epoch) in lines.items():
+        at = None
         if fork is not None:  # start where the fork did: the source's row at the fork's step
             source, step = fork
             known = dict(lines[source][0]) if source in lines else {}
@@ -76,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"fid_curve: {label}: forked from {source!r} at step {step}, which is not a "
                                  "line with a row there")
             points = [(step, known[step])] + points
-        epochs = [step / per_epoch for step, _ in points]
+            at = (step, lines[source][2])
+        epochs = line_epochs([step for step, _ in points], per_epoch, at)
         for ax, value in zip(axes, (lambda m: m["fid"]["value"], lambda m: m["precision_recall"]["precision"],
                                     lambda m: m["precision_recall"]["recall"])):
             ax.plot(epochs, [value(m) for _, m in points], marker="o", label=label)

@@ -305,3 +305,13 @@ def test_a_record_names_the_commit_whose_code_measured_it():
     reg.MEASURED_AT = "no-such-commit"
     with pytest.raises(SystemExit, match="--commit no-such-commit is not a commit of this repository"):
         reg.git_commit()
+
+
+def test_the_fid_curve_counts_a_forks_epochs_on_from_its_sources_in_its_own_batch():
+    spec = importlib.util.spec_from_file_location("fid_curve", ROOT / "results" / "fid_curve.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.line_epochs([3750, 7500], 3750) == [1.0, 2.0]
+    # batch 16 to epoch 5 (3,750 steps an epoch), then forked with a batch of 64 (937 steps an epoch)
+    assert tool.line_epochs([18750, 19687, 21561], 937, (18750, 3750)) == [5.0, 6.0, 8.0]
+    assert tool.line_epochs([30000, 33750], 3750, (30000, 3750)) == [8.0, 9.0]  # same batch: as without a fork
