@@ -416,7 +416,8 @@ def test_a_fork_with_another_batch_keeps_the_length_the_cursor_and_the_rate_in_i
     f = trainer_mod.fork(half, tmp_path / "f", {"batch_size": 8}, data=faces16, show_progress=False, log=said.append)
     assert (f.step, f.run.total_steps, f.run.global_batch) == (10, 15, 8)
     assert f.run.scheduled_lr() == pytest.approx(1e-3 * 0.5 ** 0.5)  # 0.5 epochs seen: 0.25 past the decay's start
-    assert any("with a batch of 8 instead of 4: global batch 4 -> 8; 5 steps remain" in line for line in said), said
+    assert "a batch of 8 instead of 4: the run's length, warm-up and rate schedule stay where they were in images " \
+           "seen" in said and "from step 10 of 15; batch_size: 4 -> 8" in said[-1], said
     f.train()
     assert (f.step, f.run.epoch, f.run.epoch_images) == (15, 1, 0)  # 40 + 5 x 8 = 80 images: one epoch
     assert json.loads((tmp_path / "f" / "config.json").read_text())["batch_size"] == 8

@@ -162,10 +162,12 @@ class RunState:
             self.schedule = self.schedule.rescaled(self.step, old_gb, self.global_batch)
             if self.epoch_images + self.global_batch > self.num_train:  # no whole larger batch left in this epoch
                 self.epoch, self.epoch_images = self.epoch + 1, 0
-            why = (f"with {self.world.size} process(es) instead of {saved_procs}" if saved_procs != self.world.size
-                   else f"with a batch of {self.config.batch_size} instead of {old_gb // saved_procs}")
-            log(f"resuming {why}: global batch {old_gb} -> {self.global_batch}; {self.total_steps - self.step} "
-                f"steps remain, to see as many images")
+            if saved_procs != self.world.size:
+                log(f"resuming with {self.world.size} process(es) instead of {saved_procs}: global batch {old_gb} -> "
+                    f"{self.global_batch}; {self.total_steps - self.step} steps remain, to see as many images")
+            else:  # a fork (whose --epochs, if given, then sets the length: its own line says the steps)
+                log(f"a batch of {self.config.batch_size} instead of {old_gb // saved_procs}: the run's length, "
+                    f"warm-up and rate schedule stay where they were in images seen")
         torch.set_rng_state(state["torch_rng"])
         if self.device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
