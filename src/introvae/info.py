@@ -102,7 +102,7 @@ def summarize(run: str | Path) -> dict:
     if source is not None:
         out["forked_from"] = {"step": source[0], "checkpoint": str(source[1])}
         before = training_seconds(source[1].parent.parent, until_step=source[0])  # counted in training_seconds
-        if before:
+        if before is not None:  # the source is still there (a time that rounds to 0 is still its time)
             out["forked_from"]["training_seconds"] = round(before, 1)
     changes = setting_changes(run)
     if changes:
@@ -295,7 +295,7 @@ def format_summary(s: dict) -> str:
         parts = ("; ".join(f"{words} {duration_words(sec)}" for words, sec in machines.items()) if recorded(machines)
                  else "the machines not recorded (introvae 0.7.13 and before)")
         before = s.get("forked_from", {}).get("training_seconds")
-        whose = f"; {duration_words(before)} of it in its source, before the fork" if before else ""
+        whose = f"; {duration_words(before)} of it in its source, before the fork" if before is not None else ""
         lines.append(f"  trained      {duration_words(total)} (from its logged rates{whose}): {parts}")
     if s.get("last_session"):
         ls = s["last_session"]
