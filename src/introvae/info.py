@@ -25,7 +25,9 @@ def _epochs_seen(state: dict) -> float | None:
     n = state.get("num_train")
     if not n or state.get("data_epoch") is None:
         return None
-    return int(state["data_epoch"]) + int(state.get("data_epoch_images", 0)) / int(n)
+    from .runstate import epochs_seen
+
+    return epochs_seen(int(state["data_epoch"]), int(state.get("data_epoch_images", 0)), int(n))
 
 
 def summarize(run: str | Path) -> dict:

@@ -32,6 +32,11 @@ from .schedule import Schedule, same_images
 from .version import __version__
 
 
+def epochs_seen(epoch: int, epoch_images: int, num_train: int) -> float:
+    """Epochs of training images seen, from the data cursor (whatever batches saw them)."""
+    return epoch + epoch_images / num_train
+
+
 class RunState:
     """The model, its optimisers and the counters of a run, built from its config on ``device``."""
 
@@ -96,7 +101,7 @@ class RunState:
         cfg = self.config
         lr = cfg.lr * cfg.rollback_lr_factor ** self.rollbacks
         if cfg.lr_half_life > 0:
-            seen = self.epoch + self.epoch_images / self.num_train
+            seen = epochs_seen(self.epoch, self.epoch_images, self.num_train)
             lr *= 0.5 ** (max(0.0, seen - cfg.lr_decay_start) / cfg.lr_half_life)
         return lr
 
@@ -115,7 +120,11 @@ class RunState:
         """One step done; ``images_used`` images of the current epoch are used so far (the data cursor)."""
         self.step += 1
         self.step_epoch, self.epoch_images = self.epoch, images_used
-        if images_used + self.global_batch > self.num_train:  # no whole batch left in this epoch
+        self._next_epoch_if_spent()
+
+    def _next_epoch_if_spent(self) -> None:
+        """The data cursor to the next epoch's start when no whole (global) batch is left in this one."""
+        if self.epoch_images + self.global_batch > self.num_train:
             self.epoch, self.epoch_images = self.epoch + 1, 0
 
     # --- checkpoints ---------------------------------------------------------------------------
@@ -160,8 +169,7 @@ class RunState:
             # images seen. The data cursor counts images, and the lr schedule reads it, so both carry over.
             self.total_steps = same_images(self.total_steps, self.step, old_gb, self.global_batch)
             self.schedule = self.schedule.rescaled(self.step, old_gb, self.global_batch)
-            if self.epoch_images + self.global_batch > self.num_train:  # no whole larger batch left in this epoch
-                self.epoch, self.epoch_images = self.epoch + 1, 0
+            self._next_epoch_if_spent()  # a larger batch may no longer fit this epoch's rest
             if saved_procs != self.world.size:
                 log(f"resuming with {self.world.size} process(es) instead of {saved_procs}: global batch {old_gb} -> "
                     f"{self.global_batch}; {self.total_steps - self.step} steps remain, to see as many images")
